@@ -130,7 +130,9 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
     """Read a YAML mapping; a ``base:`` key names another file (relative) merged underneath."""
     path = Path(path)
     if not path.is_file():
-        raise ConfigError(f"config file {path} does not exist; check the path (configs/ holds examples)")
+        raise ConfigError(
+            f"config file {path} does not exist; check the path (configs/ holds examples)"
+        )
     data = yaml.safe_load(path.read_text()) or {}
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: top level must be a mapping")
@@ -140,7 +142,9 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
     return data
 
 
-def load(cls: type[T], path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()) -> T:
+def load(
+    cls: type[T], path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()
+) -> T:
     """Defaults of ``cls``, then the YAML file at ``path`` (if any), then ``overrides``."""
     data = read_yaml(path) if path is not None else {}
     try:

@@ -1,0 +1,136 @@
+"""Torch datasets: base-class training/validation images and episode tasks.
+
+Base training sees base classes only. Each kept image holds at least one base class over
+the min-foreground threshold; base classes are relabelled 1..n_base (sorted), background
+stays 0, and novel-class pixels become 255 so they are ignored rather than taught as
+background.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from fsstools.constants import IGNORE_INDEX
+from fsstools.data import splits, voc
+from fsstools.data.episodes import EpisodeList, episode_mask
+from fsstools.data.transforms import to_tensors
+
+Transform = Callable[[np.ndarray, np.ndarray], dict[str, Any]]
+
+
+def base_label_map(dataset: str, fold: int, scheme: str = "interleaved") -> np.ndarray:
+    """A lookup table uint8 (256,) from dataset class ids to base-training labels.
+
+    Background 0 -> 0, base class ``base_classes[i]`` -> ``i + 1``, every novel class and
+    255 -> 255.
+    """
+    lut = np.full(IGNORE_INDEX + 1, IGNORE_INDEX, dtype=np.uint8)
+    lut[0] = 0
+    for label, c in enumerate(splits.base_classes(dataset, fold, scheme), start=1):
+        lut[c] = label
+    return lut
+
+
+class BaseTrainDataset(Dataset):
+    """Images of a list holding a base class, with base-training labels.
+
+    Args:
+        root: data root the list's paths are relative to.
+        list_file: image list (see ``voc.read_pairs``).
+        dataset: "pascal", "coco" or "synth".
+        fold: 0..3.
+        scheme: COCO-20i split scheme.
+        transform: ``transforms.train_transform(...)`` for training,
+            ``transforms.test_transform(...)`` for base-class validation; None only converts
+            to normalised tensors at the original size.
+        min_fg: pixels a base class must cover for the image to be kept; None scales the
+            2048-pixel rule to each image's area.
+
+    Items are ``(image (3, H, W) float, mask (H, W) int64)`` with mask values in
+    0..n_base and 255.
+    """
+
+    def __init__(
+        self,
+        root: str | Path,
+        list_file: str | Path,
+        dataset: str,
+        fold: int,
+        scheme: str = "interleaved",
+        transform: Transform | None = None,
+        min_fg: int | None = None,
+    ) -> None:
+        self.root = Path(root)
+        self.n_classes = splits.n_classes(dataset)
+        self.base_classes = splits.base_classes(dataset, fold, scheme)
+        self.lut = base_label_map(dataset, fold, scheme)
+        self.transform = transform or to_tensors
+        pairs = voc.read_pairs(root, list_file)
+        index = voc.class_index(root, pairs, self.n_classes, min_fg, list_file=list_file)
+        keep = sorted({i for c in self.base_classes for i in index[c]})
+        if not keep:
+            raise ValueError(
+                f"no image of {list_file} under {root} holds a base class of {dataset} fold "
+                f"{fold}; check the dataset name and the list, or lower min_fg"
+            )
+        self.pairs = [pairs[i] for i in keep]
+
+    @property
+    def n_base(self) -> int:
+        """Number of base classes; the model needs ``n_base + 1`` outputs (background)."""
+        return len(self.base_classes)
+
+    def __len__(self) -> int:
+        return len(self.pairs)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
+        image, mask = voc.load_pair(self.root, *self.pairs[i], self.n_classes)
+        out = self.transform(image, self.lut[mask])
+        return out["image"], out["mask"]
+
+
+class EpisodeDataset(Dataset):
+    """The tasks of an episode list as tensors, one dict per episode.
+
+    Items: ``query_img`` (3, H, W), ``query_mask`` (H, W) int64 {0, 1, 255},
+    ``query_valid`` (H, W) bool, ``support_imgs`` (S, 3, H, W), ``support_masks``
+    (S, H, W) int64 {0, 1, 255}, ``class_id`` int, ``orig_size`` (H0, W0) of the query.
+    With a fixed shot count items collate into batches; with random shots use batch 1.
+
+    Args:
+        episodes: the list to serve.
+        transform: usually ``transforms.test_transform(417)``, so all sizes match.
+    """
+
+    def __init__(self, episodes: EpisodeList, transform: Transform) -> None:
+        self.episodes = episodes
+        self.transform = transform
+        self.root = Path(episodes.root)
+        self.n_classes = splits.n_classes(episodes.dataset)
+
+    def __len__(self) -> int:
+        return len(self.episodes.episodes)
+
+    def _load(self, pair: tuple[str, str], class_id: int) -> dict[str, Any]:
+        image, mask = voc.load_pair(self.root, *pair, self.n_classes)
+        return self.transform(image, episode_mask(mask, class_id).astype(np.uint8))
+
+    def __getitem__(self, i: int) -> dict[str, Any]:
+        ep = self.episodes.episodes[i]
+        query = self._load(ep.query, ep.class_id)
+        supports = [self._load(pair, ep.class_id) for pair in ep.supports]
+        return {
+            "query_img": query["image"],
+            "query_mask": query["mask"],
+            "query_valid": query["valid"],
+            "support_imgs": torch.stack([s["image"] for s in supports]),  # (S, 3, H, W)
+            "support_masks": torch.stack([s["mask"] for s in supports]),  # (S, H, W)
+            "class_id": ep.class_id,
+            "orig_size": query["orig_size"],
+        }

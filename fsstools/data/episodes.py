@@ -1,0 +1,307 @@
+"""Seeded episode sampling, saved as JSON so every method scores the very same tasks.
+
+An episode: a query image holding at least one test class, a class drawn among the test
+classes it holds, and K distinct support images holding that class, never the query.
+"Holding" means covering at least ``min_fg`` mask pixels (see ``voc.class_index``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import warnings
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any, TypeVar
+
+import numpy as np
+import torch
+
+from fsstools.artifacts import atomic_write_text, text_hash
+from fsstools.constants import IGNORE_INDEX
+from fsstools.data import splits, voc
+
+Pair = tuple[str, str]
+FORMAT = "fsstools.episodes/1"
+MaskT = TypeVar("MaskT", np.ndarray, torch.Tensor)
+
+
+@dataclass(frozen=True)
+class Episode:
+    """One task: image/mask paths relative to the data root, and the class to segment."""
+
+    query: Pair
+    class_id: int
+    supports: tuple[Pair, ...]
+
+
+@dataclass(frozen=True)
+class EpisodeList:
+    """Episodes with the settings that drew them (``root`` is stored absolute).
+
+    ``hash`` covers the episodes and the sampling settings, not ``root`` or ``list_file``,
+    so the same tasks hash alike wherever the data lives. ``shots`` is the support count,
+    or the upper end when ``random_shots`` is set.
+    """
+
+    root: str
+    list_file: str
+    dataset: str
+    fold: int
+    scheme: str
+    shots: int
+    seed: int
+    episodes: tuple[Episode, ...]
+    hash: str = ""
+    classes: tuple[int, ...] = ()
+    random_shots: tuple[int, int] | None = None
+    min_fg: int | None = None
+    skipped: dict[int, int] = field(default_factory=dict)  # class -> images, too few to sample
+
+    def __len__(self) -> int:
+        return len(self.episodes)
+
+
+def _content(el: EpisodeList) -> dict[str, Any]:
+    data = asdict(el)
+    data["skipped"] = {str(c): n for c, n in el.skipped.items()}  # JSON keys are strings
+    return data
+
+
+def episode_hash(el: EpisodeList) -> str:
+    """sha256 (truncated) of the canonical JSON of the episodes and sampling settings."""
+    data = _content(el)
+    for key in ("root", "list_file", "hash"):
+        del data[key]
+    return text_hash(json.dumps(data, sort_keys=True, separators=(",", ":")))
+
+
+def _enough_images(
+    index: dict[int, list[int]],
+    classes: list[int],
+    need: int,
+    skip_small: bool,
+    where: str,
+    names: tuple[str, ...],
+) -> tuple[list[int], dict[int, int]]:
+    small = {c: len(index[c]) for c in classes if len(index[c]) < need}
+    for c, count in small.items():
+        message = (
+            f"class {c} ({names[c - 1]}) is held by {count} image(s) of {where}, fewer than the "
+            f"{need} an episode needs (shots + 1 query)"
+        )
+        if not skip_small:
+            raise ValueError(
+                f"{message}; use fewer shots, a larger list, or skip_small=True "
+                "(--skip-small) to leave the class out"
+            )
+        warnings.warn(f"{message}; skipping it", stacklevel=3)
+    kept = [c for c in classes if c not in small]
+    if not kept:
+        raise ValueError(f"no test class has enough images in {where} for {need - 1} shot(s)")
+    return kept, small
+
+
+def sample_episodes(
+    root: str | Path,
+    list_file: str | Path,
+    dataset: str,
+    fold: int,
+    shots: int,
+    n_episodes: int,
+    seed: int,
+    scheme: str = "interleaved",
+    classes: list[int] | None = None,
+    min_fg: int | None = None,
+    random_shots: tuple[int, int] | None = None,
+    skip_small: bool = False,
+) -> EpisodeList:
+    """Draw ``n_episodes`` tasks from a list with ``numpy.random.default_rng(seed)``.
+
+    Args:
+        root: data root the list's paths are relative to.
+        list_file: image list of the test split (see ``voc.read_pairs``).
+        dataset: "pascal", "coco" or "synth" (sets class count and test classes).
+        fold: 0..3.
+        shots: support images per episode (ignored when ``random_shots`` is set).
+        n_episodes: number of episodes.
+        seed: the same seed and inputs give the same episodes.
+        scheme: COCO-20i split scheme.
+        classes: test classes to use instead of the fold's, e.g.
+            ``splits.coco_to_pascal_classes(fold)`` with ``dataset="pascal"``.
+        min_fg: pixels a class must cover for an image to hold it; None scales the
+            2048-pixel rule to each image's area.
+        random_shots: (lo, hi) to draw each episode's shot count uniformly in lo..hi.
+        skip_small: leave out (with a warning) classes held by fewer than shots + 1
+            images instead of raising.
+
+    Example:
+        >>> el = sample_episodes(  # doctest: +SKIP
+        ...     "data/synth/A", "lists/val.txt", "synth", fold=0, shots=1, n_episodes=1000, seed=0
+        ... )
+        >>> save_episodes(el, "outputs/episodes/synth_f0_1shot.json")  # doctest: +SKIP
+    """
+    if random_shots is not None:
+        lo, hi = random_shots
+        if not 1 <= lo <= hi:
+            raise ValueError(
+                f"random_shots must be (lo, hi) with 1 <= lo <= hi, got {random_shots}"
+            )
+        shots, random_shots = hi, (int(lo), int(hi))
+    if shots < 1 or n_episodes < 1:
+        raise ValueError(f"shots and n_episodes must be >= 1, got {shots} and {n_episodes}")
+    total = splits.n_classes(dataset)
+    fold_classes = splits.test_classes(dataset, fold, scheme)  # also validates the arguments
+    classes = sorted(set(classes)) if classes is not None else fold_classes
+    if not classes or not all(1 <= c <= total for c in classes):
+        raise ValueError(f"classes must be ids in 1..{total} for {dataset}, got {classes}")
+
+    # Duplicate lines would let one image be both query and support.
+    pairs = list(dict.fromkeys(voc.read_pairs(root, list_file)))
+    index = voc.class_index(root, pairs, total, min_fg, list_file=list_file)
+    where = f"{list_file} under {root}"
+    classes, skipped = _enough_images(
+        index, classes, shots + 1, skip_small, where, splits.class_names(dataset)
+    )
+    holders = {c: np.asarray(index[c]) for c in classes}
+    held = {c: set(index[c]) for c in classes}
+    queries = np.asarray(sorted(set().union(*held.values())))
+
+    rng = np.random.default_rng(seed)
+    episodes = []
+    for _ in range(n_episodes):
+        q = int(rng.choice(queries))
+        c = int(rng.choice([c for c in classes if q in held[c]]))
+        k = int(rng.integers(random_shots[0], random_shots[1] + 1)) if random_shots else shots
+        pool = holders[c][holders[c] != q]
+        chosen = rng.choice(pool, size=k, replace=False)
+        episodes.append(Episode(pairs[q], c, tuple(pairs[int(i)] for i in chosen)))
+
+    el = EpisodeList(
+        root=str(Path(root).resolve()),
+        list_file=str(list_file),
+        dataset=dataset,
+        fold=fold,
+        scheme=scheme,
+        shots=shots,
+        seed=seed,
+        episodes=tuple(episodes),
+        classes=tuple(classes),
+        random_shots=random_shots,
+        min_fg=min_fg,
+        skipped=skipped,
+    )
+    return replace(el, hash=episode_hash(el))
+
+
+def save_episodes(el: EpisodeList, path: str | Path) -> Path:
+    """Write ``el`` as JSON (atomically); ``load_episodes`` gives it back unchanged."""
+    return atomic_write_text(Path(path), json.dumps({"format": FORMAT, **_content(el)}, indent=1))
+
+
+def _pair(value: list[str]) -> Pair:
+    img, mask = value
+    return str(img), str(mask)
+
+
+def load_episodes(path: str | Path, root: str | Path | None = None) -> EpisodeList:
+    """Read an episode list saved by ``save_episodes`` and check its hash.
+
+    Args:
+        path: the JSON file.
+        root: data root to use instead of the saved one (data moved, other machine).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"episode file {path} not found; create it with `fsstools episodes`"
+        )
+    try:
+        data = json.loads(path.read_text())
+        if data.pop("format", None) != FORMAT:
+            raise ValueError(f"not a {FORMAT} file")
+        episodes = tuple(
+            Episode(_pair(e["query"]), int(e["class_id"]), tuple(_pair(s) for s in e["supports"]))
+            for e in data.pop("episodes")
+        )
+        shots = data.pop("random_shots")
+        data["random_shots"] = tuple(shots) if shots is not None else None
+        data["classes"] = tuple(data.pop("classes"))
+        data["skipped"] = {int(c): n for c, n in data.pop("skipped").items()}
+        el = EpisodeList(**data, episodes=episodes)
+    except (json.JSONDecodeError, KeyError, TypeError, ValueError) as err:
+        raise ValueError(
+            f"episode file {path} is not a valid episode list ({err}); re-create it with "
+            "`fsstools episodes`"
+        ) from err
+    if episode_hash(el) != el.hash:
+        raise ValueError(
+            f"episode file {path} does not match its hash {el.hash} (edited or corrupted); "
+            "re-create it with `fsstools episodes`"
+        )
+    return replace(el, root=str(root)) if root is not None else el
+
+
+def episode_mask(full_mask: MaskT, class_id: int | torch.Tensor) -> MaskT:
+    """Binary task mask from a class-id mask: 1 for ``class_id``, 255 kept, 0 elsewhere.
+
+    Args:
+        full_mask: (..., H, W) class ids, numpy or torch.
+        class_id: one class, or a (B,) tensor of classes for a (B, H, W) batch.
+
+    Returns:
+        int64 mask shaped like ``full_mask``, of the same kind (numpy or torch).
+    """
+    if isinstance(full_mask, torch.Tensor):
+        c = torch.as_tensor(class_id, device=full_mask.device)
+        if c.ndim == 1:
+            c = c.view(-1, *[1] * (full_mask.ndim - 1))  # (B, 1, 1) broadcasts over (B, H, W)
+        out = (full_mask == c).long()
+        out[full_mask == IGNORE_INDEX] = IGNORE_INDEX
+        return out
+    out = (full_mask == class_id).astype(np.int64)
+    out[full_mask == IGNORE_INDEX] = IGNORE_INDEX
+    return out
+
+
+def cli(argv: list[str]) -> int:
+    """``fsstools episodes``: sample an episode list and save it as JSON."""
+    p = argparse.ArgumentParser(prog="fsstools episodes", description=cli.__doc__)
+    p.add_argument("--root", required=True, help="data root (folder holding JPEGImages/)")
+    p.add_argument("--list", required=True, help="image list, relative to the root")
+    p.add_argument("--dataset", required=True, choices=splits.DATASETS)
+    p.add_argument("--fold", type=int, required=True, choices=range(splits.N_FOLDS))
+    p.add_argument("--scheme", default="interleaved", choices=splits.SCHEMES)
+    p.add_argument("--shots", type=int, default=1)
+    p.add_argument("--random-shots", type=int, nargs=2, metavar=("LO", "HI"))
+    p.add_argument("--n", type=int, default=1000, help="number of episodes")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--min-fg", type=int, help="pixels a class must cover (default: scaled 2048)")
+    p.add_argument(
+        "--coco-to-pascal",
+        action="store_true",
+        help="test the PASCAL classes unseen by COCO base training on --fold (--dataset pascal)",
+    )
+    p.add_argument("--skip-small", action="store_true", help="skip classes with too few images")
+    p.add_argument("--out", required=True, help="output JSON file")
+    args = p.parse_args(argv)
+    if args.coco_to_pascal and args.dataset != "pascal":
+        p.error("--coco-to-pascal samples PASCAL images: use --dataset pascal")
+    classes = splits.coco_to_pascal_classes(args.fold) if args.coco_to_pascal else None
+    el = sample_episodes(
+        args.root,
+        args.list,
+        args.dataset,
+        args.fold,
+        args.shots,
+        args.n,
+        args.seed,
+        scheme=args.scheme,
+        classes=classes,
+        min_fg=args.min_fg,
+        random_shots=tuple(args.random_shots) if args.random_shots else None,
+        skip_small=args.skip_small,
+    )
+    out = save_episodes(el, args.out)
+    print(f"{len(el)} episodes of classes {list(el.classes)} -> {out} (hash {el.hash})")
+    return 0

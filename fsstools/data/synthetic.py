@@ -1,0 +1,380 @@
+"""The embedded synthetic benchmark: 20 shape x texture classes in two visual styles.
+
+Generated on demand in VOC layout (see ``data/README.md``), deterministic from a seed and
+cached: ``<root>/synth.json`` records the generating config and its hash, and a second
+call with the same config reuses the files.
+
+    >>> from pathlib import Path
+    >>> root = ensure_synth(Path("data/synth"))  # doctest: +SKIP
+    >>> (root / "A" / "lists" / "train.txt").read_text().splitlines()[0]  # doctest: +SKIP
+    'JPEGImages/A_train_00000.jpg SegmentationClass/A_train_00000.png'
+
+Every image is rendered from its own seed, derived from (seed, style, split, index), so the
+bytes on disk do not depend on the number of worker processes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing
+import os
+import shutil
+import sys
+import time
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from fsstools.artifacts import atomic_write_text
+from fsstools.config import config_hash
+from fsstools.constants import IGNORE_INDEX, min_fg_pixels
+from fsstools.data.synth_render import N_CLASSES, STYLES, class_names, render_scene
+
+try:
+    import fcntl
+except ImportError:  # Windows: no advisory locks; concurrent generation is then unguarded
+    fcntl = None
+
+GENERATOR_VERSION = 1
+"""Bump when rendering changes, so cached data made by older code is regenerated."""
+
+SYNTH_CLASSES = tuple(class_names())
+SPLITS = ("train", "val")
+MIN_IMAGES_PER_CLASS = 11
+"""One query plus up to ten support images per class for 10-shot episodes."""
+
+# Objects per image: 1, 2 or 3 with these probabilities (mean 1.9).
+N_OBJECTS_PROBS = (0.35, 0.40, 0.25)
+SAME_CLASS_PROB = 0.1
+"""Chance that an image's second object repeats the first one's class (two instances)."""
+MANIFEST = "synth.json"
+LOCK = ".synth.lock"
+CONTACT_SHEET = "contact_sheet.png"
+
+
+class SynthError(RuntimeError):
+    """The output folder cannot hold the synthetic benchmark."""
+
+
+@dataclass(frozen=True)
+class SynthConfig:
+    """What to generate. Equal configs produce byte-identical files.
+
+    Attributes:
+        n_train, n_val: images per style in each split.
+        size: image side in pixels (square images).
+        seed: root of every per-image seed.
+        styles: visual domains to write, each a key of ``synth_render.STYLES``.
+        jpeg_quality: JPEG quality of the images.
+    """
+
+    n_train: int = 5000
+    n_val: int = 1000
+    size: int = 128
+    seed: int = 0
+    styles: tuple[str, ...] = ("A", "B")
+    jpeg_quality: int = 90
+
+    def __post_init__(self) -> None:
+        if self.n_train < 1 or self.n_val < 1:
+            raise ValueError(f"n_train and n_val must be >= 1, got {self.n_train}, {self.n_val}")
+        if self.seed < 0:
+            raise ValueError(f"seed must be >= 0, got {self.seed}")
+        if self.size < 32:
+            raise ValueError(f"size must be >= 32 pixels, got {self.size}")
+        unknown = [s for s in self.styles if s not in STYLES]
+        if unknown or not self.styles or len(set(self.styles)) != len(self.styles):
+            raise ValueError(
+                f"styles must be distinct names from {sorted(STYLES)}, got {self.styles}"
+            )
+        if not 1 <= self.jpeg_quality <= 100:
+            raise ValueError(f"jpeg_quality must be in 1..100, got {self.jpeg_quality}")
+
+    def n_images(self, split: str) -> int:
+        return self.n_train if split == "train" else self.n_val
+
+
+def synth_hash(cfg: SynthConfig) -> str:
+    """Hash of the config and the generator version: the cache key of a generated set."""
+    return config_hash({"config": asdict(cfg), "version": GENERATOR_VERSION})
+
+
+def image_name(style: str, split: str, index: int) -> str:
+    return f"{style}_{split}_{index:05d}"
+
+
+def plan_classes(cfg: SynthConfig, style: str, split: str) -> list[tuple[int, ...]]:
+    """Object classes of every image of one split, later objects drawn on top.
+
+    Classes are dealt from a stream of shuffled permutations of 1..20, so every class
+    appears (almost exactly) equally often and objects in one image usually differ.
+    """
+    n = cfg.n_images(split)
+    rng = np.random.default_rng([cfg.seed, _style_index(style), SPLITS.index(split), 0])
+    counts = rng.choice(np.arange(1, len(N_OBJECTS_PROBS) + 1), size=n, p=N_OBJECTS_PROBS)
+    repeat = rng.random(n) < SAME_CLASS_PROB
+    n_perm = -(-int(counts.sum()) // N_CLASSES)
+    stream = np.concatenate([rng.permutation(N_CLASSES) + 1 for _ in range(n_perm)]).tolist()
+    plan, pos = [], 0
+    for k, dup in zip(counts.tolist(), repeat.tolist(), strict=True):
+        classes = stream[pos : pos + k]
+        pos += k
+        if dup and k > 1:
+            classes[1] = classes[0]
+        plan.append(tuple(classes))
+    return plan
+
+
+def _style_index(style: str) -> int:
+    return sorted(STYLES).index(style)
+
+
+def _render_task(task: tuple) -> np.ndarray:
+    """Render and write one image and its mask; returns its label histogram (N_CLASSES + 1,)."""
+    style_dir, name, classes, entropy, size, style, quality = task
+    rng = np.random.default_rng(np.random.SeedSequence(entropy))
+    image, label = render_scene(rng, classes, size, STYLES[style], IGNORE_INDEX)
+    Image.fromarray(image).save(Path(style_dir, "JPEGImages", f"{name}.jpg"), quality=quality)
+    Image.fromarray(label).save(Path(style_dir, "SegmentationClass", f"{name}.png"))
+    return np.bincount(label.ravel(), minlength=IGNORE_INDEX + 1)[: N_CLASSES + 1]
+
+
+def _tasks(root: Path, cfg: SynthConfig) -> list[tuple]:
+    tasks = []
+    for style in cfg.styles:
+        for split in SPLITS:
+            for i, classes in enumerate(plan_classes(cfg, style, split)):
+                entropy = (cfg.seed, _style_index(style), SPLITS.index(split), i)
+                name = image_name(style, split, i)
+                tasks.append(
+                    (str(root / style), name, classes, entropy, cfg.size, style, cfg.jpeg_quality)
+                )
+    return tasks
+
+
+def _prepare_root(root: Path, styles: tuple[str, ...]) -> None:
+    """Make ``root`` writable and empty of older synthetic styles; refuse foreign folders."""
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+        probe = root / ".write_probe"
+        probe.write_text("")
+        probe.unlink()
+    except OSError as e:
+        raise SynthError(f"cannot write to {root} ({e}); choose a writable --out folder") from None
+    manifest = root / MANIFEST
+    old_styles: list[str] = []
+    if manifest.is_file():
+        # Only names we know: a damaged manifest must never point rmtree elsewhere.
+        old = _read_manifest(manifest).get("config", {}).get("styles", [])
+        old_styles = [s for s in old if s in STYLES]
+    for style in sorted(set(styles) | set(old_styles)):
+        folder = root / style
+        if not folder.exists():
+            continue
+        if not manifest.is_file():
+            raise SynthError(
+                f"{folder} exists but {manifest} does not, so it was not written by "
+                "`fsstools synth`; delete it or choose another --out folder"
+            )
+        shutil.rmtree(folder)
+
+
+def _read_manifest(path: Path) -> dict:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError):
+        return {}
+
+
+def _summarise(counts: np.ndarray, size: int) -> dict:
+    """Per-class image counts and foreground-share quantiles of one split.
+
+    Args:
+        counts: (N, N_CLASSES + 1) label histograms of the split's images.
+    """
+    per_class = counts[:, 1:]  # (N, 20), border pixels excluded
+    share = per_class[per_class > 0] / float(size * size)
+    qs = (0.05, 0.25, 0.5, 0.75, 0.95)
+    return {
+        "images_per_class": (per_class >= min_fg_pixels(size * size)).sum(axis=0).tolist(),
+        "fg_share_quantiles": {str(q): round(float(np.quantile(share, q)), 4) for q in qs},
+        "fg_share_in_10_30": round(float(((share >= 0.1) & (share <= 0.3)).mean()), 4),
+        "border_share": round(float(1.0 - counts.sum() / (len(counts) * size * size)), 4),
+    }
+
+
+def _run(tasks: list[tuple], workers: int, progress: bool) -> list[np.ndarray]:
+    from tqdm.auto import tqdm
+
+    bar = tqdm(total=len(tasks), desc="synth", unit="img", disable=not progress)
+    results = []
+    if workers <= 1:
+        for task in tasks:
+            results.append(_render_task(task))
+            bar.update()
+    else:
+        # spawn: safe even when the caller (a notebook) already runs torch threads.
+        chunk = max(1, min(32, len(tasks) // (4 * workers)))
+        with multiprocessing.get_context("spawn").Pool(workers) as pool:
+            for hist in pool.imap(_render_task, tasks, chunksize=chunk):
+                results.append(hist)
+                bar.update()
+    bar.close()
+    return results
+
+
+def generate(
+    root: Path, cfg: SynthConfig, workers: int | None = None, progress: bool = True
+) -> dict:
+    """Write the benchmark under ``root`` (replacing an older one) and return its manifest."""
+    root = Path(root)
+    _prepare_root(root, cfg.styles)
+    manifest = {"config": asdict(cfg), "hash": synth_hash(cfg), "version": GENERATOR_VERSION}
+    atomic_write_text(root / MANIFEST, json.dumps({**manifest, "complete": False}, indent=1))
+    for style in cfg.styles:
+        for sub in ("JPEGImages", "SegmentationClass", "lists"):
+            (root / style / sub).mkdir(parents=True, exist_ok=True)
+    tasks = _tasks(root, cfg)
+    start = time.perf_counter()
+    workers = min(workers or os.cpu_count() or 1, len(tasks))
+    hists = np.stack(_run(tasks, workers, progress))  # (N, 21)
+    stats, pos = {}, 0
+    for style in cfg.styles:
+        for split in SPLITS:
+            n = cfg.n_images(split)
+            lines = "".join(
+                f"JPEGImages/{image_name(style, split, i)}.jpg "
+                f"SegmentationClass/{image_name(style, split, i)}.png\n"
+                for i in range(n)
+            )
+            atomic_write_text(root / style / "lists" / f"{split}.txt", lines)
+            stats[f"{style}/{split}"] = _summarise(hists[pos : pos + n], cfg.size)
+            pos += n
+    manifest.update(
+        complete=True,
+        classes=list(SYNTH_CLASSES),
+        stats=stats,
+        seconds=round(time.perf_counter() - start, 1),
+    )
+    atomic_write_text(root / MANIFEST, json.dumps(manifest, indent=1))
+    _warn_sparse_classes(root, stats)
+    return manifest
+
+
+def _warn_sparse_classes(root: Path, stats: dict) -> None:
+    for key, s in stats.items():
+        few = [c + 1 for c, n in enumerate(s["images_per_class"]) if n < MIN_IMAGES_PER_CLASS]
+        if few:
+            warnings.warn(
+                f"{root}/{key}: classes {few} appear in fewer than {MIN_IMAGES_PER_CLASS} images "
+                "(too few for 10-shot episodes); raise --n-train/--n-val",
+                stacklevel=3,
+            )
+
+
+def is_current(root: Path, cfg: SynthConfig) -> bool:
+    """True when ``root`` holds a complete set generated from ``cfg`` by this generator."""
+    manifest = _read_manifest(Path(root) / MANIFEST)
+    if not manifest.get("complete") or manifest.get("hash") != synth_hash(cfg):
+        return False
+    return all(
+        (Path(root) / s / "lists" / f"{sp}.txt").is_file() for s in cfg.styles for sp in SPLITS
+    )
+
+
+def ensure_synth(
+    root: Path, cfg: SynthConfig = SynthConfig(), progress: bool = True, workers: int | None = None
+) -> Path:
+    """Return ``root`` holding the benchmark for ``cfg``, generating it unless already there.
+
+    Args:
+        root: output folder; gets one sub-folder per style, ``synth.json`` and a contact sheet.
+        cfg: what to generate; a different config than the cached one regenerates.
+        progress: show a progress bar and print what happened.
+        workers: processes to render with (default: all CPUs); does not change the output.
+
+    Raises:
+        SynthError: ``root`` is not writable, or holds style folders not written by us.
+    """
+    root = Path(root)
+    with _locked(root):
+        if is_current(root, cfg):
+            if progress:
+                print(f"reused synthetic data in {root} (config hash {synth_hash(cfg)})")
+            if not (root / CONTACT_SHEET).is_file():
+                contact_sheet(root, root / CONTACT_SHEET)
+            return root
+        manifest = generate(root, cfg, workers, progress)
+        contact_sheet(root, root / CONTACT_SHEET)
+    if progress:
+        print(f"generated synthetic data in {root} in {manifest['seconds']} s")
+        for key, s in manifest["stats"].items():
+            q = s["fg_share_quantiles"]
+            print(
+                f"  {key}: foreground share per class median {q['0.5']:.2f} "
+                f"(5-95%: {q['0.05']:.2f}-{q['0.95']:.2f}), "
+                f"images per class >= {min(s['images_per_class'])}"
+            )
+    return root
+
+
+@contextmanager
+def _locked(root: Path) -> Iterator[None]:
+    """Hold an exclusive lock on ``root`` so parallel notebooks do not generate twice."""
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+        handle = open(root / LOCK, "a")  # closed below, which unlocks
+    except OSError as e:
+        raise SynthError(f"cannot write to {root} ({e}); choose a writable --out folder") from None
+    try:
+        if fcntl is not None:
+            fcntl.flock(handle, fcntl.LOCK_EX)
+        yield
+    finally:
+        handle.close()  # closing releases the lock
+
+
+def contact_sheet(root: Path, out_png: Path, n: int = 16) -> Path:
+    """Save a grid of the first ``n`` validation images of each style above their masks.
+
+    Masks are coloured per class (black background, white borders).
+    """
+    from fsstools.data.synth_sheet import render_sheet
+
+    root = Path(root)
+    manifest = _read_manifest(root / MANIFEST)
+    if not manifest.get("complete"):
+        raise SynthError(
+            f"{root / MANIFEST} is missing or incomplete; run `fsstools synth --out {root}` first"
+        )
+    return render_sheet(root, tuple(manifest["config"]["styles"]), Path(out_png), n)
+
+
+def cli(argv: list[str]) -> int:
+    defaults = SynthConfig()
+    p = argparse.ArgumentParser(prog="fsstools synth", description=__doc__.split("\n\n")[0])
+    p.add_argument("--out", type=Path, default=Path("data/synth"), help="output folder")
+    p.add_argument("--n-train", type=int, default=defaults.n_train, help="train images per style")
+    p.add_argument("--n-val", type=int, default=defaults.n_val, help="val images per style")
+    p.add_argument("--size", type=int, default=defaults.size, help="image side in pixels")
+    p.add_argument("--seed", type=int, default=defaults.seed)
+    p.add_argument("--styles", nargs="+", default=list(defaults.styles), choices=sorted(STYLES))
+    p.add_argument("--workers", type=int, default=None, help="processes (default: all CPUs)")
+    p.add_argument("--contact-sheet", type=Path, default=None, help="also save a sample grid here")
+    p.add_argument("--no-progress", action="store_true")
+    args = p.parse_args(argv)
+    try:
+        cfg = SynthConfig(args.n_train, args.n_val, args.size, args.seed, tuple(args.styles))
+        root = ensure_synth(args.out, cfg, progress=not args.no_progress, workers=args.workers)
+        if args.contact_sheet is not None:
+            print(f"contact sheet: {contact_sheet(root, args.contact_sheet)}")
+    except (SynthError, ValueError) as e:
+        print(f"fsstools synth: {e}", file=sys.stderr)
+        return 2
+    return 0

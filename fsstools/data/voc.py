@@ -1,0 +1,192 @@
+"""Reading VOC-layout data: image lists, images, class-id masks, and a per-class image index.
+
+One reader serves the synthetic benchmark, PASCAL and the COCO masks written by
+``fsstools coco-masks``. A list file holds either one ``image_path mask_path`` pair per line
+(relative to the data root, the reference code's format) or one VOC image id per line
+(``ImageSets/Segmentation/train.txt``), which maps to ``JPEGImages/<id>.jpg`` and
+``SegmentationClassAug/<id>.png`` (or ``SegmentationClass/<id>.png`` without SBD masks).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import warnings
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+from tqdm.auto import tqdm
+
+from fsstools.artifacts import atomic_write_text, text_hash
+from fsstools.constants import IGNORE_INDEX, min_fg_pixels
+
+Pair = tuple[str, str]
+
+_VOC_MASK_DIRS = ("SegmentationClassAug", "SegmentationClass")
+_MAX_SHOWN = 10  # values or lines quoted in an error message
+
+
+def resolve_list_file(root: str | Path, list_file: str | Path) -> Path:
+    """Find a list file: absolute, else relative to ``root``, else relative to the cwd."""
+    root, list_file = Path(root), Path(list_file)
+    if not root.is_dir():
+        raise FileNotFoundError(
+            f"data root {root} does not exist or is not a folder; pass the folder that holds "
+            "JPEGImages/ and the mask folder (for synthetic data run `fsstools synth` first)"
+        )
+    candidates = [list_file] if list_file.is_absolute() else [root / list_file, list_file]
+    for path in candidates:
+        if path.is_file():
+            return path
+    raise FileNotFoundError(
+        f"list file {candidates[0]} not found; pass a path relative to the data root {root} "
+        "(e.g. lists/train.txt or ImageSets/Segmentation/train.txt) or an absolute path"
+    )
+
+
+def read_pairs(root: str | Path, list_file: str | Path) -> list[Pair]:
+    """Image/mask paths, relative to ``root``, listed in ``list_file`` (either format)."""
+    root = Path(root)
+    path = resolve_list_file(root, list_file)
+    mask_dir = next((d for d in _VOC_MASK_DIRS if (root / d).is_dir()), _VOC_MASK_DIRS[-1])
+    pairs = []
+    for number, line in enumerate(path.read_text().splitlines(), start=1):
+        fields = line.split()
+        if not fields or fields[0].startswith("#"):
+            continue
+        if len(fields) == 1:
+            pairs.append((f"JPEGImages/{fields[0]}.jpg", f"{mask_dir}/{fields[0]}.png"))
+        elif len(fields) == 2:
+            # Some published lists start paths with "/" although they are root-relative.
+            pairs.append((fields[0].lstrip("/"), fields[1].lstrip("/")))
+        else:
+            raise ValueError(
+                f"{path}, line {number}: expected 'image_path mask_path' or a VOC image id, "
+                f"got {line!r}; fix or remove that line"
+            )
+    if not pairs:
+        raise ValueError(f"list file {path} lists no images; point to a non-empty list")
+    return pairs
+
+
+def _open(path: Path, what: str) -> Image.Image:
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"{what} {path} not found; check the data root and the list file that names it"
+        )
+    try:
+        img = Image.open(path)
+        img.load()  # decode now so a truncated file fails here, not later
+    except (UnidentifiedImageError, OSError, SyntaxError) as err:
+        raise ValueError(
+            f"cannot read {what} {path} ({err}); the file is corrupt or not an image: "
+            "replace it or remove it from the list file"
+        ) from err
+    return img
+
+
+def load_image(path: str | Path) -> np.ndarray:
+    """An RGB image as uint8 (H, W, 3); grey or palette images are converted."""
+    return np.array(_open(Path(path), "image").convert("RGB"))  # a writable copy
+
+
+def load_mask(path: str | Path, n_classes: int) -> np.ndarray:
+    """A class-id mask as uint8 (H, W), checked to hold only 0..n_classes and 255."""
+    path = Path(path)
+    img = _open(path, "mask")
+    if img.mode not in ("L", "P"):
+        raise ValueError(
+            f"mask {path} has mode {img.mode}; masks must be single-channel class-id PNGs "
+            "(mode L or P, one class id per pixel), not colour-coded RGB images"
+        )
+    mask = np.array(img, dtype=np.uint8)
+    bad = (mask > n_classes) & (mask != IGNORE_INDEX)
+    if bad.any():
+        values = np.unique(mask[bad]).tolist()[:_MAX_SHOWN]
+        raise ValueError(
+            f"mask {path} holds values {values} outside 0..{n_classes} and {IGNORE_INDEX}; "
+            "masks must hold class ids (0 background, 255 ignore): check that the dataset "
+            "and the mask folder match"
+        )
+    return mask
+
+
+def load_pair(
+    root: str | Path, img_rel: str, mask_rel: str, n_classes: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """An image (H, W, 3) uint8 and its mask (H, W) uint8, checked to have the same size."""
+    root = Path(root)
+    image = load_image(root / img_rel)
+    mask = load_mask(root / mask_rel, n_classes)
+    if image.shape[:2] != mask.shape:
+        raise ValueError(
+            f"image {root / img_rel} is {image.shape[0]}x{image.shape[1]} but its mask "
+            f"{root / mask_rel} is {mask.shape[0]}x{mask.shape[1]}; the list pairs the wrong "
+            "files or the mask was resized: regenerate the mask or fix the list"
+        )
+    return image, mask
+
+
+def _index_key(root: Path, pairs: Sequence[Pair], n_classes: int, min_fg: int | None) -> str:
+    # Mask sizes and mtimes join the list text so regenerated masks invalidate the cache.
+    stats = []
+    for _, mask_rel in pairs:
+        try:
+            st = os.stat(root / mask_rel)
+            stats.append(f"{st.st_size}:{st.st_mtime_ns}")
+        except FileNotFoundError:
+            stats.append("missing")
+    lines = (f"{img} {mask} {stat}" for (img, mask), stat in zip(pairs, stats, strict=True))
+    return text_hash(f"{n_classes}|{min_fg}|" + "\n".join(lines))
+
+
+def _compute_index(
+    root: Path, pairs: Sequence[Pair], n_classes: int, min_fg: int | None, desc: str
+) -> dict[int, list[int]]:
+    index: dict[int, list[int]] = {c: [] for c in range(1, n_classes + 1)}
+    for i, (_, mask_rel) in enumerate(tqdm(pairs, desc=desc, unit="mask")):
+        mask = load_mask(root / mask_rel, n_classes)
+        threshold = min_fg_pixels(mask.size) if min_fg is None else min_fg
+        counts = np.bincount(mask.ravel(), minlength=IGNORE_INDEX + 1)
+        for c in np.flatnonzero(counts[1 : n_classes + 1] >= threshold) + 1:
+            index[int(c)].append(i)
+    return index
+
+
+def class_index(
+    root: str | Path,
+    pairs: Sequence[Pair],
+    n_classes: int,
+    min_fg: int | None = None,
+    list_file: str | Path | None = None,
+) -> dict[int, list[int]]:
+    """For each class 1..n_classes, the indices into ``pairs`` of images that hold it.
+
+    An image holds a class when the class covers at least ``min_fg`` mask pixels; with
+    ``min_fg=None`` the PASCAL 2048-pixel rule is scaled to each image's area
+    (``constants.min_fg_pixels``). Reading every mask is slow on large lists, so with
+    ``list_file`` the result is cached as JSON beside it, keyed by the list content, the
+    masks' sizes and mtimes, ``n_classes`` and ``min_fg``.
+    """
+    root = Path(root)
+    if list_file is None:
+        return _compute_index(root, pairs, n_classes, min_fg, "indexing classes")
+    list_path = resolve_list_file(root, list_file)
+    key = _index_key(root, pairs, n_classes, min_fg)
+    cache = list_path.with_name(f"{list_path.stem}.class_index.{key}.json")
+    if cache.is_file():
+        try:
+            stored = json.loads(cache.read_text())
+            if stored.get("key") == key:
+                return {int(c): images for c, images in stored["index"].items()}
+        except (json.JSONDecodeError, KeyError, ValueError):
+            pass  # an unreadable cache is rebuilt below
+    index = _compute_index(root, pairs, n_classes, min_fg, f"indexing classes of {list_path}")
+    record = {"key": key, "n_images": len(pairs), "n_classes": n_classes, "min_fg": min_fg}
+    try:
+        atomic_write_text(cache, json.dumps({**record, "index": index}))
+    except OSError as err:
+        warnings.warn(f"could not cache the class index at {cache} ({err})", stacklevel=2)
+    return index
