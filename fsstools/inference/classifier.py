@@ -1,0 +1,188 @@
+"""The per-task cosine classifier of RePRI: initialisation, scores and the closed-form gradient.
+
+A task's classifier is a prototype ``w`` (C,) and a bias ``b``: the foreground score of a
+pixel with L2-normalised feature ``f`` is ``s = tau * cos(f, w)`` and ``p_fg = sigmoid(s - b)``.
+Only ``w`` and ``b`` are fitted, so the gradient of any loss that depends on the pixels' logits
+``z = s - b`` reduces to two reductions over the features (see :func:`cosine_grad`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+
+from fsstools.constants import EPS
+
+NORM_EPS = 1e-12
+"""Smallest norm divided by when normalising features (F.normalize's default)."""
+
+
+def flatten_pixels(feats: torch.Tensor) -> torch.Tensor:
+    """Features ``(B, [S,] C, h, w)`` as columns of pixels ``(B, C, N)``, N = S*h*w (or h*w).
+
+    Pixels are ordered shot by shot, then row-major over the grid, the order of
+    ``masks.flatten(1)`` for masks ``(B, [S,] h, w)``. Channels stay the outer axis: this
+    is a view for one shot and a copy of contiguous rows otherwise (no transpose), and the
+    products with ``w`` run faster on this layout than on pixel rows.
+    """
+    if feats.dim() == 4:
+        feats = feats.unsqueeze(1)
+    B, S, C, h, w = feats.shape
+    return feats.transpose(1, 2).reshape(B, C, S * h * w)  # (B, C, N)
+
+
+def inverse_norms(feats: torch.Tensor) -> torch.Tensor:
+    """``1 / max(|f|, NORM_EPS)`` per pixel of (B, C, N) features: (B, N).
+
+    The fast path never writes normalised features: it scales the N dot products instead,
+    which saves a write pass over the features and, for one shot, any copy of them.
+    """
+    return (feats * feats).sum(dim=1).sqrt_().clamp_min_(NORM_EPS).reciprocal_()
+
+
+def normalize(feats: torch.Tensor) -> torch.Tensor:
+    """L2-normalised copy of (B, C, N) features over C (zero vectors stay zero)."""
+    return F.normalize(feats, dim=1)
+
+
+def prototypes(
+    feats: torch.Tensor | Sequence[torch.Tensor],
+    fg: torch.Tensor | Sequence[torch.Tensor],
+    inv_norms: torch.Tensor | Sequence[torch.Tensor] | None = None,
+    task_offset: int = 0,
+) -> torch.Tensor:
+    """Mean normalised feature over each task's foreground support pixels.
+
+    Args:
+        feats: (B, C, N) support features, or a list of blocks (B, C, n_i) along N.
+        fg: (B, N) bool, True on foreground support pixels (or the matching list).
+        inv_norms: (B, N) from :func:`inverse_norms` (or the matching list), or None if
+            ``feats`` are normalised.
+        task_offset: index of the first task, so errors name the caller's task index.
+
+    Returns:
+        (B, C) prototypes.
+
+    Raises:
+        ValueError: a task has no foreground support pixel (its prototype would be 0/0).
+    """
+    if isinstance(feats, torch.Tensor):
+        feats, fg = [feats], [fg]
+        inv_norms = None if inv_norms is None else [inv_norms]
+    inv_norms = inv_norms or [None] * len(feats)
+    count = sum(m.sum(dim=1) for m in fg)  # (B,)
+    empty = (count == 0).nonzero().flatten()
+    if len(empty):
+        raise ValueError(empty_support_message(int(empty[0]) + task_offset))
+    blocks = zip(feats, fg, inv_norms, strict=True)
+    total = sum(features_times(f, m.to(f.dtype), r) for f, m, r in blocks)  # (B, C)
+    return total / count.unsqueeze(1).to(total.dtype)
+
+
+def empty_support_message(task: int) -> str:
+    """The error text for a task whose support masks hold no foreground pixel."""
+    return (
+        f"task {task}: the support masks have no foreground pixel (value 1) at feature "
+        "resolution, so no prototype can be formed; drop the episode or resample it with "
+        "a larger minimum foreground (fsstools.constants.MIN_FG_PIXELS)"
+    )
+
+
+def cosine_dots(
+    feats: torch.Tensor, w: torch.Tensor, inv_norms: torch.Tensor | None = None
+) -> torch.Tensor:
+    """Dot products of every normalised pixel feature with its task's prototype.
+
+    Args:
+        feats: (B, C, N) features.
+        w: (B, C) prototypes.
+        inv_norms: (B, N) from :func:`inverse_norms`, or None if ``feats`` are normalised.
+
+    Returns:
+        (B, N) ``f/|f| . w``; times :func:`score_scale` these are the scores.
+    """
+    dots = torch.bmm(w.unsqueeze(1), feats).squeeze(1)  # (B, N)
+    return dots if inv_norms is None else dots * inv_norms
+
+
+def features_times(
+    feats: torch.Tensor, g: torch.Tensor, inv_norms: torch.Tensor | None = None
+) -> torch.Tensor:
+    """``sum_x g_x f_x/|f_x|`` per task: (B, C, N) features, (B, N) g -> (B, C)."""
+    if inv_norms is not None:
+        g = g * inv_norms
+    return torch.bmm(feats, g.unsqueeze(2)).squeeze(2)  # (B, C)
+
+
+def score_scale(w: torch.Tensor, tau: float) -> torch.Tensor:
+    """``tau / (|w| + EPS)`` per task (B,): turns dot products into scores."""
+    return tau / (w.norm(dim=1) + EPS)
+
+
+def cosine_scores(
+    feats: torch.Tensor, w: torch.Tensor, tau: float, inv_norms: torch.Tensor | None = None
+) -> torch.Tensor:
+    """``tau * cos(f, w)``: (B, C, N) features, (B, C) prototypes -> (B, N)."""
+    return cosine_dots(feats, w, inv_norms) * score_scale(w, tau).unsqueeze(1)
+
+
+def reference_cosine_scores(feats: torch.Tensor, w: torch.Tensor, tau: float) -> torch.Tensor:
+    """``tau * f.w / (|f| |w| + EPS)`` as the reference code writes it (autograd-friendly).
+
+    Args:
+        feats: (B, C, N) features (normalised or not).
+        w: (B, C) prototypes.
+
+    Returns:
+        (B, N) scores; equal to :func:`cosine_scores` up to rounding on normalised features.
+    """
+    dots = cosine_dots(feats, w)  # (B, N)
+    return tau * dots / (feats.norm(dim=1) * w.norm(dim=1, keepdim=True) + EPS)
+
+
+def init_bias(scores: torch.Tensor, valid: torch.Tensor | None = None) -> torch.Tensor:
+    """Mean query score per task, over ``valid`` pixels (B, N) bool, or all pixels if None: (B,)."""
+    if valid is None:
+        return scores.mean(dim=1)
+    v = valid.to(scores.dtype)
+    return (scores * v).sum(dim=1) / v.sum(dim=1)
+
+
+def cosine_grad(
+    h: torch.Tensor, gc: torch.Tensor, w: torch.Tensor, tau: float
+) -> torch.Tensor:
+    """Gradient wrt ``w`` of a loss whose gradient wrt the scores ``s = tau f.w/(|w|+EPS)`` is g.
+
+    With ``n = |w|`` and ``d = n + EPS``, ``ds/dw = tau (f/d - (f.w) w / (n d^2))``, so the
+    gradient needs only ``h = sum_x g_x f_x`` and ``gc = sum_x g_x (f_x . w)``: one pass over
+    the features that the forward pass has just read.
+
+    Args:
+        h: (B, C) ``F^T g``.
+        gc: (B,) ``g . (F w)``.
+        w: (B, C) prototypes.
+        tau: temperature.
+
+    Returns:
+        (B, C) gradient.
+    """
+    n = w.norm(dim=1)
+    d = n + EPS
+    return (tau / d).unsqueeze(1) * (h - (gc / (n * d)).unsqueeze(1) * w)
+
+
+def fg_probs(logits: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """Foreground probabilities at image size.
+
+    Args:
+        logits: (B, h, w) ``tau*cos - b`` at feature resolution.
+        size: (H, W) to upsample to (the padded image size).
+
+    Returns:
+        (B, H, W) sigmoid of the bilinearly upsampled logits (align_corners=True, as the
+        reference); foreground where > 0.5.
+    """
+    up = F.interpolate(logits.unsqueeze(1), size=tuple(size), mode="bilinear", align_corners=True)
+    return torch.sigmoid(up.squeeze(1))

@@ -1,0 +1,335 @@
+"""Fitting the per-task classifiers: input checks, chunk preparation and the two loops.
+
+The fast loop (:func:`fit_fast`) uses closed-form gradients: per iteration and task it reads
+each block of features (one shot, or the query) once for the scores and, while the block is
+still in cache, once more for ``F^T g`` (see :func:`~fsstools.inference.classifier.cosine_grad`).
+Features are used where they lie (no normalised copy: the dot products are scaled by inverse
+norms instead), and support pixels labelled 255 are dropped since no term reads them.
+The straightforward loop (:func:`fit_autograd`) is autograd + SGD over the whole chunk,
+written like the reference code; tests and ``bench/inference.py`` hold the two equal.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, TypeVar
+
+import torch
+
+from fsstools.constants import IGNORE_INDEX
+from fsstools.inference import classifier as clf
+from fsstools.inference import losses
+from fsstools.inference.prior import oracle_prior, perturb_prior
+
+if TYPE_CHECKING:
+    from fsstools.inference.methods import MethodConfig
+
+DEFAULT_MEMORY_BUDGET = 2 * 1024**3
+"""Bytes of features per chunk on accelerators when the caller gives no budget."""
+
+COPIES_PER_TASK = 3
+"""Feature-sized buffers per task on an accelerator: the chunk moved there, plus transient
+copies while it is prepared."""
+
+T = TypeVar("T")
+R = TypeVar("R")
+
+
+@dataclass
+class Pixels:
+    """A set of pixels of B tasks on the compute device, as feature columns.
+
+    Attributes:
+        f: (B, C, n) features, not normalised (often a view of the caller's tensor).
+        r: (B, n) inverse feature norms.
+        weight: (B, n) pixel weights (valid / valid count of the whole support or query).
+        fg: (B, n) bool foreground labels (support), or None.
+    """
+
+    f: torch.Tensor
+    r: torch.Tensor
+    weight: torch.Tensor
+    fg: torch.Tensor | None = None
+
+
+@dataclass
+class Problem:
+    """A chunk of B tasks: the support as one block of pixels per shot, and the query.
+
+    Attributes:
+        support: S blocks (fewer pixels per block after dropping ignored ones).
+        query: the h*w query pixels, all kept (the output covers them all).
+        labels_q: (B, h*w) {0, 1, 255} query mask, or None.
+    """
+
+    support: list[Pixels]
+    query: Pixels
+    labels_q: torch.Tensor | None
+
+    @property
+    def shots(self) -> int:
+        return len(self.support)
+
+
+@dataclass
+class Fitted:
+    """Output of a loop for one chunk: logits (B, Nq), pi (B,), traces name -> (T, B)."""
+
+    logits: torch.Tensor
+    pi: torch.Tensor
+    traces: dict[str, torch.Tensor] | None
+
+
+def check_inputs(
+    cfg: MethodConfig,
+    support_feats: torch.Tensor,
+    support_masks: torch.Tensor,
+    query_feats: torch.Tensor,
+    query_valid: torch.Tensor,
+    query_mask: torch.Tensor | None,
+) -> None:
+    """Shapes agree, every support has foreground, every query a valid pixel (else ValueError)."""
+    if support_feats.dim() != 5:
+        raise ValueError(f"support_feats must be (B, S, C, h, w), got {tuple(support_feats.shape)}")
+    B, S, C, h, w = support_feats.shape
+    if B == 0 or S == 0:
+        raise ValueError(f"support_feats {tuple(support_feats.shape)} holds no task or no shot")
+    expected = {
+        "support_masks": (support_masks, (B, S, h, w)),
+        "query_feats": (query_feats, (B, C, h, w)),
+        "query_valid": (query_valid, (B, h, w)),
+    }
+    if query_mask is not None:
+        expected["query_mask"] = (query_mask, (B, h, w))
+    for name, (tensor, shape) in expected.items():
+        if tuple(tensor.shape) != shape:
+            raise ValueError(f"{name} must have shape {shape}, got {tuple(tensor.shape)}")
+    has_fg = (support_masks == 1).flatten(1).any(dim=1)
+    if not bool(has_fg.all()):
+        raise ValueError(clf.empty_support_message(int((~has_fg).nonzero()[0])))
+    has_valid = query_valid.flatten(1).any(dim=1)
+    if not bool(has_valid.all()):
+        task = int((~has_valid).nonzero()[0])
+        raise ValueError(f"task {task}: query_valid has no True pixel; check the padding mask")
+    if cfg.prior == "oracle" and query_mask is None:
+        raise ValueError(f"method {cfg.name!r} uses the oracle prior: pass query_mask")
+
+
+def default_chunk(feats: torch.Tensor, device: torch.device, memory_budget: int | None) -> int:
+    """Tasks per chunk: 1 on CPU (cache-sized), else what ``memory_budget`` bytes allow."""
+    if device.type == "cpu":
+        return 1
+    _, S, C, h, w = feats.shape
+    per_task = (S + 1) * C * h * w * 4 * COPIES_PER_TASK
+    return max(1, (memory_budget or DEFAULT_MEMORY_BUDGET) // per_task)
+
+
+def map_single_threaded(fn: Callable[[T], R], items: Sequence[T], workers: int | None) -> list[R]:
+    """``[fn(x) for x in items]`` on ``workers`` threads, torch single-threaded meanwhile.
+
+    Each task is a chain of matrix-vector products that one core runs at cache or memory
+    speed; running tasks side by side uses the cores better than splitting each product.
+    """
+    workers = workers or torch.get_num_threads()
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        if workers <= 1 or len(items) <= 1:
+            return [fn(x) for x in items]
+        with ThreadPoolExecutor(max_workers=workers) as pool:
+            return list(pool.map(fn, items))
+    finally:
+        torch.set_num_threads(previous)
+
+
+def prepare(
+    support_feats: torch.Tensor,
+    support_masks: torch.Tensor,
+    query_feats: torch.Tensor,
+    query_valid: torch.Tensor,
+    query_mask: torch.Tensor | None,
+    device: torch.device,
+    dtype: torch.dtype,
+    compact: bool,
+) -> Problem:
+    """Move one chunk to ``device``/``dtype`` as pixel columns, without copying if possible.
+
+    Args:
+        support_feats: (B, S, C, h, w).
+        support_masks: (B, S, h, w) {0, 1, 255}.
+        query_feats: (B, C, h, w).
+        query_valid: (B, h, w) bool.
+        query_mask: (B, h, w) {0, 1, 255} or None.
+        device: compute device.
+        dtype: compute dtype.
+        compact: drop support pixels labelled 255 (single-task chunks only).
+    """
+    B, S, C, h, w = support_feats.shape
+    masks = support_masks.to(device).reshape(B, S, h * w)  # (B, S, h*w)
+    support_weight = losses.pixel_weights(masks.flatten(1) != IGNORE_INDEX, dtype)
+    support_weight = support_weight.reshape(B, S, h * w)
+    blocks = []
+    for shot in range(S):
+        f = support_feats[:, shot].to(device=device, dtype=dtype).reshape(B, C, h * w)
+        m, wt = masks[:, shot], support_weight[:, shot]
+        if compact and not bool((m != IGNORE_INDEX).all()):
+            keep = (m[0] != IGNORE_INDEX).nonzero().squeeze(1)
+            f, m, wt = f[:, :, keep], m[:, keep], wt[:, keep]
+        blocks.append(Pixels(f=f, r=clf.inverse_norms(f), weight=wt, fg=m == 1))
+    fq = query_feats.to(device=device, dtype=dtype).reshape(B, C, h * w)
+    query = Pixels(f=fq, r=clf.inverse_norms(fq),
+                   weight=losses.pixel_weights(query_valid.to(device).flatten(1), dtype))
+    labels = None if query_mask is None else query_mask.to(device).flatten(1)
+    return Problem(support=blocks, query=query, labels_q=labels)
+
+
+def initial_state(
+    cfg: MethodConfig, p: Problem, task_offset: int
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Prototype (B, C), bias (B,) and prior (B,) before any step."""
+    blocks = p.support
+    w = clf.prototypes([k.f for k in blocks], [k.fg for k in blocks], [k.r for k in blocks],
+                       task_offset)
+    q = p.query
+    scores = clf.cosine_scores(q.f, w, cfg.tau, q.r)  # (B, Nq)
+    b = clf.init_bias(scores, None if cfg.reference else q.weight > 0)
+    if cfg.prior == "oracle":
+        if p.labels_q is None:
+            raise ValueError(f"method {cfg.name!r} uses the oracle prior: pass query_mask")
+        pi = perturb_prior(oracle_prior(p.labels_q, q.weight > 0), cfg.prior_delta).to(w.dtype)
+    else:
+        pi = losses.fg_share(torch.sigmoid(scores - b.unsqueeze(1)), q.weight)
+    return w, b, pi
+
+
+class _Schedule:
+    """When the prior is re-estimated and what the KL weight is at each iteration."""
+
+    def __init__(self, cfg: MethodConfig, kl_weight: float) -> None:
+        active = cfg.prior == "estimate" and kl_weight != 0
+        # t = 1 would re-estimate from the initial classifier, which set pi already.
+        self.updates = {t for t in cfg.t_pi if t >= 2} if active else set()
+        self.bump = 1.0 if cfg.reference else 0.0
+
+    def __call__(self, t: int, kl_weight: torch.Tensor) -> tuple[bool, torch.Tensor]:
+        """Before step t (1-based): (re-estimate?, KL weight for this step)."""
+        if t in self.updates:
+            return True, kl_weight + self.bump
+        return False, kl_weight
+
+
+class _Tracer:
+    """Collects one row of per-task values per iteration."""
+
+    def __init__(self, labels_q: torch.Tensor | None) -> None:
+        self.labels_q = labels_q
+        self.rows: dict[str, list[torch.Tensor]] = {}
+
+    def add(self, zq: torch.Tensor, terms: dict[str, torch.Tensor]) -> None:
+        if self.labels_q is not None:
+            terms = {**terms, "iou": _fg_iou(zq > 0, self.labels_q)}
+        for k, v in terms.items():
+            self.rows.setdefault(k, []).append(v.detach().to(zq.dtype))
+
+    def stacked(self) -> dict[str, torch.Tensor]:
+        return {k: torch.stack(v) for k, v in self.rows.items()}  # (T, B)
+
+
+def _fg_iou(pred: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Foreground IoU per task over labelled pixels, NaN when the union is empty: (B,)."""
+    scored = labels != IGNORE_INDEX
+    gt = labels == 1
+    inter = (pred & gt & scored).sum(dim=1)
+    union = ((pred | gt) & scored).sum(dim=1)
+    return inter.double() / union.double()
+
+
+def fit_fast(cfg: MethodConfig, p: Problem, trace: bool, task_offset: int = 0) -> Fitted:
+    """The fast loop: closed-form gradients, one pass per block for scores and gradient."""
+    w, b, pi = initial_state(cfg, p, task_offset)
+    B, q = w.shape[0], p.query
+    ce_w, ent_w, kl_w0 = (torch.full((B,), x, dtype=w.dtype, device=w.device)
+                          for x in cfg.loss_weights(p.shots))
+    ce_weights = [blk.weight * ce_w.unsqueeze(1) for blk in p.support]
+    schedule, kl_w = _Schedule(cfg, float(kl_w0[0])), kl_w0
+    tracer = _Tracer(p.labels_q) if trace else None
+    for t in range(1, cfg.steps + 2):  # the last pass only scores the final classifier
+        step = t <= cfg.steps
+        reestimate, kl_w = schedule(t, kl_w)
+        scale = clf.score_scale(w, cfg.tau).unsqueeze(1)  # (B, 1)
+        cq = clf.cosine_dots(q.f, w, q.r)  # (B, Nq)
+        zq = cq * scale - b.unsqueeze(1)
+        pq = torch.sigmoid(zq)
+        if reestimate:
+            pi = losses.fg_share(pq, q.weight)
+        terms = None
+        if tracer is not None:
+            terms = {"entropy": losses.query_entropy(pq, q.weight), "pi": pi, "kl_weight": kl_w,
+                     "kl": losses.prior_kl(pq, q.weight, pi), "ce": torch.zeros_like(pi),
+                     "fg_share": losses.fg_share(pq, q.weight)}
+        elif not step:
+            break
+        if step:
+            gq = losses.query_grad(pq, q.weight, pi, ent_w, kl_w)  # (B, Nq)
+            h = clf.features_times(q.f, gq, q.r)  # (B, C)
+            gc, gsum = (gq * cq).sum(dim=1), gq.sum(dim=1)
+        for blk, ce_weight in zip(p.support, ce_weights, strict=True):
+            cs = clf.cosine_dots(blk.f, w, blk.r)  # (B, n)
+            ps = torch.sigmoid(cs * scale - b.unsqueeze(1))
+            if terms is not None:
+                terms["ce"] = terms["ce"] + losses.support_ce(ps, blk.fg, blk.weight)
+            if step:
+                # the block was just read for cs, so this second read hits the cache
+                gs = losses.support_ce_grad(ps, blk.fg, ce_weight)
+                h = h + clf.features_times(blk.f, gs, blk.r)
+                gc, gsum = gc + (gs * cs).sum(dim=1), gsum + gs.sum(dim=1)
+        if terms is not None:
+            terms["loss"] = ce_w * terms["ce"] + ent_w * terms["entropy"] + kl_w * terms["kl"]
+            tracer.add(zq, terms)
+        if step:
+            w = w - cfg.lr * clf.cosine_grad(h, gc, w, cfg.tau)
+            b = b + cfg.lr * gsum  # d loss / d b = -sum of d loss / d z
+    return Fitted(zq, pi, None if tracer is None else tracer.stacked())
+
+
+def fit_autograd(cfg: MethodConfig, p: Problem, trace: bool, task_offset: int = 0) -> Fitted:
+    """The straightforward loop: whole-chunk forward on normalised features, autograd, SGD.
+
+    (torch.optim.SGD would do the same update; it is not used because its first construction
+    imports torch._dynamo, which takes seconds.)
+    """
+    w0, b0, pi = initial_state(cfg, p, task_offset)
+    fs = clf.normalize(torch.cat([blk.f for blk in p.support], dim=2))  # (B, C, Ns)
+    fg = torch.cat([blk.fg for blk in p.support], dim=1)
+    ws = torch.cat([blk.weight for blk in p.support], dim=1)
+    fq, wq = clf.normalize(p.query.f), p.query.weight
+    w = w0.clone().requires_grad_(True)
+    b = b0.clone().requires_grad_(True)
+    ce_w, ent_w, kl_w = cfg.loss_weights(p.shots)
+    schedule = _Schedule(cfg, kl_w)
+    kl_w = torch.full_like(pi, kl_w)
+    tracer = _Tracer(p.labels_q) if trace else None
+    for t in range(1, cfg.steps + 2):
+        reestimate, kl_w = schedule(t, kl_w)
+        with torch.set_grad_enabled(t <= cfg.steps):
+            zs = clf.reference_cosine_scores(fs, w, cfg.tau) - b.unsqueeze(1)
+            zq = clf.reference_cosine_scores(fq, w, cfg.tau) - b.unsqueeze(1)
+            ps, pq = torch.sigmoid(zs), torch.sigmoid(zq)
+            if reestimate:
+                pi = losses.fg_share(pq.detach(), wq)
+            ce = losses.support_ce(ps, fg, ws)
+            ent = losses.query_entropy(pq, wq)
+            kl = losses.prior_kl(pq, wq, pi)
+            loss = ce_w * ce + ent_w * ent + kl_w * kl  # (B,)
+        if tracer is not None:
+            tracer.add(zq.detach(), {"loss": loss, "ce": ce, "entropy": ent, "kl": kl, "pi": pi,
+                                     "fg_share": losses.fg_share(pq, wq), "kl_weight": kl_w})
+        if t <= cfg.steps:
+            loss.sum().backward()  # tasks are independent: the sum separates
+            with torch.no_grad():  # plain SGD, as torch.optim.SGD without momentum
+                for param in (w, b):
+                    param.add_(param.grad, alpha=-cfg.lr)
+                    param.grad = None
+    return Fitted(zq.detach(), pi, None if tracer is None else tracer.stacked())

@@ -1,0 +1,213 @@
+"""Transductive inference methods (RePRI and its ablations), batched over tasks.
+
+Example:
+    >>> import torch
+    >>> from fsstools.inference import METHODS, run_method, fg_probs
+    >>> g = torch.Generator().manual_seed(0)
+    >>> sf, qf = torch.randn(2, 1, 8, 6, 6, generator=g), torch.randn(2, 8, 6, 6, generator=g)
+    >>> sm = torch.zeros(2, 1, 6, 6, dtype=torch.long); sm[..., :3, :3] = 1
+    >>> out = run_method(METHODS["repri"], sf, sm, qf, torch.ones(2, 6, 6, dtype=torch.bool))
+    >>> out.logits.shape, fg_probs(out.logits, (41, 41)).shape
+    (torch.Size([2, 6, 6]), torch.Size([2, 41, 41]))
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+
+from fsstools.inference import fit
+
+AUTO = "auto"
+"""Loss weight meaning 1 / shots, the paper's choice for the entropy and KL terms."""
+
+
+@dataclass(frozen=True)
+class MethodConfig:
+    """One transductive inference method.
+
+    Attributes:
+        name: label used in tables.
+        iterations: optimisation iterations (0: the initial prototype classifier). The
+            reference code takes ``iterations - 1`` gradient steps; the clean default takes
+            ``iterations``.
+        lr: SGD learning rate on the prototype and the bias.
+        tau: temperature of the cosine scores.
+        ce_weight: weight of the support cross-entropy.
+        ent_weight: weight of the query entropy, a number or "auto" (1 / shots).
+        kl_weight: weight of KL(p_hat || pi), a number or "auto" (1 / shots).
+        prior: "estimate" (from the classifier, re-estimated at ``t_pi``) or "oracle" (true
+            foreground share of the query; needs the query mask).
+        prior_delta: relative error put on the oracle prior, ``pi * (1 + delta)`` clipped
+            to [0, 1].
+        t_pi: iterations (1-based) before whose step the prior is re-estimated from the
+            current classifier, i.e. after ``t - 1`` steps (the reference's timing). Only when
+            the KL term is on and ``prior == "estimate"``.
+        reference: reproduce the reference code: ``iterations - 1`` steps, 1 added to the KL
+            weight at each re-estimation, bias initialised over all query pixels (the caller
+            also passes ``query_valid_mask(..., reference=True)``).
+    """
+
+    name: str = "repri"
+    iterations: int = 50
+    lr: float = 0.025
+    tau: float = 20.0
+    ce_weight: float = 1.0
+    ent_weight: float | str = AUTO
+    kl_weight: float | str = AUTO
+    prior: Literal["estimate", "oracle"] = "estimate"
+    prior_delta: float = 0.0
+    t_pi: tuple[int, ...] = (10,)
+    reference: bool = False
+
+    def __post_init__(self) -> None:
+        for field in ("ent_weight", "kl_weight"):
+            value = getattr(self, field)
+            if value != AUTO and not (isinstance(value, (int, float)) and value >= 0):
+                raise ValueError(f"MethodConfig.{field}={value!r}: use a number >= 0 or 'auto'")
+        if self.iterations < 0 or self.lr <= 0 or self.tau <= 0:
+            raise ValueError(f"MethodConfig {self.name!r}: need iterations >= 0, lr > 0, tau > 0")
+        if self.prior not in ("estimate", "oracle"):
+            raise ValueError(f"MethodConfig.prior={self.prior!r}: use 'estimate' or 'oracle'")
+        if self.prior_delta != 0 and self.prior != "oracle":
+            raise ValueError("MethodConfig.prior_delta perturbs the oracle prior; "
+                             "set prior='oracle'")
+        if any(t < 1 for t in self.t_pi):
+            raise ValueError(f"MethodConfig.t_pi={self.t_pi}: iterations are numbered from 1")
+
+    @property
+    def steps(self) -> int:
+        """Number of gradient steps actually taken."""
+        return max(self.iterations - 1, 0) if self.reference else self.iterations
+
+    def loss_weights(self, shots: int) -> tuple[float, float, float]:
+        """(ce, entropy, kl) weights for ``shots``-shot tasks."""
+
+        def resolve(v: float | str) -> float:
+            return 1.0 / shots if v == AUTO else float(v)
+
+        return float(self.ce_weight), resolve(self.ent_weight), resolve(self.kl_weight)
+
+
+METHODS: dict[str, MethodConfig] = {
+    "inductive": MethodConfig(name="inductive", iterations=0, ent_weight=0.0, kl_weight=0.0),
+    "ce": MethodConfig(name="ce", ent_weight=0.0, kl_weight=0.0),
+    "ce_h": MethodConfig(name="ce_h", kl_weight=0.0),
+    "ce_kl": MethodConfig(name="ce_kl", ent_weight=0.0),
+    "repri": MethodConfig(name="repri"),
+    "oracle_repri": MethodConfig(name="oracle_repri", prior="oracle", t_pi=()),
+}
+"""The methods compared in the paper; ``dataclasses.replace(cfg, reference=True)`` for the
+reference-compatible variant of any of them (see :func:`method`)."""
+
+
+def method(name: str, reference: bool = False, **overrides: object) -> MethodConfig:
+    """``METHODS[name]`` with ``reference`` and any field overridden."""
+    if name not in METHODS:
+        raise KeyError(f"unknown method {name!r}; choose from {sorted(METHODS)}")
+    return dataclasses.replace(METHODS[name], reference=reference, **overrides)
+
+
+@dataclass
+class InferenceResult:
+    """What a method returns for B tasks.
+
+    Attributes:
+        logits: (B, h, w) ``tau * cos - b`` of the final classifier on the query grid.
+        pi: (B,) foreground prior in force at the end.
+        traces: None, or name -> (T, B) per-iteration values, T = steps + 1 (row t: the
+            classifier after t steps, with the prior and KL weight used for the next step):
+            "loss", "ce", "entropy", "kl" (unweighted terms), "kl_weight", "pi", "fg_share"
+            (p_hat_fg) and, given the query mask, "iou" (foreground IoU at feature resolution).
+    """
+
+    logits: torch.Tensor
+    pi: torch.Tensor
+    traces: dict[str, torch.Tensor] | None = None
+
+
+def run_method(
+    cfg: MethodConfig,
+    support_feats: torch.Tensor,
+    support_masks: torch.Tensor,
+    query_feats: torch.Tensor,
+    query_valid: torch.Tensor,
+    query_mask: torch.Tensor | None = None,
+    chunk_size: int | None = None,
+    trace: bool = False,
+    *,
+    device: torch.device | str | None = None,
+    memory_budget: int | None = None,
+    workers: int | None = None,
+    impl: Literal["fast", "autograd"] = "fast",
+) -> InferenceResult:
+    """Fit one classifier per task on its support and unlabelled query, predict the query.
+
+    Features may be a large CPU tensor (even memory-mapped): only one chunk of tasks is
+    converted, normalised and moved to ``device`` at a time.
+
+    Args:
+        cfg: the method.
+        support_feats: (B, S, C, h, w) features, normalised or not (cosines are taken here).
+        support_masks: (B, S, h, w) {0, 1, 255} at feature resolution.
+        query_feats: (B, C, h, w).
+        query_valid: (B, h, w) bool, query pixels the losses and the prior average over
+            (see :func:`~fsstools.inference.prior.query_valid_mask`).
+        query_mask: (B, h, w) {0, 1, 255}; only for the oracle prior and the "iou" trace.
+        chunk_size: tasks per chunk; default 1 on CPU (a task's features stay in cache),
+            else as many as ``memory_budget`` allows.
+        trace: also return per-iteration traces.
+        device: where to compute; default the device of ``support_feats``.
+        memory_budget: bytes of features per chunk on accelerators (default 2 GiB).
+        workers: CPU threads running tasks in parallel, each single-threaded (default
+            ``torch.get_num_threads()``); results do not depend on it.
+        impl: "fast" (closed-form gradients, one shot's features at a time) or
+            "autograd" (the straightforward whole-chunk autograd loop, for checking).
+
+    Returns:
+        :class:`InferenceResult` on the device of ``support_feats``; float64 inputs are
+        computed in float64, anything else in float32.
+
+    Raises:
+        ValueError: a task without foreground support pixel or without valid query pixel,
+            the oracle prior without ``query_mask``, or inconsistent shapes.
+    """
+    fit.check_inputs(cfg, support_feats, support_masks, query_feats, query_valid, query_mask)
+    compute = torch.device(device) if device is not None else support_feats.device
+    dtype = torch.float64 if support_feats.dtype == torch.float64 else torch.float32
+    chunk = chunk_size or fit.default_chunk(support_feats, compute, memory_budget)
+    tasks = support_feats.shape[0]
+    spans = [(a, min(a + chunk, tasks)) for a in range(0, tasks, chunk)]
+
+    def one(span: tuple[int, int]) -> InferenceResult:
+        a, e = span
+        qm = None if query_mask is None else query_mask[a:e]
+        problem = fit.prepare(
+            support_feats[a:e], support_masks[a:e], query_feats[a:e], query_valid[a:e], qm,
+            compute, dtype, compact=(impl == "fast" and e - a == 1),
+        )
+        runner = fit.fit_fast if impl == "fast" else fit.fit_autograd
+        out = runner(cfg, problem, trace, task_offset=a)
+        logits = out.logits.reshape(e - a, *query_feats.shape[-2:])  # (b, h, w)
+        return InferenceResult(logits, out.pi, out.traces)
+
+    if compute.type == "cpu" and impl == "fast":
+        results = fit.map_single_threaded(one, spans, workers)
+    else:
+        results = [one(span) for span in spans]
+    return _concat(results, support_feats.device)
+
+
+def _concat(results: list[InferenceResult], device: torch.device) -> InferenceResult:
+    traces = None
+    if results[0].traces is not None:
+        traces = {k: torch.cat([r.traces[k] for r in results], dim=1).to(device)
+                  for k in results[0].traces}
+    return InferenceResult(
+        logits=torch.cat([r.logits for r in results]).to(device),
+        pi=torch.cat([r.pi for r in results]).to(device),
+        traces=traces,
+    )

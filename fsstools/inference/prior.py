@@ -1,0 +1,64 @@
+"""The foreground-proportion prior ``pi`` of RePRI and the query pixels it is measured on."""
+
+from __future__ import annotations
+
+import torch
+
+from fsstools.constants import IGNORE_INDEX
+
+
+def query_valid_mask(
+    query_mask_small: torch.Tensor | None,
+    padding_valid_small: torch.Tensor | None,
+    reference: bool = False,
+) -> torch.Tensor:
+    """Which query pixels the transductive losses and the prior average over.
+
+    The clean default uses only the padding mask, which is known at test time. The reference
+    code instead drops every pixel whose ground-truth label is 255, padding and object
+    boundaries alike, which leaks ground truth into inference; ``reference=True`` keeps that.
+
+    Args:
+        query_mask_small: (B, h, w) {0, 1, 255} query mask at feature resolution (needed when
+            ``reference``; ignored otherwise).
+        padding_valid_small: (B, h, w) bool, False on padding (needed unless ``reference``).
+        reference: reproduce the reference code.
+
+    Returns:
+        (B, h, w) bool.
+    """
+    if reference:
+        if query_mask_small is None:
+            raise ValueError("reference validity needs the query mask (query_mask_small)")
+        return query_mask_small != IGNORE_INDEX
+    if padding_valid_small is None:
+        raise ValueError("clean validity needs the padding mask (padding_valid_small)")
+    return padding_valid_small.bool()
+
+
+def oracle_prior(query_labels: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+    """True foreground share of each query among its valid, labelled pixels.
+
+    Args:
+        query_labels: (B, N) {0, 1, 255} query mask.
+        valid: (B, N) bool query validity (255 pixels are dropped as well).
+
+    Returns:
+        (B,) share of label-1 pixels among valid pixels with a label.
+    """
+    labelled = valid & (query_labels != IGNORE_INDEX)
+    count = labelled.sum(dim=1)
+    if bool((count == 0).any()):
+        task = int((count == 0).nonzero()[0])
+        raise ValueError(f"task {task}: the query has no labelled valid pixel; no oracle prior")
+    fg = (labelled & (query_labels == 1)).sum(dim=1)
+    return fg.double().div(count.double())
+
+
+def perturb_prior(pi: torch.Tensor, delta: float) -> torch.Tensor:
+    """``pi * (1 + delta)`` clipped to [0, 1], as a new tensor.
+
+    The reference code perturbs the oracle through an alias of it, so its recorded relative
+    error is always 0; here the input is never modified.
+    """
+    return (pi * (1 + delta)).clamp(0.0, 1.0)

@@ -1,0 +1,231 @@
+"""run_method: methods, the reference-compatible mode, chunking, traces, fast == autograd."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+import torch
+
+from fsstools.config import from_dict
+from fsstools.inference import METHODS, MethodConfig, method, query_valid_mask, run_method
+from fsstools.inference.fit import default_chunk
+
+DT = torch.float64
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Tiny tensors: a second OpenMP thread only adds waiting on a shared, loaded machine."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
+def episodes(tasks=3, shots=2, channels=16, n=7, seed=0, dtype=DT, pad_rows=1):
+    """Tiny learnable episodes: foreground features share a task direction; the last
+    ``pad_rows`` rows are padding (255 in every mask, invalid in the query)."""
+    g = torch.Generator().manual_seed(seed)
+    direction = torch.rand(tasks, 1, channels, 1, 1, generator=g, dtype=dtype)
+    masks = (torch.rand(tasks, shots + 1, n, n, generator=g) > 0.6).long()
+    masks[:, :, 1, 1] = 1
+    masks[:, :, 0, 0] = 0
+    masks[:, :, 2, 3] = 255  # an object boundary
+    if pad_rows:
+        masks[:, :, n - pad_rows:] = 255
+    feats = torch.randn(tasks, shots + 1, channels, n, n, generator=g, dtype=dtype)
+    feats = (feats + 2 * direction * (masks == 1).unsqueeze(2)).relu()
+    qvalid = torch.ones(tasks, n, n, dtype=torch.bool)
+    if pad_rows:
+        qvalid[:, n - pad_rows:] = False
+    return dict(support_feats=feats[:, :shots], support_masks=masks[:, :shots],
+                query_feats=feats[:, shots], query_valid=qvalid, query_mask=masks[:, shots])
+
+
+def test_methods_table_is_complete_and_frozen():
+    assert set(METHODS) == {"inductive", "ce", "ce_h", "ce_kl", "repri", "oracle_repri"}
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        METHODS["repri"].lr = 1.0
+    assert METHODS["repri"].loss_weights(5) == (1.0, 0.2, 0.2)
+    assert METHODS["ce_h"].loss_weights(1) == (1.0, 1.0, 0.0)
+    assert method("repri", reference=True).steps == 49 and METHODS["repri"].steps == 50
+
+
+def test_method_config_loads_from_dict_and_validates():
+    cfg = from_dict(MethodConfig, {"name": "x", "kl_weight": 0.5, "t_pi": [10, 20]})
+    assert cfg.kl_weight == 0.5 and cfg.ent_weight == "auto" and cfg.t_pi == (10, 20)
+    with pytest.raises(ValueError, match="kl_weight"):
+        MethodConfig(kl_weight="half")
+    with pytest.raises(ValueError, match="oracle"):
+        MethodConfig(prior_delta=0.1)
+
+
+@pytest.mark.parametrize("name", sorted(METHODS))
+@pytest.mark.parametrize("reference", [False, True])
+def test_fast_equals_straightforward_autograd(name, reference):
+    ep = episodes()
+    cfg = method(name, reference=reference)
+    fast = run_method(cfg, **ep, trace=True)
+    auto = run_method(cfg, **ep, trace=True, impl="autograd", chunk_size=3)
+    assert torch.allclose(fast.logits, auto.logits, atol=1e-10)
+    assert torch.allclose(fast.pi, auto.pi, atol=1e-12)
+    for key in auto.traces:
+        assert torch.allclose(fast.traces[key], auto.traces[key], atol=1e-10, equal_nan=True), key
+
+
+def test_fast_equals_straightforward_in_float32():
+    ep = episodes(dtype=torch.float32, channels=64, n=12, seed=3)
+    fast = run_method(METHODS["repri"], **ep)
+    auto = run_method(METHODS["repri"], **ep, impl="autograd")
+    assert fast.logits.dtype == torch.float32
+    assert torch.allclose(fast.logits, auto.logits, atol=1e-3)
+
+
+def test_total_loss_decreases():
+    ep = episodes()
+    for name in ("ce", "ce_h", "repri"):
+        loss = run_method(METHODS[name], **ep, trace=True).traces["loss"]  # (T, B)
+        assert (loss[-1] < loss[0]).all(), name
+    steps = run_method(METHODS["ce"], **ep, trace=True).traces["loss"].diff(dim=0)
+    assert (steps <= 1e-12).all()  # plain gradient descent with a small step
+
+
+def test_adaptation_improves_query_iou_on_learnable_episodes():
+    ep = episodes(tasks=4, n=10, seed=5)
+    iou = run_method(METHODS["repri"], **ep, trace=True).traces["iou"]
+    assert iou[-1].mean() >= iou[0].mean()
+
+
+def test_inductive_keeps_the_initial_classifier():
+    ep = episodes()
+    out = run_method(METHODS["inductive"], **ep, trace=True)
+    first = run_method(METHODS["repri"], **ep, trace=True)
+    assert out.traces["loss"].shape[0] == 1
+    # row 0 of any method is the initial classifier: same foreground share
+    assert torch.allclose(out.traces["fg_share"][0], first.traces["fg_share"][0])
+    assert torch.allclose(out.pi, first.traces["pi"][0])
+
+
+def test_reference_mode_steps_and_kl_bump_from_traces():
+    ep = episodes()
+    shots = ep["support_feats"].shape[1]
+    cfg = MethodConfig(iterations=4, t_pi=(2,))
+    clean = run_method(cfg, **ep, trace=True).traces
+    ref = run_method(dataclasses.replace(cfg, reference=True), **ep, trace=True).traces
+    assert clean["loss"].shape == (5, 3)  # 4 steps, rows after 0..4 steps
+    assert ref["loss"].shape == (4, 3)  # the reference takes iterations - 1 steps
+    assert torch.allclose(clean["kl_weight"], torch.full((5, 3), 1 / shots, dtype=DT))
+    expected = torch.tensor([1 / shots] + [1 / shots + 1] * 3, dtype=DT)
+    assert torch.allclose(ref["kl_weight"], expected.unsqueeze(1).expand(4, 3))
+    for tr in (clean, ref):
+        # pi: initial estimate, re-estimated before step 2 from the classifier after 1 step
+        assert torch.allclose(tr["pi"][0], tr["fg_share"][0])
+        assert torch.allclose(tr["pi"][1], tr["fg_share"][1])
+        assert torch.allclose(tr["pi"][1:], tr["pi"][1].expand_as(tr["pi"][1:]))
+        assert not torch.allclose(tr["pi"][0], tr["pi"][1])
+
+
+def test_prior_is_re_estimated_at_each_listed_iteration():
+    tr = run_method(MethodConfig(iterations=6, t_pi=(3, 5)), **episodes(), trace=True).traces
+    changes = (tr["pi"].diff(dim=0).abs() > 0).any(dim=1).nonzero().flatten().tolist()
+    assert changes == [1, 3]  # rows 2 and 4: after 2 and 4 steps
+
+
+def test_no_re_estimation_without_kl_term():
+    tr = run_method(METHODS["ce_h"], **episodes(), trace=True).traces
+    assert torch.equal(tr["pi"], tr["pi"][:1].expand_as(tr["pi"]))
+
+
+def test_reference_bias_uses_all_query_pixels():
+    ep = episodes()
+    clean = run_method(METHODS["inductive"], **ep).logits
+    ref = run_method(method("inductive", reference=True), **ep).logits
+    shift = clean - ref  # same scores, different bias: a constant per task
+    assert torch.allclose(shift, shift[:, :1, :1].expand_as(shift))
+    assert not torch.allclose(clean, ref)
+
+
+def test_oracle_prior_is_true_share_and_delta_moves_it_exactly():
+    ep = episodes()
+    valid = ep["query_valid"] & (ep["query_mask"] != 255)
+    share = ((ep["query_mask"] == 1) & valid).flatten(1).sum(1) / valid.flatten(1).sum(1)
+    out = run_method(METHODS["oracle_repri"], **ep)
+    assert torch.allclose(out.pi, share.to(DT))
+    perturbed = run_method(method("oracle_repri", prior_delta=-0.2), **ep)
+    assert torch.allclose(perturbed.pi / out.pi - 1, torch.full((3,), -0.2, dtype=DT))
+    assert not torch.allclose(perturbed.logits, out.logits)
+    with pytest.raises(ValueError, match="query_mask"):
+        run_method(METHODS["oracle_repri"], **{**ep, "query_mask": None})
+
+
+def test_reference_validity_drops_boundary_pixels():
+    ep = episodes()
+    pad = ep["query_valid"]
+    ref_valid = query_valid_mask(ep["query_mask"], pad, reference=True)
+    assert (pad & ~ref_valid).any()  # boundary pixels are dropped too
+    a = run_method(METHODS["repri"], **ep)
+    b = run_method(METHODS["repri"], **{**ep, "query_valid": ref_valid})
+    assert not torch.allclose(a.logits, b.logits)
+
+
+@pytest.mark.parametrize("impl", ["fast", "autograd"])
+def test_chunked_and_unchunked_agree(impl):
+    ep = episodes(tasks=5)
+    whole = run_method(METHODS["repri"], **ep, chunk_size=5, trace=True, impl=impl)
+    for chunk in (1, 2):
+        part = run_method(METHODS["repri"], **ep, chunk_size=chunk, trace=True, impl=impl)
+        assert torch.allclose(part.logits, whole.logits, atol=1e-10)
+        assert torch.allclose(part.traces["loss"], whole.traces["loss"], atol=1e-10)
+
+
+def test_same_input_same_output_any_worker_count():
+    a = run_method(METHODS["repri"], **episodes(tasks=4, seed=7), workers=1)
+    b = run_method(METHODS["repri"], **episodes(tasks=4, seed=7), workers=2)
+    assert torch.equal(a.logits, b.logits) and torch.equal(a.pi, b.pi)
+
+
+def test_empty_support_foreground_is_a_clear_error():
+    ep = episodes()
+    ep["support_masks"][1] = torch.where(ep["support_masks"][1] == 1, 0, ep["support_masks"][1])
+    for impl in ("fast", "autograd"):
+        with pytest.raises(ValueError, match="task 1: the support masks have no foreground"):
+            run_method(METHODS["repri"], **ep, impl=impl)
+
+
+def test_outputs_finite_shapes_and_dtype_follow_inputs():
+    ep = episodes(dtype=torch.float32)
+    out = run_method(METHODS["repri"], **ep, trace=True)
+    assert out.logits.shape == (3, 7, 7) and out.pi.shape == (3,)
+    assert out.logits.dtype == torch.float32 and out.logits.device == ep["query_feats"].device
+    assert torch.isfinite(out.logits).all() and torch.isfinite(out.pi).all()
+    assert set(out.traces) == {"loss", "ce", "entropy", "kl", "kl_weight", "pi", "fg_share", "iou"}
+    half = run_method(METHODS["repri"], **{**ep, "support_feats": ep["support_feats"].bfloat16()})
+    assert half.logits.dtype == torch.float32
+
+
+def test_bad_shapes_and_empty_query_are_rejected():
+    ep = episodes()
+    with pytest.raises(ValueError, match="query_feats"):
+        run_method(METHODS["repri"], **{**ep, "query_feats": ep["query_feats"][:, :3]})
+    ep["query_valid"][2] = False
+    with pytest.raises(ValueError, match="task 2"):
+        run_method(METHODS["repri"], **ep)
+
+
+def test_default_chunk_from_memory_budget():
+    feats = torch.empty(0, 10, 512, 53, 53, device="meta")
+    assert default_chunk(feats, torch.device("cpu"), None) == 1
+    per_task = 11 * 512 * 53 * 53 * 4 * 3
+    assert default_chunk(feats, torch.device("meta"), 10 * per_task) == 10
+
+
+@pytest.mark.gpu
+def test_cuda_matches_cpu():
+    ep = episodes(dtype=torch.float32, channels=64, n=12)
+    cpu = run_method(METHODS["repri"], **ep)
+    gpu = run_method(METHODS["repri"], **ep, device="cuda")
+    assert gpu.logits.device.type == "cpu"  # results follow the inputs
+    assert torch.allclose(cpu.logits, gpu.logits, atol=1e-3)
+    on_gpu = run_method(METHODS["repri"], **{k: v.cuda() for k, v in ep.items()})
+    assert torch.allclose(on_gpu.logits.cpu(), cpu.logits, atol=1e-3)

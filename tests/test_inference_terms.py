@@ -1,0 +1,181 @@
+"""The pieces of RePRI inference: classifier init, loss terms and their gradients, the prior."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from fsstools.constants import EPS
+from fsstools.inference import classifier as clf
+from fsstools.inference import losses
+from fsstools.inference.prior import oracle_prior, perturb_prior, query_valid_mask
+
+DT = torch.float64
+
+
+def test_flatten_pixels_orders_like_flattened_masks():
+    feats = torch.arange(2 * 3 * 4 * 2 * 2, dtype=DT).reshape(2, 3, 4, 2, 2)  # (B, S, C, h, w)
+    cols = clf.flatten_pixels(feats)
+    assert cols.shape == (2, 4, 12)
+    # pixel (shot 2, y 1, x 0) of task 1 is column 2*4 + 1*2 + 0 = 10
+    assert torch.equal(cols[1, :, 10], feats[1, 2, :, 1, 0])
+
+
+def test_prototype_is_masked_mean_of_normalised_features():
+    g = torch.Generator().manual_seed(0)
+    feats = torch.randn(2, 3, 5, generator=g, dtype=DT)  # (B, C, N)
+    fg = torch.tensor([[1, 0, 1, 0, 0], [0, 1, 1, 1, 0]], dtype=torch.bool)
+    unit = feats / feats.norm(dim=1, keepdim=True)
+    expected = torch.stack([(unit[0, :, 0] + unit[0, :, 2]) / 2,
+                            (unit[1, :, 1] + unit[1, :, 2] + unit[1, :, 3]) / 3])
+    got = clf.prototypes(feats, fg, clf.inverse_norms(feats))
+    assert torch.allclose(got, expected)
+    assert torch.allclose(clf.prototypes(unit, fg), expected)
+    blocks = [feats[:, :, :2], feats[:, :, 2:]]  # e.g. one block per shot
+    got = clf.prototypes(blocks, [fg[:, :2], fg[:, 2:]], [clf.inverse_norms(f) for f in blocks])
+    assert torch.allclose(got, expected)
+
+
+def test_prototype_without_foreground_names_the_task():
+    feats = torch.ones(3, 2, 4, dtype=DT)
+    fg = torch.ones(3, 4, dtype=torch.bool)
+    fg[1] = False
+    with pytest.raises(ValueError, match="task 11"):
+        clf.prototypes(feats, fg, task_offset=10)
+
+
+def test_cosine_scores_and_bias_init_by_hand():
+    feats = torch.tensor([[[3.0, 0.0, 1.0], [4.0, 2.0, 0.0]]], dtype=DT)  # (1, C=2, N=3)
+    w = torch.tensor([[0.0, 2.0]], dtype=DT)
+    scores = clf.cosine_scores(feats, w, 20.0, clf.inverse_norms(feats))
+    # cosines: 4/5, 1, 0
+    assert torch.allclose(scores, torch.tensor([[16.0, 20.0, 0.0]], dtype=DT), atol=1e-8)
+    ref = clf.reference_cosine_scores(feats, w, 20.0)
+    assert torch.allclose(ref, scores, atol=1e-8)
+    valid = torch.tensor([[True, True, False]])
+    assert clf.init_bias(scores, valid).item() == pytest.approx(18.0)
+    assert clf.init_bias(scores).item() == pytest.approx(12.0)
+
+
+def test_cosine_grad_matches_autograd():
+    g = torch.Generator().manual_seed(1)
+    feats = torch.randn(2, 6, 9, generator=g, dtype=DT)
+    inv = clf.inverse_norms(feats)
+    w = torch.randn(2, 6, generator=g, dtype=DT, requires_grad=True)
+    upstream = torch.randn(2, 9, generator=g, dtype=DT)
+    (clf.cosine_scores(feats, w, 20.0, inv) * upstream).sum().backward()
+    dots = clf.cosine_dots(feats, w.detach(), inv)
+    h = clf.features_times(feats, upstream, inv)
+    got = clf.cosine_grad(h, (upstream * dots).sum(1), w.detach(), 20.0)
+    assert torch.allclose(got, w.grad, rtol=1e-10, atol=1e-12)
+
+
+def test_fg_probs_upsamples_then_sigmoid():
+    logits = torch.tensor([[[0.0, 2.0], [-2.0, 0.0]]])
+    probs = clf.fg_probs(logits, (3, 3))
+    assert probs.shape == (1, 3, 3)
+    assert probs[0, 0, 2].item() == pytest.approx(1 / (1 + math.exp(-2)))  # corner kept
+    assert probs[0, 1, 1].item() == pytest.approx(0.5)  # centre: mean of the 4 logits = 0
+
+
+# hand-worked loss values on two pixels, p = (0.8, 0.4)
+P = torch.tensor([[0.8, 0.4]], dtype=DT)
+V = losses.pixel_weights(torch.tensor([[True, True]]), DT)
+
+
+def test_support_ce_by_hand():
+    labels = torch.tensor([[1, 0]])
+    expected = -(math.log(0.8 + EPS) + math.log(0.6 + EPS)) / 2
+    assert losses.support_ce(P, labels, V).item() == pytest.approx(expected)
+
+
+def test_support_ce_ignores_zero_weight_pixels():
+    p = torch.tensor([[0.8, 0.4, 0.01]], dtype=DT)
+    w = losses.pixel_weights(torch.tensor([[True, True, False]]), DT)
+    labels = torch.tensor([[1, 0, 1]])
+    assert losses.support_ce(p, labels, w).item() == pytest.approx(
+        losses.support_ce(P, labels[:, :2], V).item())
+
+
+def test_entropy_by_hand():
+    def h(p):
+        return -(p * math.log(p + EPS) + (1 - p) * math.log(1 - p + EPS))
+
+    assert losses.query_entropy(P, V).item() == pytest.approx((h(0.8) + h(0.4)) / 2)
+
+
+def test_kl_by_hand():
+    pi = torch.tensor([0.3], dtype=DT)
+    m = 0.6  # mean of 0.8 and 0.4
+    expected = m * math.log(m / (0.3 + EPS)) + (1 - m) * math.log((1 - m) / (0.7 + EPS))
+    assert losses.prior_kl(P, V, pi).item() == pytest.approx(expected)
+    assert losses.fg_share(P, V).item() == pytest.approx(m)
+    assert losses.prior_kl(P, V, torch.tensor([0.6], dtype=DT)).item() == pytest.approx(0, abs=1e-9)
+
+
+def test_total_loss_weights_the_terms():
+    labels = torch.tensor([[1, 0]])
+    pi = torch.tensor([0.3], dtype=DT)
+    total = losses.total_loss(P, labels, V, P, V, pi, 1.0, 0.5, 2.0)
+    expected = (losses.support_ce(P, labels, V) + 0.5 * losses.query_entropy(P, V)
+                + 2.0 * losses.prior_kl(P, V, pi))
+    assert torch.allclose(total, expected)
+
+
+@pytest.mark.parametrize("z_scale", [1.0, 30.0])  # 30: probabilities saturate
+def test_closed_form_gradients_match_autograd(z_scale):
+    g = torch.Generator().manual_seed(2)
+    z = (torch.randn(2, 7, generator=g, dtype=DT) * z_scale).requires_grad_(True)
+    valid = torch.rand(2, 7, generator=g) > 0.3
+    valid[:, 0] = True
+    w = losses.pixel_weights(valid, DT)
+    labels = torch.rand(2, 7, generator=g) > 0.5
+    pi = torch.tensor([0.2, 0.7], dtype=DT)
+    ent_w, kl_w = torch.tensor([0.5, 0.25], dtype=DT), torch.tensor([1.5, 0.0], dtype=DT)
+    p = torch.sigmoid(z)
+    terms = [
+        (losses.support_ce(p, labels, w), losses.support_ce_grad(p.detach(), labels, w)),
+        (losses.query_entropy(p, w), losses.query_entropy_grad(p.detach(), w)),
+        (losses.prior_kl(p, w, pi), losses.prior_kl_grad(p.detach(), w, pi)),
+    ]
+    for value, closed in terms:
+        (auto,) = torch.autograd.grad(value.sum(), z, retain_graph=True)
+        assert torch.allclose(closed, auto, rtol=1e-9, atol=1e-12)
+    combined = ent_w * losses.query_entropy(p, w) + kl_w * losses.prior_kl(p, w, pi)
+    (auto,) = torch.autograd.grad(combined.sum(), z)
+    got = losses.query_grad(p.detach(), w, pi, ent_w, kl_w)
+    assert torch.allclose(got, auto, rtol=1e-9, atol=1e-12)
+
+
+def test_pixel_weights_rejects_empty_task():
+    with pytest.raises(ValueError, match="task 1"):
+        losses.pixel_weights(torch.tensor([[True], [False]]))
+
+
+def test_oracle_prior_is_true_share_of_valid_labelled_pixels():
+    labels = torch.tensor([[1, 1, 0, 0, 255, 1], [0, 0, 0, 1, 1, 1]])
+    valid = torch.tensor([[True] * 5 + [False], [True] * 6])
+    assert oracle_prior(labels, valid).tolist() == [pytest.approx(0.5), pytest.approx(0.5)]
+
+
+def test_delta_changes_the_prior_by_exactly_delta_and_not_its_input():
+    pi = torch.tensor([0.2, 0.5, 0.9], dtype=DT)
+    before = pi.clone()
+    out = perturb_prior(pi, 0.1)
+    assert torch.equal(pi, before)  # the reference's aliasing bug would change pi itself
+    assert torch.allclose(out[:2] / pi[:2] - 1, torch.tensor([0.1, 0.1], dtype=DT))
+    assert out[2].item() == pytest.approx(0.99)
+    assert perturb_prior(pi, 0.5)[2].item() == 1.0  # clipped
+    assert torch.allclose(perturb_prior(pi, -0.5), pi / 2)
+
+
+def test_query_valid_mask_clean_and_reference():
+    qmask = torch.tensor([[[0, 255], [1, 255]]])
+    padding = torch.tensor([[[True, True], [True, False]]])
+    assert query_valid_mask(qmask, padding).tolist() == [[[True, True], [True, False]]]
+    assert query_valid_mask(qmask, padding, reference=True).tolist() == [[[True, False],
+                                                                         [True, False]]]
+    with pytest.raises(ValueError):
+        query_valid_mask(None, padding, reference=True)
