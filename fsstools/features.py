@@ -1,0 +1,315 @@
+"""Backbone features for an episode list, extracted once per checkpoint and cached.
+
+Episodes share images (a val image is query in one task and support in many others), so
+features are computed per unique image, stored as arrays, and gathered per task batch.
+The cache key hashes the checkpoint bytes, the image list and the preprocessing, so any
+inference variant re-reads the same features instead of running the backbone again.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import tempfile
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from tqdm.auto import tqdm
+
+from fsstools.artifacts import OUTPUTS, file_hash, text_hash
+from fsstools.data import splits, voc
+from fsstools.data.episodes import EpisodeList, episode_mask, load_episodes
+from fsstools.data.transforms import test_transform
+
+CACHE_VERSION = 1
+
+
+@dataclass
+class FeatureStore:
+    """Per-image features and masks on the feature grid and at the padded image size.
+
+    Attributes:
+        feats: (N, C, h, w) L2-normalised over C (float16 or float32, possibly memory-mapped).
+        masks_small: (N, h, w) uint8 class ids downsampled by nearest neighbour, 255 kept.
+        valid_small: (N, h, w) bool, False on padding.
+        masks_full: (N, H, W) uint8 padded class-id masks (padding 255) for scoring.
+        valid_full: (N, H, W) bool, False on padding.
+        index: image relative path -> row.
+        key: the cache key these arrays were stored under.
+    """
+
+    feats: np.ndarray
+    masks_small: np.ndarray
+    valid_small: np.ndarray
+    masks_full: np.ndarray
+    valid_full: np.ndarray
+    index: dict[str, int]
+    key: str
+
+
+@dataclass
+class TaskBatch:
+    """A batch of B tasks gathered from a FeatureStore (tensors on the requested device)."""
+
+    support_feats: torch.Tensor  # (B, S, C, h, w)
+    support_masks: torch.Tensor  # (B, S, h, w) in {0, 1, 255}
+    query_feats: torch.Tensor  # (B, C, h, w)
+    query_mask_small: torch.Tensor  # (B, h, w) in {0, 1, 255}; analysis and oracle only
+    query_valid_small: torch.Tensor  # (B, h, w) bool, False on padding
+    query_mask: torch.Tensor  # (B, H, W) in {0, 1, 255}; scoring only
+    class_id: torch.Tensor  # (B,)
+    episode_idx: torch.Tensor  # (B,) positions in the episode list
+
+
+def episode_images(episodes: EpisodeList) -> list[tuple[str, str]]:
+    """Unique (image, mask) pairs used by the episodes, in first-use order."""
+    seen: dict[str, str] = {}
+    for ep in episodes.episodes:
+        for img, mask in (ep.query, *ep.supports):
+            seen.setdefault(img, mask)
+    return list(seen.items())
+
+
+def cache_key(
+    checkpoint: Path, pairs: Sequence[tuple[str, str]], root: Path, size: int, dtype: str
+) -> str:
+    blob = json.dumps(
+        {
+            "v": CACHE_VERSION,
+            "checkpoint": file_hash(checkpoint),
+            "root": str(Path(root).resolve()),
+            "images": [p[0] for p in pairs],
+            "size": size,
+            "dtype": dtype,
+        }
+    )
+    return text_hash(blob, 16)
+
+
+def _batches(seq: Sequence, n: int) -> Iterator[Sequence]:
+    for i in range(0, len(seq), n):
+        yield seq[i : i + n]
+
+
+@torch.no_grad()
+def extract(
+    model: torch.nn.Module,
+    root: str | Path,
+    pairs: Sequence[tuple[str, str]],
+    n_classes: int,
+    size: int,
+    out_dir: Path,
+    device: str | torch.device = "cpu",
+    batch_size: int = 32,
+    dtype: str = "float32",
+    progress: bool = True,
+) -> None:
+    """Run ``model.extract_features`` over ``pairs`` and write the arrays into ``out_dir``.
+
+    Arrays are written chunk by chunk into memory-mapped ``.npy`` files, so memory stays
+    bounded by one batch whatever the number of images.
+    """
+    root = Path(root)
+    transform = test_transform(size)
+    model.eval().to(device)
+    n = len(pairs)
+    arrays: dict[str, np.ndarray] = {}
+    row = 0
+    bar = tqdm(total=n, desc="extract features", unit="img", disable=not progress)
+    for chunk in _batches(pairs, batch_size):
+        samples = [transform(*voc.load_pair(root, img, mask, n_classes)) for img, mask in chunk]
+        images = torch.stack([s["image"] for s in samples]).to(device)
+        feats = F.normalize(model.extract_features(images).float(), dim=1)  # (b, C, h, w)
+        masks = torch.stack([s["mask"] for s in samples])  # (b, H, W)
+        valid = torch.stack([s["valid"] for s in samples])
+        h, w = feats.shape[-2:]
+        small = F.interpolate(masks[:, None].float(), size=(h, w), mode="nearest")[:, 0]
+        small_valid = F.interpolate(valid[:, None].float(), size=(h, w), mode="nearest")[:, 0]
+        parts = {
+            "feats": feats.cpu().numpy().astype(dtype),
+            "masks_small": small.numpy().astype(np.uint8),
+            "valid_small": small_valid.numpy().astype(bool),
+            "masks_full": masks.numpy().astype(np.uint8),
+            "valid_full": valid.numpy().astype(bool),
+        }
+        if not arrays:
+            for name, part in parts.items():
+                arrays[name] = np.lib.format.open_memmap(
+                    out_dir / f"{name}.npy", mode="w+", dtype=part.dtype, shape=(n, *part.shape[1:])
+                )
+        for name, part in parts.items():
+            arrays[name][row : row + len(chunk)] = part
+        row += len(chunk)
+        bar.update(len(chunk))
+    bar.close()
+    for arr in arrays.values():
+        arr.flush()
+    index = {img: i for i, (img, _) in enumerate(pairs)}
+    (out_dir / "index.json").write_text(json.dumps(index))
+
+
+def open_store(path: Path, key: str, mmap: bool = True) -> FeatureStore:
+    mode = "r" if mmap else None
+    arrays = {
+        name: np.load(path / f"{name}.npy", mmap_mode=mode)
+        for name in ("feats", "masks_small", "valid_small", "masks_full", "valid_full")
+    }
+    index = json.loads((path / "index.json").read_text())
+    return FeatureStore(index=index, key=key, **arrays)
+
+
+def episode_list_images(lists: Sequence[EpisodeList]) -> list[tuple[str, str]]:
+    """Unique (image, mask) pairs over several episode lists, in first-use order."""
+    seen: dict[str, str] = {}
+    for el in lists:
+        seen.update((img, mask) for img, mask in episode_images(el) if img not in seen)
+    return list(seen.items())
+
+
+def ensure_features(
+    checkpoint: str | Path,
+    root: str | Path,
+    pairs: Sequence[tuple[str, str]],
+    dataset: str,
+    size: int,
+    device: str | torch.device = "cpu",
+    batch_size: int = 32,
+    dtype: str = "float32",
+    cache_dir: Path | None = None,
+    progress: bool = True,
+) -> FeatureStore:
+    """Features of the images ``pairs`` under ``checkpoint``, from the cache or extracted.
+
+    Pass the union of the images of all episode lists of a study (``episode_list_images``)
+    so that one extraction serves every shot count, seed and method.
+
+    The arrays are built in a temporary folder and renamed into place, so an interrupted
+    extraction leaves no partial cache entry.
+    """
+    from fsstools.models.checkpoints import load_model
+
+    checkpoint = Path(checkpoint)
+    if not checkpoint.is_file():
+        raise FileNotFoundError(
+            f"checkpoint {checkpoint} does not exist; train one with `fsstools train --config ...`"
+        )
+    key = cache_key(checkpoint, pairs, Path(root), size, dtype)
+    cache_dir = Path(cache_dir) if cache_dir is not None else OUTPUTS / "cache" / "features"
+    final = cache_dir / key
+    if (final / "index.json").is_file():
+        return open_store(final, key)
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{key}.", dir=cache_dir))
+    try:
+        model = load_model(checkpoint, device)
+        n_classes = splits.n_classes(dataset)
+        extract(model, root, pairs, n_classes, size, tmp, device, batch_size, dtype, progress)
+        if final.exists():  # another process finished first; keep its copy
+            shutil.rmtree(tmp)
+        else:
+            tmp.rename(final)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return open_store(final, key)
+
+
+def restore_lost_foreground(
+    support_masks: np.ndarray, masks_full: np.ndarray, s_rows: np.ndarray, cls: np.ndarray
+) -> int:
+    """Give back a foreground cell to supports whose object vanished on the feature grid.
+
+    Nearest-neighbour downsampling keeps one pixel per cell, so a small or thin object that
+    passed the min-foreground rule can lose every pixel (more often on coarse grids). Such
+    a support would leave no prototype; instead the cell holding the largest share of the
+    object is marked foreground (documented fallback; counted in the return value).
+
+    Args:
+        support_masks: (B, S, h, w) binary task masks, modified in place.
+        masks_full: (N, H, W) class-id masks of the store.
+        s_rows: (B, S) store rows of the supports.
+        cls: (B,) class of each task.
+
+    Returns:
+        Number of supports restored.
+    """
+    lost = ~(support_masks == 1).any(axis=(2, 3))  # (B, S)
+    h, w = support_masks.shape[-2:]
+    for b, s in zip(*np.nonzero(lost), strict=True):
+        obj = torch.from_numpy(masks_full[s_rows[b, s]] == cls[b]).float()[None, None]
+        share = F.adaptive_avg_pool2d(obj, (h, w))[0, 0]  # (h, w) object share per cell
+        if float(share.max()) > 0:
+            cell = int(share.flatten().argmax())
+            support_masks[b, s].reshape(-1)[cell] = 1
+    return int(lost.sum())
+
+
+def gather(
+    store: FeatureStore,
+    episodes: EpisodeList,
+    idx: Sequence[int],
+    device: str | torch.device = "cpu",
+    dtype: torch.dtype = torch.float32,
+) -> TaskBatch:
+    """Gather the tasks ``idx`` of ``episodes`` from ``store`` as a TaskBatch.
+
+    All tasks in one batch must have the same number of shots. Support objects lost by
+    the downsampling to the feature grid are restored (see ``restore_lost_foreground``).
+    """
+    eps = [episodes.episodes[i] for i in idx]
+    shots = {len(ep.supports) for ep in eps}
+    if len(shots) != 1:
+        raise ValueError(f"tasks {list(idx)} mix shot counts {sorted(shots)}; batch equal shots")
+    q_rows = np.array([store.index[ep.query[0]] for ep in eps])
+    s_rows = np.array([[store.index[img] for img, _ in ep.supports] for ep in eps])  # (B, S)
+    cls = np.array([ep.class_id for ep in eps])
+
+    def t(a: np.ndarray, dt: torch.dtype | None = None) -> torch.Tensor:
+        return torch.from_numpy(np.ascontiguousarray(a)).to(device=device, dtype=dt)
+
+    support_ids = store.masks_small[s_rows.reshape(-1)].reshape(
+        *s_rows.shape, *store.masks_small.shape[1:]
+    )
+    support_masks = episode_mask(support_ids, cls[:, None, None, None])  # (B, S, h, w)
+    restore_lost_foreground(support_masks, store.masks_full, s_rows, cls)
+    return TaskBatch(
+        support_feats=t(store.feats[s_rows.reshape(-1)], dtype).unflatten(0, s_rows.shape),
+        support_masks=t(support_masks),
+        query_feats=t(store.feats[q_rows], dtype),
+        query_mask_small=t(episode_mask(store.masks_small[q_rows], cls[:, None, None])),
+        query_valid_small=t(store.valid_small[q_rows]),
+        query_mask=t(episode_mask(store.masks_full[q_rows], cls[:, None, None])),
+        class_id=t(cls),
+        episode_idx=t(np.asarray(idx)),
+    )
+
+
+def cli(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(
+        prog="fsstools extract", description="Extract and cache features for an episode list."
+    )
+    parser.add_argument("--checkpoint", required=True, type=Path)
+    parser.add_argument("--episodes", required=True, type=Path, help="episode list JSON")
+    parser.add_argument("--size", type=int, default=417, help="test-time image size")
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--dtype", default="float32", choices=["float32", "float16"])
+    args = parser.parse_args(argv)
+    episodes = load_episodes(args.episodes)
+    store = ensure_features(
+        args.checkpoint,
+        episodes.root,
+        episode_images(episodes),
+        episodes.dataset,
+        args.size,
+        args.device,
+        args.batch_size,
+        args.dtype,
+    )
+    print(f"features {tuple(store.feats.shape)} cached under key {store.key}")
+    return 0
