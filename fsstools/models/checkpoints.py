@@ -1,0 +1,151 @@
+"""Reading model checkpoints: ours, and the RePRI/PFENet reference layout.
+
+Our checkpoints are dicts with ``format == CHECKPOINT_FORMAT``, the model state dict under
+``model``, the architecture under ``model_config`` and the number of classes under
+``n_classes`` (plus training state in ``last.pt``; see ``fsstools.train``).
+
+The reference code saves ``{"epoch", "state_dict", "optimizer"}`` from a DDP-wrapped model, so
+its keys read ``module.layer0.0.weight`` (stem as one Sequential), ``module.layer1..4.*``
+(torchvision block names), ``module.ppm.features.<i>.<1|2>.*`` (conv, BN of a pooling branch),
+``module.bottleneck.<0|1>.*`` and ``module.classifier.*``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from fsstools.config import from_dict
+from fsstools.models.backbones import TRUNKS
+from fsstools.models.pspnet import ModelConfig, PSPNet
+
+CHECKPOINT_FORMAT = "fsstools.pspnet/1"
+
+# Reference stem Sequential: conv, bn, relu (x3 with the deep stem), then max-pool.
+_DEEP_STEM = {"0": "conv1", "1": "bn1", "3": "conv2", "4": "bn2", "6": "conv3", "7": "bn3"}
+_SHALLOW_STEM = {"0": "conv1", "1": "bn1"}
+_PPM_PARTS = {"1": "conv", "2": "bn"}
+_REFERENCE_BINS = (1, 2, 3, 6)
+
+
+def read_checkpoint(path: str | Path) -> dict[str, Any]:
+    """Load a checkpoint file on CPU; a clear error if it is missing."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"checkpoint {path} does not exist; train one with `fsstools train --config ...` "
+            f"or check the path"
+        )
+    return torch.load(path, map_location="cpu", weights_only=True)
+
+
+def checkpoint_meta(path: str | Path) -> dict[str, Any]:
+    """Everything in one of our checkpoints except tensors of state (model, optimizer, ...).
+
+    Holds ``model_config``, ``n_classes``, ``config`` (the resolved training config),
+    ``epoch``, ``metrics`` and ``classes`` (base class ids in relabelling order).
+    """
+    ckpt = read_checkpoint(path)
+    heavy = {"model", "optimizer", "scheduler", "scaler", "rng"}
+    return {k: v for k, v in ckpt.items() if k not in heavy}
+
+
+def load_model(path: str | Path, device: str | torch.device = "cpu") -> PSPNet:
+    """A PSPNet in eval mode from one of our checkpoints or a reference RePRI/PFENet one."""
+    ckpt = read_checkpoint(path)
+    if isinstance(ckpt, dict) and ckpt.get("format") == CHECKPOINT_FORMAT:
+        cfg = dataclasses.replace(from_dict(ModelConfig, ckpt["model_config"]), pretrained=None)
+        model = PSPNet(cfg, ckpt["n_classes"])
+        model.load_state_dict(ckpt["model"])
+    else:
+        state = ckpt.get("state_dict", ckpt) if isinstance(ckpt, dict) else None
+        if not isinstance(state, dict) or not any("layer0." in k for k in state):
+            raise ValueError(
+                f"{path} is neither an fsstools checkpoint nor a reference PSPNet state dict "
+                f"(no 'format' key and no 'layer0.' keys)"
+            )
+        model = model_from_reference(state)
+    return model.to(device).eval()
+
+
+def model_from_reference(state: dict[str, torch.Tensor],
+                         bins: tuple[int, ...] = _REFERENCE_BINS) -> PSPNet:
+    """Build a PSPNet matching a reference state dict and load it (strictly).
+
+    ``bins`` cannot be read from the weights (pooling has none); the reference uses (1, 2, 3, 6).
+    """
+    cfg, n_classes = infer_reference_config(state, bins)
+    model = PSPNet(cfg, n_classes)
+    model.load_state_dict(convert_reference_state_dict(state))
+    return model
+
+
+def convert_reference_state_dict(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Rename reference PSPNet keys (``module.layer0.0.weight`` ...) to ours.
+
+    Raises:
+        ValueError: keys that belong to no PSPNet part (e.g. a PFENet meta-learner head).
+    """
+    state = {k.removeprefix("module."): v for k, v in state.items()}
+    stem = _DEEP_STEM if "layer0.6.weight" in state else _SHALLOW_STEM
+    out, unknown = {}, []
+    for key, value in state.items():
+        new = _rename(key, stem)
+        if new is None:
+            unknown.append(key)
+        else:
+            out[new] = value
+    if unknown:
+        raise ValueError(f"unrecognised keys in reference state dict: {unknown[:10]}")
+    return out
+
+
+def _rename(key: str, stem: dict[str, str]) -> str | None:
+    if m := re.fullmatch(r"layer0\.(\d+)\.(.+)", key):
+        name = stem.get(m[1])
+        return None if name is None else f"backbone.{name}.{m[2]}"
+    if re.match(r"layer[1-4]\.", key):
+        return f"backbone.{key}"
+    if m := re.fullmatch(r"ppm\.features\.(\d+)\.(\d+)\.(.+)", key):
+        part = _PPM_PARTS.get(m[2])
+        return None if part is None else f"ppm.branches.{m[1]}.{part}.{m[3]}"
+    if re.fullmatch(r"bottleneck\.[01]\..+|classifier\.(weight|bias)", key):
+        return key
+    return None
+
+
+def infer_reference_config(state: dict[str, torch.Tensor],
+                           bins: tuple[int, ...] = _REFERENCE_BINS) -> tuple[ModelConfig, int]:
+    """Architecture and class count of a reference PSPNet state dict, read from its shapes."""
+    state = {k.removeprefix("module."): v for k, v in state.items()}
+    block = "bottleneck" if "layer1.0.conv3.weight" in state else "basic"
+    depths = tuple(
+        len({int(m[1]) for k in state if (m := re.match(rf"layer{i}\.(\d+)\.", k))})
+        for i in range(1, 5)
+    )
+    widths = tuple(int(state[f"layer{i}.0.conv1.weight"].shape[0]) for i in range(1, 5))
+    arch = next(
+        (name for name, s in TRUNKS.items() if s.block == block and s.depths == depths), None
+    )
+    if arch is None:
+        raise ValueError(f"no known trunk has {block} blocks with depths {depths}")
+    spec = TRUNKS[arch]
+    n_branches = len({k.split(".")[2] for k in state if k.startswith("ppm.features.")})
+    if n_branches != len(bins):
+        raise ValueError(f"state dict has {n_branches} pooling branches but bins={bins}")
+    cfg = ModelConfig(
+        arch=arch,
+        deep_stem="layer0.6.weight" in state,
+        pretrained=None,
+        bottleneck_dim=int(state["bottleneck.0.weight"].shape[0]),
+        bins=tuple(bins),
+        widths=None if widths == spec.widths else widths,
+        stem_width=int(state["layer0.0.weight"].shape[0]),
+    )
+    if cfg.stem_width == spec.stem_width:
+        cfg = dataclasses.replace(cfg, stem_width=None)
+    return cfg, int(state["classifier.weight"].shape[0])
