@@ -1,13 +1,16 @@
 """Speed of transductive inference: the fast path against the straightforward autograd loop.
 
-Generates synthetic episodes at the reference feature size (C=512, 53x53 grid for 417x417
-images, float32), runs both implementations on the same tensors in this process and prints
-tasks/s (median over repeats), peak memory, the speed ratio, how far apart the outputs are,
-and the load average. The last line is ``tasks/s=<fast implementation>``.
+Generates synthetic episodes, by default at the reference feature size (C=512, 53x53 grid
+for 417x417 images, float32; ``--channels``/``--grid`` for others, e.g. the embedded
+synthetic benchmark's C=128 on 16x16), runs both implementations on the same tensors in
+this process and prints tasks/s (median over repeats), peak memory, the speed ratio, how
+far apart the outputs are, and the load average. The last line is
+``tasks/s=<fast implementation>``.
 
     python bench/inference.py --shots 1 --tasks 50
     python bench/inference.py --shots 5 --tasks 20 --repeats 3
     python bench/inference.py --shots 1 --tasks 500 --device cuda
+    python bench/inference.py --channels 128 --grid 16 --shots 5 --tasks 400
 
 Upsampling to 417x417 is left out of the timed loop for both implementations.
 """
@@ -31,7 +34,13 @@ STATUS = Path("/proc/self/status")
 
 
 def synthetic_episodes(
-    tasks: int, shots: int, valid_rows: int, seed: int, device: torch.device
+    tasks: int,
+    shots: int,
+    valid_rows: int,
+    seed: int,
+    device: torch.device,
+    channels: int = CHANNELS,
+    grid: int = GRID,
 ) -> tuple[torch.Tensor, ...]:
     """Episodes whose foreground pixels share a class direction, so the fit has work to do.
 
@@ -40,15 +49,18 @@ def synthetic_episodes(
         query_valid (B, h, w), query_mask (B, h, w); rows from ``valid_rows`` on are padding.
     """
     g = torch.Generator().manual_seed(seed)
-    B, S, C, n = tasks, shots, CHANNELS, GRID
+    B, S, C, n = tasks, shots, channels, grid
+    # object boxes scale with the grid (8..28 pixels of 53 at the reference size)
+    lo, hi = max(1, round(8 * n / GRID)), max(2, round(28 * n / GRID))
+    margin = min(valid_rows - 1, max(1, round(12 * n / GRID)))
     direction = torch.rand(B, 1, C, 1, 1, generator=g)  # (B, 1, C, 1, 1)
 
     def masks(count: int) -> torch.Tensor:
         m = torch.zeros(B, count, n, n, dtype=torch.long)
         for b in range(B):
             for s in range(count):
-                y, x = torch.randint(0, valid_rows - 12, (2,), generator=g).tolist()
-                hh, ww = torch.randint(8, 28, (2,), generator=g).tolist()
+                y, x = torch.randint(0, valid_rows - margin, (2,), generator=g).tolist()
+                hh, ww = torch.randint(lo, hi, (2,), generator=g).tolist()
                 m[b, s, y:y + hh, x:x + ww] = 1
         m[:, :, valid_rows:] = 255
         return m
@@ -133,21 +145,26 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--method", default="repri", choices=sorted(METHODS))
     ap.add_argument("--reference", action="store_true", help="reference-compatible variant")
-    ap.add_argument("--valid-rows", type=int, default=GRID,
-                    help="grid rows that are not padding (53: none; 40: a 4:3 image)")
+    ap.add_argument("--channels", type=int, default=CHANNELS, help="feature channels C")
+    ap.add_argument("--grid", type=int, default=GRID, help="feature grid side h = w")
+    ap.add_argument("--valid-rows", type=int, default=None,
+                    help="grid rows that are not padding (default all; 40 of 53: a 4:3 image)")
     ap.add_argument("--workers", type=int, default=None, help="CPU worker threads (fast path)")
     ap.add_argument("--skip-straightforward", action="store_true")
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args(argv)
+    valid_rows = args.grid if args.valid_rows is None else args.valid_rows
+    if not 2 <= valid_rows <= args.grid:
+        ap.error(f"--valid-rows {valid_rows} must lie in [2, --grid {args.grid}]")
 
     device = torch.device(args.device)
     cfg = method(args.method, reference=args.reference)
-    sf, sm, qf, qv, qm = synthetic_episodes(args.tasks, args.shots, args.valid_rows, args.seed,
-                                            device)
-    print(f"{args.tasks} tasks, {args.shots}-shot, C={CHANNELS}, {GRID}x{GRID}, "
+    sf, sm, qf, qv, qm = synthetic_episodes(args.tasks, args.shots, valid_rows, args.seed,
+                                            device, args.channels, args.grid)
+    print(f"{args.tasks} tasks, {args.shots}-shot, C={args.channels}, {args.grid}x{args.grid}, "
           f"{cfg.name}{' (reference)' if cfg.reference else ''}, {cfg.steps} steps, "
           f"device={device}, torch threads={torch.get_num_threads()}, "
-          f"valid rows={args.valid_rows}")
+          f"valid rows={valid_rows}")
 
     def fast():
         return run_method(cfg, sf, sm, qf, qv, qm, workers=args.workers)

@@ -8,10 +8,38 @@ import pytest
 import torch
 
 from fsstools.config import from_dict
-from fsstools.inference import METHODS, MethodConfig, method, query_valid_mask, run_method
+from fsstools.inference import (
+    METHODS,
+    MethodConfig,
+    fit,
+    method,
+    query_valid_mask,
+    run_method,
+    stacked,
+)
 from fsstools.inference.fit import default_chunk
 
 DT = torch.float64
+
+
+@pytest.fixture(params=["stacked", "streamed"])
+def layout(request, monkeypatch):
+    """Which fast loop runs: tiny tasks are stacked by default; a zero cache budget makes
+    every task run alone, streamed block by block, as large tasks are."""
+    if request.param == "streamed":
+        monkeypatch.setattr(fit, "CACHE_BYTES", 0)
+    calls = {"stacked": 0, "streamed": 0}
+
+    def counted(name, loop):
+        def run(*args, **kwargs):
+            calls[name] += 1
+            return loop(*args, **kwargs)
+        return run
+
+    monkeypatch.setattr(stacked, "fit_stacked", counted("stacked", stacked.fit_stacked))
+    monkeypatch.setattr(fit, "fit_fast", counted("streamed", fit.fit_fast))
+    yield request.param
+    assert calls["streamed" if request.param == "stacked" else "stacked"] == 0
 
 
 @pytest.fixture(autouse=True)
@@ -63,7 +91,7 @@ def test_method_config_loads_from_dict_and_validates():
 
 @pytest.mark.parametrize("name", sorted(METHODS))
 @pytest.mark.parametrize("reference", [False, True])
-def test_fast_equals_straightforward_autograd(name, reference):
+def test_fast_equals_straightforward_autograd(name, reference, layout):
     ep = episodes()
     cfg = method(name, reference=reference)
     fast = run_method(cfg, **ep, trace=True)
@@ -74,12 +102,35 @@ def test_fast_equals_straightforward_autograd(name, reference):
         assert torch.allclose(fast.traces[key], auto.traces[key], atol=1e-10, equal_nan=True), key
 
 
-def test_fast_equals_straightforward_in_float32():
+@pytest.mark.parametrize("reference", [False, True])
+def test_fast_equals_straightforward_with_custom_weights(reference, layout):
+    cfg = MethodConfig(iterations=8, ce_weight=0.3, ent_weight=0.7, kl_weight=2.5,
+                       t_pi=(3, 6), lr=0.05, tau=15.0, reference=reference)
+    ep = episodes(tasks=4, seed=2)
+    fast = run_method(cfg, **ep, trace=True)
+    auto = run_method(cfg, **ep, trace=True, impl="autograd")
+    assert torch.allclose(fast.logits, auto.logits, rtol=0, atol=1e-10)
+    for key in auto.traces:
+        assert torch.allclose(fast.traces[key], auto.traces[key], atol=1e-10, equal_nan=True), key
+
+
+def test_fast_equals_straightforward_in_float32(layout):
     ep = episodes(dtype=torch.float32, channels=64, n=12, seed=3)
     fast = run_method(METHODS["repri"], **ep)
     auto = run_method(METHODS["repri"], **ep, impl="autograd")
     assert fast.logits.dtype == torch.float32
     assert torch.allclose(fast.logits, auto.logits, atol=1e-3)
+
+
+@pytest.mark.parametrize("shots", [1, 5])
+def test_float32_at_synthetic_benchmark_size(shots):
+    """C=128 on a 16x16 grid, as the embedded benchmark: same predictions as autograd."""
+    ep = episodes(tasks=4, shots=shots, dtype=torch.float32, channels=128, n=16, seed=shots)
+    fast = run_method(METHODS["repri"], **ep)
+    auto = run_method(METHODS["repri"], **ep, impl="autograd")
+    assert torch.allclose(fast.logits, auto.logits, atol=1e-4)
+    assert torch.equal(fast.logits > 0, auto.logits > 0)
+    assert torch.allclose(fast.pi, auto.pi, atol=1e-5)
 
 
 def test_total_loss_decreases():
@@ -179,13 +230,34 @@ def test_chunked_and_unchunked_agree(impl):
         assert torch.allclose(part.traces["loss"], whole.traces["loss"], atol=1e-10)
 
 
-def test_same_input_same_output_any_worker_count():
+def test_same_input_same_output_any_worker_count(layout):
     a = run_method(METHODS["repri"], **episodes(tasks=4, seed=7), workers=1)
     b = run_method(METHODS["repri"], **episodes(tasks=4, seed=7), workers=2)
     assert torch.equal(a.logits, b.logits) and torch.equal(a.pi, b.pi)
 
 
-def test_empty_support_foreground_is_a_clear_error():
+@pytest.mark.parametrize("name", ["repri", "ce_kl", "oracle_repri"])
+def test_chunks_workers_and_layouts_agree(name, monkeypatch):
+    ep = episodes(tasks=9, seed=11)
+    cfg = METHODS[name]
+    whole = run_method(cfg, **ep, chunk_size=9, workers=1)
+    runs = [run_method(cfg, **ep, chunk_size=c, workers=k) for c in (1, 7) for k in (1, 2)]
+    monkeypatch.setattr(fit, "CACHE_BYTES", 0)  # one task per chunk, streamed
+    runs.append(run_method(cfg, **ep, workers=2))
+    for out in runs:
+        assert torch.allclose(out.logits, whole.logits, rtol=0, atol=1e-12)
+        assert torch.allclose(out.pi, whole.pi, rtol=0, atol=1e-12)
+        assert torch.equal(out.logits > 0, whole.logits > 0)
+
+
+def test_inputs_are_not_modified(layout):
+    ep = episodes(tasks=2, dtype=torch.float32)
+    before = {k: v.clone() for k, v in ep.items()}
+    run_method(METHODS["repri"], **ep, trace=True)
+    assert all(torch.equal(ep[k], before[k]) for k in ep)
+
+
+def test_empty_support_foreground_is_a_clear_error(layout):
     ep = episodes()
     ep["support_masks"][1] = torch.where(ep["support_masks"][1] == 1, 0, ep["support_masks"][1])
     for impl in ("fast", "autograd"):
@@ -218,6 +290,28 @@ def test_default_chunk_from_memory_budget():
     assert default_chunk(feats, torch.device("cpu"), None) == 1
     per_task = 11 * 512 * 53 * 53 * 4 * 3
     assert default_chunk(feats, torch.device("meta"), 10 * per_task) == 10
+
+
+def test_spans_cover_all_tasks_in_even_chunks():
+    for tasks, chunk in [(1000, 32), (5, 2), (7, 7), (3, 10), (1, 1)]:
+        spans = fit.spans(tasks, chunk)
+        sizes = [e - a for a, e in spans]
+        assert spans[0][0] == 0 and spans[-1][1] == tasks
+        assert all(s[1] == t[0] for s, t in zip(spans[:-1], spans[1:], strict=True))
+        assert max(sizes) <= chunk and max(sizes) - min(sizes) <= 1
+        assert len(spans) == -(-tasks // chunk)
+
+
+def test_default_chunk_on_cpu_fills_the_cache():
+    cpu = torch.device("cpu")
+    large = torch.empty(100, 1, 512, 53, 53, device="meta")  # ~11 MB per task
+    assert default_chunk(large, cpu, None) == 1 and fit.streams(large, 1)
+    small = torch.empty(1000, 1, 128, 16, 16, device="meta")  # 256 KB per task
+    chunk = default_chunk(small, cpu, None)
+    assert 1 < chunk and chunk * fit.task_bytes(small) <= fit.CACHE_BYTES
+    assert not fit.streams(small, chunk) and not fit.streams(small, 1)
+    double = torch.empty(1000, 1, 128, 16, 16, device="meta", dtype=torch.float64)
+    assert default_chunk(double, cpu, None) < chunk
 
 
 @pytest.mark.gpu

@@ -1,12 +1,15 @@
-"""Fitting the per-task classifiers: input checks, chunk preparation and the two loops.
+"""Fitting the per-task classifiers: input checks, chunking, the streaming and autograd loops.
 
 The fast loop (:func:`fit_fast`) uses closed-form gradients: per iteration and task it reads
 each block of features (one shot, or the query) once for the scores and, while the block is
 still in cache, once more for ``F^T g`` (see :func:`~fsstools.inference.classifier.cosine_grad`).
 Features are used where they lie (no normalised copy: the dot products are scaled by inverse
 norms instead), and support pixels labelled 255 are dropped since no term reads them.
+That suits a large task (C=512, 53x53: ~11 MB per task) run alone on a core.
+Small tasks instead go through :mod:`fsstools.inference.stacked`, which fits a chunk of
+tasks at once on one normalised copy of their features, so per-operation overhead is shared.
 The straightforward loop (:func:`fit_autograd`) is autograd + SGD over the whole chunk,
-written like the reference code; tests and ``bench/inference.py`` hold the two equal.
+written like the reference code; tests and ``bench/inference.py`` hold them equal.
 """
 
 from __future__ import annotations
@@ -33,6 +36,13 @@ COPIES_PER_TASK = 3
 """Feature-sized buffers per task on an accelerator: the chunk moved there, plus transient
 copies while it is prepared."""
 
+CACHE_BYTES = 6 * 1024**2
+"""Bytes of features per chunk on CPU. A chunk's features are read twice per iteration,
+so they should stay in cache; but each torch call costs microseconds whatever its size,
+so small tasks go faster in larger chunks. Measured on the 2-core machine (1 MiB L2 per
+core, 32 MiB shared L3, C=128 on 16x16): 4-8 MiB best, 2 MiB 1.3-1.6x and 16 MiB 1.4-2x
+slower. Tasks larger than this run alone, streamed block by block (:func:`fit_fast`)."""
+
 T = TypeVar("T")
 R = TypeVar("R")
 
@@ -43,13 +53,13 @@ class Pixels:
 
     Attributes:
         f: (B, C, n) features, not normalised (often a view of the caller's tensor).
-        r: (B, n) inverse feature norms.
+        r: (B, n) inverse feature norms, or None where ``f`` is normalised.
         weight: (B, n) pixel weights (valid / valid count of the whole support or query).
         fg: (B, n) bool foreground labels (support), or None.
     """
 
     f: torch.Tensor
-    r: torch.Tensor
+    r: torch.Tensor | None
     weight: torch.Tensor
     fg: torch.Tensor | None = None
 
@@ -117,20 +127,48 @@ def check_inputs(
         raise ValueError(f"method {cfg.name!r} uses the oracle prior: pass query_mask")
 
 
-def default_chunk(feats: torch.Tensor, device: torch.device, memory_budget: int | None) -> int:
-    """Tasks per chunk: 1 on CPU (cache-sized), else what ``memory_budget`` bytes allow."""
-    if device.type == "cpu":
-        return 1
+def task_bytes(feats: torch.Tensor) -> int:
+    """Bytes of one task's support and query features (B, S, C, h, w) in the compute dtype."""
     _, S, C, h, w = feats.shape
-    per_task = (S + 1) * C * h * w * 4 * COPIES_PER_TASK
-    return max(1, (memory_budget or DEFAULT_MEMORY_BUDGET) // per_task)
+    itemsize = 8 if feats.dtype == torch.float64 else 4
+    return (S + 1) * C * h * w * itemsize
+
+
+def default_chunk(feats: torch.Tensor, device: torch.device, memory_budget: int | None) -> int:
+    """Most tasks per chunk for features (B, S, C, h, w).
+
+    On CPU as many as :data:`CACHE_BYTES` holds (at least 1), elsewhere what
+    ``memory_budget`` bytes allow. It depends on the features only, never on the worker
+    count, so neither do the outputs.
+    """
+    per_task = task_bytes(feats)
+    if device.type != "cpu":
+        return max(1, (memory_budget or DEFAULT_MEMORY_BUDGET) // (per_task * COPIES_PER_TASK))
+    return max(1, CACHE_BYTES // per_task)
+
+
+def spans(tasks: int, chunk: int) -> list[tuple[int, int]]:
+    """``[start, end)`` of the fewest chunks of at most ``chunk`` tasks, sizes within 1."""
+    n = -(-tasks // chunk)
+    return [(i * tasks // n, (i + 1) * tasks // n) for i in range(n)]
+
+
+def streams(feats: torch.Tensor, chunk: int) -> bool:
+    """Whether chunks of ``chunk`` tasks go through :func:`fit_fast` (streamed by block)
+    rather than :func:`~fsstools.inference.stacked.fit_stacked` (one normalised copy).
+
+    Streaming pays only for a task that runs alone and whose features exceed the cache:
+    copying them would cost a pass over memory and as much memory again.
+    """
+    return chunk == 1 and task_bytes(feats) > CACHE_BYTES
 
 
 def map_single_threaded(fn: Callable[[T], R], items: Sequence[T], workers: int | None) -> list[R]:
     """``[fn(x) for x in items]`` on ``workers`` threads, torch single-threaded meanwhile.
 
-    Each task is a chain of matrix-vector products that one core runs at cache or memory
-    speed; running tasks side by side uses the cores better than splitting each product.
+    Each chunk of tasks is a chain of matrix-vector products that one core runs at cache or
+    memory speed; running chunks side by side uses the cores better than splitting each
+    product.
     """
     workers = workers or torch.get_num_threads()
     previous = torch.get_num_threads()
@@ -194,17 +232,30 @@ def initial_state(
                        task_offset)
     q = p.query
     scores = clf.cosine_scores(q.f, w, cfg.tau, q.r)  # (B, Nq)
-    b = clf.init_bias(scores, None if cfg.reference else q.weight > 0)
+    return (w, *initial_bias_prior(cfg, scores, q.weight, p.labels_q))
+
+
+def initial_bias_prior(
+    cfg: MethodConfig, scores: torch.Tensor, weight_q: torch.Tensor, labels_q: torch.Tensor | None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Bias (B,) and prior (B,) of the initial classifier from its query scores (B, Nq).
+
+    Args:
+        cfg: the method.
+        scores: (B, Nq) ``tau * cos`` of the query pixels.
+        weight_q: (B, Nq) query pixel weights.
+        labels_q: (B, Nq) {0, 1, 255} query mask (needed for the oracle prior) or None.
+    """
+    b = clf.init_bias(scores, None if cfg.reference else weight_q > 0)
     if cfg.prior == "oracle":
-        if p.labels_q is None:
+        if labels_q is None:
             raise ValueError(f"method {cfg.name!r} uses the oracle prior: pass query_mask")
-        pi = perturb_prior(oracle_prior(p.labels_q, q.weight > 0), cfg.prior_delta).to(w.dtype)
-    else:
-        pi = losses.fg_share(torch.sigmoid(scores - b.unsqueeze(1)), q.weight)
-    return w, b, pi
+        pi = perturb_prior(oracle_prior(labels_q, weight_q > 0), cfg.prior_delta)
+        return b, pi.to(scores.dtype)
+    return b, losses.fg_share(torch.sigmoid(scores - b.unsqueeze(1)), weight_q)
 
 
-class _Schedule:
+class Schedule:
     """When the prior is re-estimated and what the KL weight is at each iteration."""
 
     def __init__(self, cfg: MethodConfig, kl_weight: float) -> None:
@@ -220,7 +271,7 @@ class _Schedule:
         return False, kl_weight
 
 
-class _Tracer:
+class Tracer:
     """Collects one row of per-task values per iteration."""
 
     def __init__(self, labels_q: torch.Tensor | None) -> None:
@@ -253,8 +304,8 @@ def fit_fast(cfg: MethodConfig, p: Problem, trace: bool, task_offset: int = 0) -
     ce_w, ent_w, kl_w0 = (torch.full((B,), x, dtype=w.dtype, device=w.device)
                           for x in cfg.loss_weights(p.shots))
     ce_weights = [blk.weight * ce_w.unsqueeze(1) for blk in p.support]
-    schedule, kl_w = _Schedule(cfg, float(kl_w0[0])), kl_w0
-    tracer = _Tracer(p.labels_q) if trace else None
+    schedule, kl_w = Schedule(cfg, float(kl_w0[0])), kl_w0
+    tracer = Tracer(p.labels_q) if trace else None
     for t in range(1, cfg.steps + 2):  # the last pass only scores the final classifier
         step = t <= cfg.steps
         reestimate, kl_w = schedule(t, kl_w)
@@ -308,9 +359,9 @@ def fit_autograd(cfg: MethodConfig, p: Problem, trace: bool, task_offset: int = 
     w = w0.clone().requires_grad_(True)
     b = b0.clone().requires_grad_(True)
     ce_w, ent_w, kl_w = cfg.loss_weights(p.shots)
-    schedule = _Schedule(cfg, kl_w)
+    schedule = Schedule(cfg, kl_w)
     kl_w = torch.full_like(pi, kl_w)
-    tracer = _Tracer(p.labels_q) if trace else None
+    tracer = Tracer(p.labels_q) if trace else None
     for t in range(1, cfg.steps + 2):
         reestimate, kl_w = schedule(t, kl_w)
         with torch.set_grad_enabled(t <= cfg.steps):

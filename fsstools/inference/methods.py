@@ -19,7 +19,7 @@ from typing import Literal
 
 import torch
 
-from fsstools.inference import fit
+from fsstools.inference import fit, stacked
 
 AUTO = "auto"
 """Loss weight meaning 1 / shots, the paper's choice for the entropy and KL terms."""
@@ -157,15 +157,18 @@ def run_method(
         query_valid: (B, h, w) bool, query pixels the losses and the prior average over
             (see :func:`~fsstools.inference.prior.query_valid_mask`).
         query_mask: (B, h, w) {0, 1, 255}; only for the oracle prior and the "iou" trace.
-        chunk_size: tasks per chunk; default 1 on CPU (a task's features stay in cache),
-            else as many as ``memory_budget`` allows.
+        chunk_size: most tasks per chunk (chunks are made about equal); default on CPU
+            as many as fit in a core's cache (at least 1: a large task's features are then
+            streamed block by block), else as many as ``memory_budget`` allows. Results
+            depend on it only through rounding.
         trace: also return per-iteration traces.
         device: where to compute; default the device of ``support_feats``.
         memory_budget: bytes of features per chunk on accelerators (default 2 GiB).
         workers: CPU threads running tasks in parallel, each single-threaded (default
             ``torch.get_num_threads()``); results do not depend on it.
-        impl: "fast" (closed-form gradients, one shot's features at a time) or
-            "autograd" (the straightforward whole-chunk autograd loop, for checking).
+        impl: "fast" (closed-form gradients; chunks of small tasks share each operation,
+            a large task alone is streamed one shot at a time) or "autograd" (the
+            straightforward whole-chunk autograd loop, for checking).
 
     Returns:
         :class:`InferenceResult` on the device of ``support_feats``; float64 inputs are
@@ -179,18 +182,19 @@ def run_method(
     compute = torch.device(device) if device is not None else support_feats.device
     dtype = torch.float64 if support_feats.dtype == torch.float64 else torch.float32
     chunk = chunk_size or fit.default_chunk(support_feats, compute, memory_budget)
-    tasks = support_feats.shape[0]
-    spans = [(a, min(a + chunk, tasks)) for a in range(0, tasks, chunk)]
+    spans = fit.spans(support_feats.shape[0], chunk)
+    stack = impl == "fast" and not fit.streams(support_feats, chunk)
 
     def one(span: tuple[int, int]) -> InferenceResult:
         a, e = span
-        qm = None if query_mask is None else query_mask[a:e]
-        problem = fit.prepare(
-            support_feats[a:e], support_masks[a:e], query_feats[a:e], query_valid[a:e], qm,
-            compute, dtype, compact=(impl == "fast" and e - a == 1),
-        )
-        runner = fit.fit_fast if impl == "fast" else fit.fit_autograd
-        out = runner(cfg, problem, trace, task_offset=a)
+        args = (support_feats[a:e], support_masks[a:e], query_feats[a:e], query_valid[a:e],
+                None if query_mask is None else query_mask[a:e], compute, dtype)
+        if stack:
+            out = stacked.fit_stacked(cfg, stacked.prepare(*args), trace, task_offset=a)
+        else:
+            problem = fit.prepare(*args, compact=(impl == "fast" and e - a == 1))
+            runner = fit.fit_fast if impl == "fast" else fit.fit_autograd
+            out = runner(cfg, problem, trace, task_offset=a)
         logits = out.logits.reshape(e - a, *query_feats.shape[-2:])  # (b, h, w)
         return InferenceResult(logits, out.pi, out.traces)
 
