@@ -88,6 +88,22 @@ def test_run_hash_ignores_run_control_only(tmp_path):
     assert run_directory(cfg).name == f"pspnet-{run_hash(cfg)}"
 
 
+CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+
+
+@pytest.mark.parametrize("dataset", ["synth", "pascal", "coco"])
+def test_fold_configs_load_and_differ_only_in_fold(dataset):
+    cfgs = [load_config(CONFIGS / dataset / f"fold{i}.yaml") for i in range(4)]
+    assert [c.data.fold for c in cfgs] == [0, 1, 2, 3]
+    assert len({run_hash(c) for c in cfgs}) == 4
+    assert all(c.data.dataset == dataset for c in cfgs)
+    if dataset != "synth":  # the reference recipe (SPEC section 5)
+        c = cfgs[0]
+        assert (c.model.arch, c.data.crop_size, c.optim.batch_size, c.optim.lr) == (
+            "resnet50", 417, 12, 0.0025)  # fmt: skip
+        assert c.run.epochs == (100 if dataset == "pascal" else 20)
+
+
 def test_training_steps_reduce_the_loss(tiny_data):
     torch.manual_seed(0)
     cfg = tiny_cfg("unused")
