@@ -1,0 +1,177 @@
+"""fsstools.plots on tiny DataFrames and arrays: what is drawn, not how it looks."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+from matplotlib.collections import PolyCollection
+from matplotlib.figure import Figure
+
+from fsstools import plots, study
+from fsstools.inference import METHODS
+
+
+def summary_rows(methods=("ce", "repri"), shots=(1, 5)) -> pd.DataFrame:
+    rows = []
+    for i, m in enumerate(methods):
+        for j, k in enumerate(shots):
+            v = 0.5 + 0.1 * i + 0.05 * j
+            rows.append(
+                {
+                    "method": m,
+                    "shots": k,
+                    "miou": v,
+                    "miou_low": v - 0.02,
+                    "miou_high": v + 0.03,
+                    "fbiou": v + 0.1,
+                    "fbiou_low": v + 0.08,
+                    "fbiou_high": v + 0.12,
+                }
+            )
+    return pd.DataFrame(rows)
+
+
+def tiny_view(shots: int = 2) -> study.EpisodeView:
+    size, grid = 8, 2
+    mask = np.zeros((size, size), dtype=np.int64)
+    mask[:4, :4] = 1
+    mask[-1] = 255
+    traces = {
+        k: np.linspace(1, 0, 4) for k in ("loss", "ce", "entropy", "kl", "pi", "fg_share", "iou")
+    }
+    return study.EpisodeView(
+        class_id=3,
+        class_name="triangle-dots",
+        shots=shots,
+        index=0,
+        query_image=np.full((size, size, 3), 200, np.uint8),
+        query_mask=mask,
+        support_images=np.zeros((shots, size, size, 3), np.uint8),
+        support_masks=np.stack([mask] * shots),
+        cosine=np.eye(grid),
+        initial=mask == 1,
+        prediction=np.zeros((size, size), bool),
+        probs=np.eye(grid),
+        traces=traces,
+        true_share=0.25,
+        method=METHODS["repri"],
+    )
+
+
+def test_bar_ci_draws_one_bar_per_group_with_intervals():
+    fig = plots.bar_ci(summary_rows(), title="t")
+    ax = fig.axes[0]
+    heights = sorted(p.get_height() for p in ax.patches)
+    assert heights == pytest.approx([50, 55, 60, 65])  # percent
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["CE", "RePRI (CE + H + KL)"]
+    assert [t.get_text() for t in ax.get_legend().get_texts()] == ["shots=1", "shots=5"]
+    assert ax.get_ylabel() == "mIoU (%)"
+
+
+def test_shot_curves_one_line_and_band_per_method():
+    fig = plots.shot_curves(summary_rows(shots=(1, 5, 10)))
+    assert len(fig.axes) == 2
+    for ax in fig.axes:
+        assert len(ax.lines) == 2
+        assert len([c for c in ax.collections if isinstance(c, PolyCollection)]) == 2
+    assert list(fig.axes[0].lines[1].get_xdata()) == [1, 5, 10]
+    assert fig.axes[1].lines[1].get_ydata()[0] == pytest.approx(70)  # FB-IoU of repri 1-shot
+
+
+def test_trace_curves_grid_and_missing_terms():
+    table = pd.DataFrame(
+        [
+            {
+                "method": "repri",
+                "shots": k,
+                "term": "ce",
+                "iteration": t,
+                "mean": 1.0 / (t + 1),
+                "low": 0.0,
+                "high": 1.0,
+            }
+            for k in (1, 5)
+            for t in range(3)
+        ]
+    )
+    fig = plots.trace_curves(table, terms=("ce", "kl"))
+    assert len(fig.axes) == 4
+    assert len(fig.axes[0].lines) == 1 and len(fig.axes[1].lines) == 0  # no kl rows
+
+
+def test_prior_error_hist_counts_clipped_errors():
+    errors = pd.DataFrame(
+        {
+            "shots": 1,
+            "stage": ["initial (t=0)"] * 3 + ["final (t=T)"] * 2,
+            "rel_error": [5.0, 0.1, -0.2, 0.0, 0.3],
+        }
+    )
+    fig = plots.prior_error_hist(errors)
+    ax = fig.axes[0]
+    assert sum(p.get_height() for p in ax.patches) == 5  # the 5.0 lands in the last bin
+    assert "median |err|" in ax.get_legend().get_texts()[0].get_text()
+
+
+def test_delta_curve_with_reference_line():
+    summary = summary_rows(methods=("oracle",), shots=(1,)).loc[[0, 0]].reset_index(drop=True)
+    summary["prior_delta"] = [-0.5, 0.5]
+    ref = summary_rows(methods=("repri",), shots=(1,))
+    fig = plots.delta_curve(summary, reference=ref)
+    ax = fig.axes[0]
+    dashed = [ln for ln in ax.lines if ln.get_linestyle() == "--"]
+    assert len(dashed) == 1 and dashed[0].get_ydata()[0] == pytest.approx(50)
+    assert list(ax.lines[0].get_xdata()) == [-0.5, 0.5]
+
+
+def test_difference_plot_marks_zero():
+    diff = summary_rows(methods=("ce", "inductive")).assign(miou=[-0.01, 0.0, -0.1, -0.2])
+    fig = plots.difference_plot(diff, reference="repri")
+    ax = fig.axes[0]
+    assert "RePRI" in ax.get_xlabel()
+    assert [t.get_text() for t in ax.get_yticklabels()] == ["CE", "Inductive (prototype)"]
+
+
+def test_training_curves_and_class_heatmap():
+    history = pd.DataFrame(
+        {
+            "fold": [0, 0, 1, 1],
+            "epoch": [1, 2, 1, 2],
+            "train_loss": [1.0, 0.5, 1.1, 0.6],
+            "val_miou": [0.1, 0.2, 0.1, 0.3],
+            "val_miou_fg": [0.05, 0.1, 0.05, 0.2],
+        }
+    )
+    fig = plots.training_curves(history)
+    assert len(fig.axes) == 3 and len(fig.axes[0].lines) == 2
+    scores = pd.DataFrame({"fold": [0, 0], "class_id": [0, 7], "iou": [0.9, 0.4]})
+    heat = plots.class_iou_heatmap(scores)
+    grid = np.ma.filled(heat.axes[0].images[0].get_array().astype(float), np.nan)
+    assert grid[0, 7] == pytest.approx(40)
+    assert np.isnan(grid[0, 1])  # novel class of the fold: blank
+
+
+def test_overlay_darkens_background_and_greys_ignored():
+    image = np.full((2, 2, 3), 255, np.uint8)
+    out = plots.overlay(image, np.array([[1, 0], [255, 1]]))
+    assert out[0, 0].tolist() == [1.0, 1.0, 1.0]
+    assert out[0, 1, 0] == pytest.approx(plots.BACKGROUND_DIM)
+    assert out[1, 0, 0] == pytest.approx(0.5 * plots.BACKGROUND_DIM + 0.25)
+
+
+def test_episode_figures_and_pca_panel(tmp_path):
+    view = tiny_view()
+    panel = plots.episode_panel(view)
+    assert len(panel.axes) == 2 + 3
+    assert "IoU 0%" in panel.axes[-1].get_title()
+    walk = plots.episode_walkthrough(view)
+    titles = [ax.get_title() for ax in walk.axes]
+    assert any("initial prediction" in t and "IoU 100%" in t for t in titles)
+    pca = plots.pca_panel(
+        np.zeros((2, 8, 8, 3), np.uint8), np.zeros((2, 8, 8), np.uint8), np.zeros((2, 2, 2, 3))
+    )
+    assert len(pca.axes) == 6
+    path = study.save_figure(walk, tmp_path, "walk")
+    assert path.read_bytes()[:4] == b"\x89PNG"
+    assert isinstance(walk, Figure) and walk.canvas is not None

@@ -1,0 +1,38 @@
+"""fsstools.widgets without a frontend: building, controls and redraws of the explorer."""
+
+from __future__ import annotations
+
+import pytest
+
+from fsstools import plots, widgets
+from tests.test_study import tiny_study
+
+
+def test_figure_png_bytes():
+    png = widgets.figure_png(plots.new_figure(1, 1))
+    assert png[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_explorer_builds_without_drawing():
+    explorer = widgets.EpisodeExplorer(tiny_study(), draw=False, images=False)
+    assert explorer.view is None  # cheap: nothing computed yet
+    assert [v for _, v in explorer.class_id.options] == [1, 2]
+    assert list(explorer.shots.options) == [1, 2]
+    assert explorer.episode.max == 3  # 4 episodes of class 1 per list
+    m = explorer.method()
+    assert (m.ent_weight, m.kl_weight, m.iterations, m.prior) == (1.0, 1.0, 50, "estimate")
+
+
+def test_explorer_redraws_on_changes():
+    explorer = widgets.EpisodeExplorer(tiny_study(), draw=True, images=False)
+    assert explorer.view.shots == 1 and explorer.view.class_id == 1
+    explorer.shots.value = 2
+    assert explorer.view.shots == 2 and len(explorer.view.support_images) == 2
+    assert explorer.entropy.value == explorer.kl.value == pytest.approx(0.5)  # 1 / shots
+    explorer.iterations.value = 0
+    assert explorer.view.method.steps == 0
+    assert len(explorer.view.traces["loss"]) == 1
+    explorer.class_id.value = 2
+    assert explorer.view.class_id == 2
+    explorer.prior.value = "oracle"
+    assert explorer.method().t_pi == ()
