@@ -23,7 +23,7 @@ from tqdm.auto import tqdm
 from fsstools import config as config_lib
 from fsstools import metrics
 from fsstools.artifacts import OUTPUTS, atomic_write_text
-from fsstools.data import splits
+from fsstools.data import splits, voc
 from fsstools.data.episodes import EpisodeList, load_episodes, sample_episodes, save_episodes
 from fsstools.features import FeatureStore, ensure_features, episode_list_images, gather
 from fsstools.inference import (
@@ -139,11 +139,18 @@ def episodes_for(cfg: EvalConfig, shots: int, seed: int) -> EpisodeList:
     return el
 
 
-def prepare(cfg: EvalConfig, progress: bool = True) -> Study:
-    """Checkpoint, episode lists and features for ``cfg`` (all cached on disk)."""
+def prepare(cfg: EvalConfig, progress: bool = True, whole_list_limit: int = 0) -> Study:
+    """Checkpoint, episode lists and features for ``cfg`` (all cached on disk).
+
+    Features cover the images of the episodes, or the whole test list when it holds at most
+    ``whole_list_limit`` images, so that later studies with other shots or episode counts
+    on the same checkpoint reuse one feature cache.
+    """
     checkpoint = resolve_checkpoint(cfg)
     lists = {(k, s): episodes_for(cfg, k, s) for k in cfg.shots for s in cfg.seeds}
-    pairs = episode_list_images(list(lists.values()))
+    pairs = voc.read_pairs(cfg.root, cfg.list_file)
+    if len(pairs) > whole_list_limit:
+        pairs = episode_list_images(list(lists.values()))
     store = ensure_features(
         checkpoint,
         cfg.root,

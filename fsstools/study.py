@@ -42,7 +42,7 @@ from fsstools.data.episodes import episode_mask
 from fsstools.data.synthetic import SYNTH_CLASSES, SynthConfig, ensure_synth
 from fsstools.data.transforms import test_transform
 from fsstools.evaluate import EvalConfig, Study
-from fsstools.features import ensure_features, episode_list_images, gather
+from fsstools.features import ensure_features, gather
 from fsstools.inference import (
     METHODS,
     MethodConfig,
@@ -262,31 +262,16 @@ def class_name(dataset: str, class_id: int) -> str:
 
 
 def prepare_study(cfg: EvalConfig, progress: bool = True) -> Study:
-    """Like :func:`fsstools.evaluate.prepare`, but with features of the whole test list
-    when it is short (see ``WHOLE_LIST_LIMIT``), so studies with other shots or episode
-    counts on the same checkpoint reuse one feature cache."""
-    checkpoint = evaluate.resolve_checkpoint(cfg)
-    lists = {(k, s): evaluate.episodes_for(cfg, k, s) for k in cfg.shots for s in cfg.seeds}
-    pairs = voc.read_pairs(cfg.root, cfg.list_file)
-    if len(pairs) > WHOLE_LIST_LIMIT:
-        pairs = episode_list_images(list(lists.values()))
+    """:func:`fsstools.evaluate.prepare` with features of the whole test list when it is
+    short (see ``WHOLE_LIST_LIMIT``), so studies on the same checkpoint share one cache."""
     tic = time.perf_counter()
-    store = ensure_features(
-        checkpoint,
-        cfg.root,
-        pairs,
-        cfg.dataset,
-        cfg.size,
-        cfg.device,
-        dtype=cfg.feature_dtype,
-        progress=progress,
-    )
+    study = evaluate.prepare(cfg, progress, whole_list_limit=WHOLE_LIST_LIMIT)
     print(
-        f"fold {cfg.fold}: {len(lists)} episode list(s), features of {len(pairs)} images of "
-        f"{cfg.root} ready ({time.perf_counter() - tic:.1f} s)",
+        f"fold {cfg.fold}: {len(study.episode_lists)} episode list(s), features of "
+        f"{len(study.store.index)} images of {cfg.root} ready ({time.perf_counter() - tic:.1f} s)",
         flush=True,
     )
-    return Study(cfg, checkpoint, lists, store)
+    return study
 
 
 def synth_study(
