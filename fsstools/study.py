@@ -567,8 +567,13 @@ def interval_table(
             for _, r in summary.iterrows()
         ]
     )
-    rows = list(dict.fromkeys(summary[index]))
-    table = cells.pivot(index=index, columns=columns, values="cell").loc[rows]
+    return _wide_table(cells, "cell", index, columns)
+
+
+def _wide_table(df: pd.DataFrame, value: str, index: str, columns: str) -> pd.DataFrame:
+    """Pivot ``value`` to ``index`` x ``columns`` in first-seen row order, readable labels."""
+    rows = list(dict.fromkeys(df[index]))
+    table = df.pivot(index=index, columns=columns, values=value).loc[rows]
     table.columns = [f"{columns}={c}" for c in table.columns]
     if index == "method":
         table.index = [METHOD_LABELS.get(m, m) for m in table.index]
@@ -598,13 +603,7 @@ def points_table(
     df: pd.DataFrame, value: str, index: str = "method", columns: str = "shots"
 ) -> pd.DataFrame:
     """``index`` x ``columns`` table of a value already in points, one decimal."""
-    table = df.pivot(index=index, columns=columns, values=value).loc[list(dict.fromkeys(df[index]))]
-    table = table.map(lambda v: f"{v:.1f}")
-    table.columns = [f"{columns}={c}" for c in table.columns]
-    if index == "method":
-        table.index = [METHOD_LABELS.get(m, m) for m in table.index]
-    table.index.name = index
-    return table
+    return _wide_table(df.assign(cell=df[value].map(lambda v: f"{v:.1f}")), "cell", index, columns)
 
 
 def trace_table(
