@@ -252,7 +252,7 @@ def prior_error_hist(
                 label=f"{stage}: median |err| {100 * med:.0f}%",
             )
         ax.axvline(0, color="black", linewidth=0.8)
-        ax.set_xlabel("relative error of pi (pi / true - 1)")
+        ax.set_xlabel(f"relative error of pi, pi / true - 1 (clipped to [{clip[0]:g}, {clip[1]:g}])")
         ax.set_ylabel("episodes")
         ax.set_title(f"{k}-shot", fontsize=10)
         ax.legend(fontsize=7)

@@ -132,7 +132,11 @@ def train_one_epoch(
     fmt = torch.channels_last if channels_last else torch.contiguous_format
     total, n_batches, n_images = torch.zeros((), dtype=torch.float64), 0, 0
     start = time.perf_counter()
-    for images, masks in tqdm(loader, disable=not progress, leave=False, desc="train"):
+    # tqdm.auto calls iter() on an iterable it is given, which for a DataLoader would fork a
+    # second, unused set of workers each epoch; hand it the one iterator instead.
+    batches = tqdm(iter(loader), total=len(loader), disable=not progress, leave=False,
+                   desc="train")
+    for images, masks in batches:
         images = images.to(device, non_blocking=True, memory_format=fmt)  # (B, 3, H, W)
         masks = masks.to(device, non_blocking=True)  # (B, H, W)
         with precision.autocast(device):

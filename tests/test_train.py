@@ -119,6 +119,34 @@ def test_training_steps_reduce_the_loss(tiny_data):
     assert 0.0 <= val["miou_fg"] <= 1.0 and len(val["class_iou"]) == 3
 
 
+class _CountingLoader(torch.utils.data.DataLoader):
+    """A DataLoader that counts how often an iterator (a set of workers) is started."""
+
+    started = 0
+
+    def __iter__(self):
+        type(self).started += 1
+        return super().__iter__()
+
+
+@pytest.mark.parametrize("progress", [False, True])
+def test_one_epoch_starts_the_loader_once(tiny_data, progress):
+    # tqdm.auto calls iter() on what it wraps: given the loader itself, every epoch would
+    # fork a second, never-read set of workers (and their garbage copy later raised
+    # "can only test a child process" inside a worker).
+    cfg = tiny_cfg("unused")
+    model = PSPNet(cfg.model, n_classes=3)
+    loader = _CountingLoader(tiny_data.train, batch_size=8)
+    opt = torch.optim.SGD(model.parameters(), lr=0.01)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda it: 1.0)
+    scaler = torch.amp.GradScaler("cpu", enabled=False)
+    _CountingLoader.started = 0
+    stats = train_one_epoch(model, loader, opt, sched, scaler, 0.1, torch.device("cpu"),
+                            progress=progress)
+    assert _CountingLoader.started == 1
+    assert stats["images"] == len(tiny_data.train)
+
+
 def test_run_writes_checkpoints_metrics_and_config(tmp_path, tiny_data):
     run_dir = main(tiny_cfg(tmp_path, "run.epochs=2"), tiny_data)
     assert {"best.pt", "last.pt", "metrics.csv", "config.yaml", "done"} <= {
