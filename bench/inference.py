@@ -26,7 +26,7 @@ from pathlib import Path
 
 import torch
 
-from fsstools.inference import METHODS, method, run_method
+from fsstools.inference import METHODS, resolve_method, run_method
 
 CHANNELS, GRID = 512, 53
 CLEAR_REFS = Path("/proc/self/clear_refs")
@@ -158,7 +158,7 @@ def main(argv: list[str] | None = None) -> int:
         ap.error(f"--valid-rows {valid_rows} must lie in [2, --grid {args.grid}]")
 
     device = torch.device(args.device)
-    cfg = method(args.method, reference=args.reference)
+    cfg = resolve_method(args.method, reference=args.reference)
     sf, sm, qf, qv, qm = synthetic_episodes(args.tasks, args.shots, valid_rows, args.seed,
                                             device, args.channels, args.grid)
     print(f"{args.tasks} tasks, {args.shots}-shot, C={args.channels}, {args.grid}x{args.grid}, "

@@ -23,10 +23,10 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 
+from fsstools import config as config_lib
 from fsstools.constants import IGNORE_INDEX
 from fsstools.models import ModelConfig, build_model
-from fsstools.train import load_config, main
-from fsstools.train_utils import with_run
+from fsstools.training import TrainConfig, main, with_run
 
 DEFAULT_CONFIG = "configs/synth/fold0.yaml"
 
@@ -67,7 +67,7 @@ def load_average() -> str:
 
 
 def run(config: str, train: bool, steps: int) -> dict:
-    cfg = load_config(config)
+    cfg = config_lib.load(TrainConfig, config)
     if cfg.run.threads is not None:
         torch.set_num_threads(cfg.run.threads)
     results: dict = {"config": config, "threads": torch.get_num_threads(),

@@ -16,11 +16,12 @@ from typing import Any, TypeVar
 
 import yaml
 
+from fsstools.errors import ConfigError
+
+__all__ = ["ConfigError", "apply_overrides", "config_hash", "from_dict", "load", "read_yaml",
+           "save_yaml", "to_dict"]
+
 T = TypeVar("T")
-
-
-class ConfigError(ValueError):
-    """A config file or override that does not fit its dataclass."""
 
 
 def _field_types(cls: type) -> dict[str, Any]:

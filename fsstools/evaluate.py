@@ -1,42 +1,53 @@
-"""Checkpoint + saved episodes + inference methods -> tidy scores (DataFrame, CSV, config).
+"""The one evaluation pipeline: checkpoint + saved episodes + methods -> per-episode scores.
 
 The flow per study: sample (or reload) one episode list per (shots, seed), extract the
-features of the union of their images once, then run every method on every list and
-keep one row per episode. Summaries (mIoU, FB-IoU with bootstrap intervals, fold means)
-are computed from those rows, so a figure can always be traced back to its episodes.
+features of the union of their images once (:func:`prepare`), then run every method on
+every list and keep one row per episode (:func:`score`). Every step is cached under a
+content key (see :mod:`fsstools.cache`): the scores of one method on one list are keyed
+by the feature cache's key, the episodes' hash, the method's settings, the device type
+and the code version, so the notebooks and the CLI share them and never read stale ones.
+Summaries are computed from the rows (:mod:`fsstools.stats`), so a figure can always be
+traced back to its episodes.
 """
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import json
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
 import torch
-from tqdm.auto import tqdm
 
+from fsstools import cache, metrics, paths, stats
 from fsstools import config as config_lib
-from fsstools import metrics
-from fsstools.artifacts import OUTPUTS, atomic_write_text
+from fsstools.artifacts import atomic_torch_save, atomic_write_text
 from fsstools.data import splits, voc
-from fsstools.data.episodes import EpisodeList, load_episodes, sample_episodes, save_episodes
+from fsstools.data.episodes import EpisodeList, ensure_episodes
 from fsstools.features import FeatureStore, ensure_features, episode_list_images, gather
 from fsstools.inference import (
-    METHODS,
     MethodConfig,
     fg_probs,
     oracle_prior,
     query_valid_mask,
+    resolve_methods,
     run_method,
 )
 
-RECORD_COLUMNS = ["class_id", "fg_inter", "fg_union", "bg_inter", "bg_union"]
 DEFAULT_METHODS = ("inductive", "ce", "ce_h", "ce_kl", "repri", "oracle_repri")
+WHOLE_LIST_LIMIT = 5000
+"""Test lists up to this many images get features for every image, so that every study on
+the same checkpoint and data shares one feature cache; longer lists (COCO) only the images
+their episodes use."""
+
+MethodSpecs = Sequence[str | MethodConfig | Mapping[str, Any]] | Mapping[str, MethodConfig]
+TraceKey = tuple[str, int, int, int]
+"""(method label, fold, shots, seed) of one scored episode list."""
 
 
 @dataclass(frozen=True)
@@ -58,7 +69,7 @@ class EvalConfig:
         device, feature_dtype, batch_tasks: where and how to compute (results do not depend
             on batch_tasks).
         n_boot: bootstrap resamples for the intervals.
-        out_dir: where CSVs, episodes and the resolved config go.
+        out_dir: where CSVs and the resolved config go (relative: to the working folder).
     """
 
     dataset: str = "synth"
@@ -80,10 +91,10 @@ class EvalConfig:
     feature_dtype: str = "float32"
     batch_tasks: int | None = None
     n_boot: int = 1000
-    out_dir: str = str(OUTPUTS / "eval")
+    out_dir: str = "outputs/eval"
 
 
-@dataclass
+@dataclass(frozen=True)
 class Study:
     """Episodes and cached features of one evaluation, ready for any number of methods."""
 
@@ -91,21 +102,35 @@ class Study:
     checkpoint: Path
     episode_lists: dict[tuple[int, int], EpisodeList]  # (shots, seed) -> episodes
     store: FeatureStore
-    meta: dict = field(default_factory=dict)
 
 
-def resolve_checkpoint(cfg: EvalConfig) -> Path:
+@dataclass(frozen=True)
+class Scores:
+    """Per-episode rows of scored methods and, if asked for, their traces.
+
+    Attributes:
+        rows: one row per (method, fold, shots, seed, episode): class_id, foreground and
+            background intersection and union, pi, true_share, pred_share.
+        traces: (method, fold, shots, seed) -> name -> (T, E) per-iteration values.
+    """
+
+    rows: pd.DataFrame
+    traces: dict[TraceKey, dict[str, torch.Tensor]]
+
+
+def resolve_checkpoint(cfg: EvalConfig, force: bool = False) -> Path:
     """The explicit checkpoint, or the (cached) result of training ``cfg.train_config``."""
     if cfg.checkpoint:
-        path = Path(cfg.checkpoint)
+        path = paths.resolve(cfg.checkpoint)
         if not path.is_file():
             raise FileNotFoundError(f"checkpoint {path} does not exist; fix EvalConfig.checkpoint")
         return path
     if not cfg.train_config:
         raise ValueError("EvalConfig needs a checkpoint or a train_config")
-    from fsstools.train import TrainConfig, ensure_trained
+    from fsstools.training import TrainConfig, ensure_trained
 
-    return ensure_trained(config_lib.load(TrainConfig, cfg.train_config, cfg.train_overrides))
+    train_cfg = config_lib.load(TrainConfig, cfg.train_config, cfg.train_overrides)
+    return ensure_trained(train_cfg, force=force)
 
 
 def test_class_list(cfg: EvalConfig) -> list[int] | None:
@@ -115,58 +140,33 @@ def test_class_list(cfg: EvalConfig) -> list[int] | None:
     return None
 
 
-def episodes_for(cfg: EvalConfig, shots: int, seed: int) -> EpisodeList:
-    """Sample the episodes of (shots, seed), or reload them if already saved for this data."""
-    classes = test_class_list(cfg)
-    tag = "c2p" if cfg.coco_to_pascal else cfg.scheme
-    name = f"{cfg.dataset}-{tag}-fold{cfg.fold}-{shots}shot-seed{seed}-n{cfg.n_episodes}.json"
-    key = config_lib.config_hash({"root": str(Path(cfg.root).resolve()), "list": cfg.list_file})
-    path = OUTPUTS / "episodes" / key / name
-    if path.is_file():
-        return load_episodes(path)
-    el = sample_episodes(
-        cfg.root,
-        cfg.list_file,
-        cfg.dataset,
-        cfg.fold,
-        shots,
-        cfg.n_episodes,
-        seed,
-        scheme=cfg.scheme,
-        classes=classes,
-    )
-    save_episodes(el, path)
-    return el
+test_class_list.__test__ = False  # a library function, not a pytest test
 
 
-def prepare(cfg: EvalConfig, progress: bool = True, whole_list_limit: int = 0) -> Study:
+def prepare(cfg: EvalConfig, progress: bool = True, force: bool = False) -> Study:
     """Checkpoint, episode lists and features for ``cfg`` (all cached on disk).
 
-    Features cover the images of the episodes, or the whole test list when it holds at most
-    ``whole_list_limit`` images, so that later studies with other shots or episode counts
-    on the same checkpoint reuse one feature cache.
+    Features cover the whole test list when it holds at most :data:`WHOLE_LIST_LIMIT`
+    images (then later studies with other shots or episode counts on the same checkpoint
+    reuse one feature cache), else the images of the episodes.
     """
-    checkpoint = resolve_checkpoint(cfg)
-    lists = {(k, s): episodes_for(cfg, k, s) for k in cfg.shots for s in cfg.seeds}
+    tic = time.perf_counter()
+    checkpoint = resolve_checkpoint(cfg, force)
+    lists = {
+        (k, s): ensure_episodes(cfg.root, cfg.list_file, cfg.dataset, cfg.fold, k, cfg.n_episodes,
+                                s, scheme=cfg.scheme, classes=test_class_list(cfg), force=force)
+        for k in cfg.shots
+        for s in cfg.seeds
+    }
     pairs = voc.read_pairs(cfg.root, cfg.list_file)
-    if len(pairs) > whole_list_limit:
+    if len(pairs) > WHOLE_LIST_LIMIT:
         pairs = episode_list_images(list(lists.values()))
-    store = ensure_features(
-        checkpoint,
-        cfg.root,
-        pairs,
-        cfg.dataset,
-        cfg.size,
-        cfg.device,
-        dtype=cfg.feature_dtype,
-        progress=progress,
-    )
+    store = ensure_features(checkpoint, cfg.root, pairs, cfg.dataset, cfg.size, cfg.device,
+                            dtype=cfg.feature_dtype, progress=progress, force=force)
+    if progress:
+        print(f"fold {cfg.fold}: {len(lists)} episode list(s), features of {len(store.index)} "
+              f"images of {cfg.root} ready ({time.perf_counter() - tic:.1f} s)", flush=True)
     return Study(cfg, checkpoint, lists, store)
-
-
-def resolve_method(name_or_cfg: str | MethodConfig, reference: bool = False) -> MethodConfig:
-    m = METHODS[name_or_cfg] if isinstance(name_or_cfg, str) else name_or_cfg
-    return dataclasses.replace(m, reference=True) if reference else m
 
 
 def score_episodes(
@@ -177,11 +177,14 @@ def score_episodes(
     batch_tasks: int | None = None,
     trace: bool = False,
 ) -> tuple[pd.DataFrame, dict[str, torch.Tensor] | None]:
-    """Run ``method`` on every episode and score it at the padded image size.
+    """Run ``method`` on every episode and score it at the padded image size (no cache).
 
     Returns:
         One row per episode (episode, class_id, fg/bg intersection and union, pi, true_share,
         pred_share) and, with ``trace``, name -> (T, E) traces over all episodes.
+
+    Raises:
+        ValueError: a task's logits are not finite (named by its episode index).
     """
     n = len(episodes.episodes)
     batch = batch_tasks or 256
@@ -200,6 +203,14 @@ def score_episodes(
             query_mask=tb.query_mask_small,
             trace=trace,
         )
+        finite = torch.isfinite(out.logits).flatten(1).all(dim=1)
+        if not bool(finite.all()):
+            bad = start + int((~finite).nonzero()[0])
+            raise ValueError(
+                f"method {method.name!r} gave non-finite logits (NaN or inf) on episode {bad} "
+                f"of {episodes.dataset} fold {episodes.fold} ({episodes.shots}-shot): check "
+                "the features of its images and the method's settings (lr, tau)"
+            )
         pred = fg_probs(out.logits, tuple(tb.query_mask.shape[-2:])) > 0.5  # (B, H, W)
         meter.update(pred, tb.query_mask, tb.class_id)
         scored = tb.query_mask != 255
@@ -211,114 +222,74 @@ def score_episodes(
         extra["pred_share"].append(share.float().cpu())
         for k, v in (out.traces or {}).items():
             traces.setdefault(k, []).append(v.float().cpu())
-    rows = pd.DataFrame(meter.records.cpu().numpy(), columns=RECORD_COLUMNS)
+    rows = pd.DataFrame(meter.records.cpu().numpy(), columns=list(metrics.RECORD_COLUMNS))
     rows.insert(0, "episode", np.arange(n))
     for k, v in extra.items():
         rows[k] = torch.cat(v).numpy()
     return rows, ({k: torch.cat(v, dim=1) for k, v in traces.items()} if trace else None)
 
 
-def run_methods(
-    study: Study,
-    methods: Iterable[str | MethodConfig] | None = None,
-    progress: bool = True,
-    trace: bool = False,
-) -> tuple[pd.DataFrame, dict]:
-    """Score methods on every episode list of ``study``.
+def _score_path(study: Study, shots: int, seed: int, method: MethodConfig) -> Path:
+    key = cache.cache_key(
+        stage="scores",
+        features=study.store.key,
+        episodes=study.episode_lists[shots, seed].hash,
+        method=config_lib.to_dict(dataclasses.replace(method, name="")),
+        device=torch.device(study.cfg.device).type,
+        code=cache.code_version(__name__),
+    )
+    return paths.cache_dir("scores") / f"{key}.csv"
 
-    Returns:
-        per-episode DataFrame with columns method, fold, shots, seed, episode, class_id,
-        fg/bg intersection and union, pi, true_share, pred_share; and, with ``trace``,
-        {(method, shots, seed): traces}.
+
+def score(
+    study: Study,
+    methods: MethodSpecs | None = None,
+    trace: bool = False,
+    progress: bool = True,
+    force: bool = False,
+) -> Scores:
+    """Score methods on every episode list of ``study``, reading cached scores if any.
+
+    Args:
+        study: from :func:`prepare`.
+        methods: names, configs or YAML-style mappings (labelled by their names), or a
+            mapping label -> config; default ``study.cfg.methods``. Labels become the
+            ``method`` column.
+        trace: also return per-iteration traces.
+        progress: one line per (method, shots, seed) with its time, or where it was read.
+        force: score again even if cached.
     """
     cfg = study.cfg
-    chosen = [resolve_method(m, cfg.reference) for m in (methods or cfg.methods)]
-    frames, all_traces = [], {}
-    jobs = [(m, key) for key in study.episode_lists for m in chosen]
-    for m, (shots, seed) in tqdm(jobs, desc="methods", disable=not progress):
-        rows, tr = score_episodes(
-            study.store, study.episode_lists[(shots, seed)], m, cfg.device, cfg.batch_tasks, trace
-        )
-        rows.insert(0, "seed", seed)
-        rows.insert(0, "shots", shots)
-        rows.insert(0, "fold", cfg.fold)
-        rows.insert(0, "method", m.name)
-        frames.append(rows)
-        if trace:
-            all_traces[(m.name, shots, seed)] = tr
-    return pd.concat(frames, ignore_index=True), all_traces
-
-
-def _records(df: pd.DataFrame) -> torch.Tensor:
-    return torch.from_numpy(df[RECORD_COLUMNS].to_numpy(dtype=np.int64, copy=True))
-
-
-def summarize(
-    episodes: pd.DataFrame,
-    by: Sequence[str] = ("method", "fold", "shots"),
-    n_boot: int = 1000,
-    seed: int = 0,
-) -> pd.DataFrame:
-    """mIoU and FB-IoU per group with bootstrap 95% intervals over episodes.
-
-    Seeded runs of a group are pooled as one larger episode set (the mean over runs of
-    class IoUs summed over episodes differs from it only through the class balance).
-    """
-    rows = []
-    for key, grp in episodes.groupby(list(by), sort=False):
-        meter = metrics.IoUMeter.from_records(_records(grp))
-        ci = metrics.bootstrap_ci(meter, n_boot=n_boot, seed=seed)
-        key = key if isinstance(key, tuple) else (key,)
-        row = dict(zip(by, key, strict=True))
-        row["n_episodes"] = len(grp)
-        for name in ("miou", "fbiou"):
-            row[name] = ci[name]["mean"]
-            row[f"{name}_low"], row[f"{name}_high"] = ci[name]["low"], ci[name]["high"]
-        rows.append(row)
-    return pd.DataFrame(rows)
-
-
-def fold_mean(
-    episodes: pd.DataFrame,
-    by: Sequence[str] = ("method", "shots"),
-    n_boot: int = 1000,
-    seed: int = 0,
-) -> pd.DataFrame:
-    """Mean over folds of the per-fold scores (the paper's headline), with a 95% interval.
-
-    Each fold is resampled independently and the fold means of the resamples give the
-    interval.
-    """
-    rows = []
-    for key, grp in episodes.groupby(list(by), sort=False):
-        samples: dict[str, list[torch.Tensor]] = {"miou": [], "fbiou": []}
-        points: dict[str, list[float]] = {"miou": [], "fbiou": []}
-        for _, fold_grp in grp.groupby("fold"):
-            meter = metrics.IoUMeter.from_records(_records(fold_grp))
-            full = meter.compute()
-            boot = metrics.bootstrap_samples(meter, n_boot=n_boot, seed=seed)
-            for name in samples:
-                samples[name].append(boot[name])
-                points[name].append(full[name])
-        key = key if isinstance(key, tuple) else (key,)
-        row = dict(zip(by, key, strict=True))
-        row["n_folds"] = grp["fold"].nunique()
-        for name in samples:
-            mean_samples = torch.stack(samples[name]).mean(0)
-            lo, hi = torch.nanquantile(mean_samples.double(), torch.tensor([0.025, 0.975]).double())
-            row[name] = float(np.mean(points[name]))
-            row[f"{name}_low"], row[f"{name}_high"] = float(lo), float(hi)
-        rows.append(row)
-    return pd.DataFrame(rows)
-
-
-def class_table(
-    episodes: pd.DataFrame, by: Sequence[str] = ("method", "fold", "shots")
-) -> pd.DataFrame:
-    """Tidy per-class IoU: one row per group and class."""
-    sums = episodes.groupby([*by, "class_id"], sort=False)[["fg_inter", "fg_union"]].sum()
-    sums["iou"] = sums["fg_inter"] / sums["fg_union"].where(sums["fg_union"] > 0)
-    return sums.reset_index()
+    chosen = resolve_methods(cfg.methods if methods is None else methods, cfg.reference)
+    frames, traces = [], {}
+    for (shots, seed), episodes in study.episode_lists.items():
+        for label, m in chosen.items():
+            path = _score_path(study, shots, seed, m)
+            trace_path = path.with_suffix(".traces.pt")
+            tic = time.perf_counter()
+            cached = not force and path.is_file() and (trace_path.is_file() or not trace)
+            if cached:
+                rows = pd.read_csv(path)
+                tr = torch.load(trace_path, weights_only=True) if trace else None
+            else:
+                rows, tr = score_episodes(study.store, episodes, m, cfg.device, cfg.batch_tasks,
+                                          trace)
+                if tr is not None:
+                    atomic_torch_save({k: v.float() for k, v in tr.items()}, trace_path)
+                atomic_write_text(path, rows.to_csv(index=False))
+                rows = pd.read_csv(path)  # the same dtypes and values as a cached read
+            if progress:
+                where = f"reused from {path}" if cached else f"{time.perf_counter() - tic:.1f} s"
+                print(f"  fold {cfg.fold} {label} {shots}-shot seed {seed}: {len(rows)} "
+                      f"episodes ({where})", flush=True)
+            rows.insert(0, "seed", seed)
+            rows.insert(0, "shots", shots)
+            rows.insert(0, "fold", cfg.fold)
+            rows.insert(0, "method", label)
+            frames.append(rows)
+            if trace:
+                traces[(label, cfg.fold, shots, seed)] = tr
+    return Scores(pd.concat(frames, ignore_index=True), traces)
 
 
 def save_results(
@@ -329,22 +300,24 @@ def save_results(
     extra: dict | None = None,
 ) -> Path:
     """Write episodes.csv, summary.csv, classes.csv and the resolved config into ``out_dir``."""
-    out = Path(out_dir)
+    out = paths.resolve(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_text(out / "episodes.csv", episodes.to_csv(index=False))
     atomic_write_text(out / "summary.csv", summary.to_csv(index=False))
-    atomic_write_text(out / "classes.csv", class_table(episodes).to_csv(index=False))
+    atomic_write_text(out / "classes.csv", stats.class_table(episodes).to_csv(index=False))
     config_lib.save_yaml(cfg, out / "config.yaml")
     if extra:
         atomic_write_text(out / "meta.json", json.dumps(extra, indent=2, default=str))
     return out
 
 
-def evaluate(cfg: EvalConfig, progress: bool = True) -> tuple[pd.DataFrame, pd.DataFrame]:
+def evaluate(
+    cfg: EvalConfig, progress: bool = True, force: bool = False
+) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Run ``cfg`` end to end; returns (per-episode rows, summary) and saves them."""
-    study = prepare(cfg, progress)
-    episodes, _ = run_methods(study, progress=progress)
-    summary = summarize(episodes, n_boot=cfg.n_boot)
+    study = prepare(cfg, progress, force)
+    episodes = score(study, progress=progress, force=force).rows
+    summary = stats.summarize(episodes, n_boot=cfg.n_boot)
     meta = {
         "checkpoint": str(study.checkpoint),
         "features": study.store.key,
@@ -354,36 +327,3 @@ def evaluate(cfg: EvalConfig, progress: bool = True) -> tuple[pd.DataFrame, pd.D
     }
     save_results(cfg, episodes, summary, cfg.out_dir, meta)
     return episodes, summary
-
-
-def format_table(summary: pd.DataFrame, value: str = "miou", cols: str = "shots") -> pd.DataFrame:
-    """Method x ``cols`` table of ``value`` in percent with its interval, as strings."""
-
-    def cell(r: pd.Series) -> str:
-        return (
-            f"{100 * r[value]:.1f} [{100 * r[f'{value}_low']:.1f}, {100 * r[f'{value}_high']:.1f}]"
-        )
-
-    table = summary.assign(cell=summary.apply(cell, axis=1))
-    order = list(dict.fromkeys(summary["method"]))
-    return table.pivot(index="method", columns=cols, values="cell").loc[order]
-
-
-def cli(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(
-        prog="fsstools evaluate", description="Score inference methods on saved episodes."
-    )
-    parser.add_argument("--config", type=Path, help="EvalConfig YAML (configs/synth/eval.yaml)")
-    parser.add_argument(
-        "--set",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="override a config key, e.g. --set shots=[1,5]",
-    )
-    args = parser.parse_args(argv)
-    cfg = config_lib.load(EvalConfig, args.config, args.set)
-    _, summary = evaluate(cfg)
-    print(format_table(summary).to_string())
-    print(f"results in {cfg.out_dir}")
-    return 0

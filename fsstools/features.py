@@ -2,16 +2,16 @@
 
 Episodes share images (a val image is query in one task and support in many others), so
 features are computed per unique image, stored as arrays, and gathered per task batch.
-The cache key hashes the checkpoint bytes, the image list and the preprocessing, so any
-inference variant re-reads the same features instead of running the backbone again.
+The cache key covers the checkpoint's bytes, the list of images with the fingerprints of
+their files (regenerated or edited images and masks are extracted again), the
+preprocessing and the code version, so any inference variant re-reads the same features
+instead of running the backbone again, and nothing stale is ever served.
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import shutil
-import tempfile
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,12 +21,11 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from fsstools.artifacts import OUTPUTS, file_hash, text_hash
+from fsstools import cache, paths
+from fsstools.artifacts import atomic_dir, file_hash
 from fsstools.data import splits, voc
-from fsstools.data.episodes import EpisodeList, episode_mask, load_episodes
-from fsstools.data.transforms import test_transform
-
-CACHE_VERSION = 1
+from fsstools.data.episodes import EpisodeList, episode_mask
+from fsstools.data.transforms import TestTransform
 
 
 @dataclass
@@ -78,17 +77,16 @@ def episode_images(episodes: EpisodeList) -> list[tuple[str, str]]:
 def cache_key(
     checkpoint: Path, pairs: Sequence[tuple[str, str]], root: Path, size: int, dtype: str
 ) -> str:
-    blob = json.dumps(
-        {
-            "v": CACHE_VERSION,
-            "checkpoint": file_hash(checkpoint),
-            "root": str(Path(root).resolve()),
-            "images": [p[0] for p in pairs],
-            "size": size,
-            "dtype": dtype,
-        }
+    """Key of the features of ``pairs`` under ``checkpoint`` (see the module doc)."""
+    return cache.cache_key(
+        stage="features",
+        checkpoint=file_hash(checkpoint, 16),
+        images=[p[0] for p in pairs],
+        files=cache.fingerprint_pairs(root, pairs),
+        size=size,
+        dtype=dtype,
+        code=cache.code_version(__name__),
     )
-    return text_hash(blob, 16)
 
 
 def _batches(seq: Sequence, n: int) -> Iterator[Sequence]:
@@ -115,7 +113,7 @@ def extract(
     bounded by one batch whatever the number of images.
     """
     root = Path(root)
-    transform = test_transform(size)
+    transform = TestTransform(size)
     model.eval().to(device)
     n = len(pairs)
     arrays: dict[str, np.ndarray] = {}
@@ -182,14 +180,14 @@ def ensure_features(
     dtype: str = "float32",
     cache_dir: Path | None = None,
     progress: bool = True,
+    force: bool = False,
 ) -> FeatureStore:
     """Features of the images ``pairs`` under ``checkpoint``, from the cache or extracted.
 
     Pass the union of the images of all episode lists of a study (``episode_list_images``)
-    so that one extraction serves every shot count, seed and method.
-
-    The arrays are built in a temporary folder and renamed into place, so an interrupted
-    extraction leaves no partial cache entry.
+    so that one extraction serves every shot count, seed and method. Reuse is announced;
+    ``force`` extracts again. The arrays are built in a temporary folder and renamed into
+    place, so an interrupted extraction leaves no partial cache entry.
     """
     from fsstools.models.checkpoints import load_model
 
@@ -199,23 +197,18 @@ def ensure_features(
             f"checkpoint {checkpoint} does not exist; train one with `fsstools train --config ...`"
         )
     key = cache_key(checkpoint, pairs, Path(root), size, dtype)
-    cache_dir = Path(cache_dir) if cache_dir is not None else OUTPUTS / "cache" / "features"
-    final = cache_dir / key
-    if (final / "index.json").is_file():
-        return open_store(final, key)
-    cache_dir.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{key}.", dir=cache_dir))
-    try:
-        model = load_model(checkpoint, device)
-        n_classes = splits.n_classes(dataset)
-        extract(model, root, pairs, n_classes, size, tmp, device, batch_size, dtype, progress)
-        if final.exists():  # another process finished first; keep its copy
-            shutil.rmtree(tmp)
-        else:
-            tmp.rename(final)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+    final = (Path(cache_dir) if cache_dir is not None else paths.cache_dir("features")) / key
+    with cache.locked(f"features-{key}"):
+        if (final / "index.json").is_file() and not force:
+            if progress:
+                cache.announce_reuse(f"features of {len(pairs)} images", final / "index.json")
+            return open_store(final, key)
+        if final.exists():
+            shutil.rmtree(final)
+        with atomic_dir(final) as tmp:
+            model = load_model(checkpoint, device)
+            n_classes = splits.n_classes(dataset)
+            extract(model, root, pairs, n_classes, size, tmp, device, batch_size, dtype, progress)
     return open_store(final, key)
 
 
@@ -287,29 +280,3 @@ def gather(
         class_id=t(cls),
         episode_idx=t(np.asarray(idx)),
     )
-
-
-def cli(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(
-        prog="fsstools extract", description="Extract and cache features for an episode list."
-    )
-    parser.add_argument("--checkpoint", required=True, type=Path)
-    parser.add_argument("--episodes", required=True, type=Path, help="episode list JSON")
-    parser.add_argument("--size", type=int, default=417, help="test-time image size")
-    parser.add_argument("--device", default="cpu")
-    parser.add_argument("--batch-size", type=int, default=32)
-    parser.add_argument("--dtype", default="float32", choices=["float32", "float16"])
-    args = parser.parse_args(argv)
-    episodes = load_episodes(args.episodes)
-    store = ensure_features(
-        args.checkpoint,
-        episodes.root,
-        episode_images(episodes),
-        episodes.dataset,
-        args.size,
-        args.device,
-        args.batch_size,
-        args.dtype,
-    )
-    print(f"features {tuple(store.feats.shape)} cached under key {store.key}")
-    return 0

@@ -16,13 +16,17 @@ Example:
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
+import numpy as np
 import torch
-import torch.distributed as dist
 
 from fsstools.constants import IGNORE_INDEX
 
 CLASS, FG_I, FG_U, BG_I, BG_U = range(5)
 """Columns of the per-episode records."""
+RECORD_COLUMNS = ("class_id", "fg_inter", "fg_union", "bg_inter", "bg_union")
+"""Names of the record columns in result tables (CSV)."""
 
 
 class IoUMeter:
@@ -104,19 +108,6 @@ class IoUMeter:
         return {"miou": miou, "fbiou": (fg_iou + bg_iou) / 2, "fg_iou": fg_iou, "bg_iou": bg_iou,
                 "class_iou": class_iou, "n_episodes": len(r)}
 
-    def reduce(self) -> None:
-        """Gather the episodes of all ranks when torch.distributed is initialised (else no-op).
-
-        Afterwards every rank holds all episodes (in rank order), so ``compute`` and the
-        intervals are global.
-        """
-        if not (dist.is_available() and dist.is_initialized()):
-            return
-        local = self.records
-        gathered: list[torch.Tensor | None] = [None] * dist.get_world_size()
-        dist.all_gather_object(gathered, local.cpu())
-        self._records = [torch.cat(gathered).to(local.device)]
-
 
 def _ratio(num: torch.Tensor, den: torch.Tensor) -> float:
     return float(num) / float(den) if float(den) > 0 else float("nan")
@@ -144,6 +135,11 @@ def _boot_scores(records: torch.Tensor, counts: torch.Tensor) -> dict[str, torch
     return {"miou": class_iou.nanmean(dim=1), "fbiou": fb}
 
 
+def stratum_seed(seed: int, stratum: int) -> int:
+    """Seed of the resamples of one stratum (e.g. a fold): independent across strata."""
+    return int(np.random.SeedSequence([seed, stratum]).generate_state(1)[0])
+
+
 def _resample_counts(n: int, n_boot: int, seed: int, device: torch.device) -> torch.Tensor:
     """(n_boot, n) draw counts of n episodes resampled with replacement, seeded."""
     g = torch.Generator().manual_seed(seed)
@@ -152,20 +148,53 @@ def _resample_counts(n: int, n_boot: int, seed: int, device: torch.device) -> to
     return counts.to(device)
 
 
-def _interval(point: float, samples: torch.Tensor, level: float) -> dict[str, float]:
+def bootstrap_draws(
+    meters: Sequence[IoUMeter], n_boot: int = 1000, seed: int = 0, stratum: int = 0
+) -> list[dict[str, torch.Tensor]]:
+    """Scores of ``n_boot`` resamples of the episodes, the same resamples for every meter.
+
+    The one resampling primitive: an interval of one score takes one meter; a paired
+    difference takes two meters holding the same episodes (each resample scores both on
+    the same episodes); a mean over folds takes each fold as its own ``stratum``, so the
+    folds are resampled independently.
+
+    Args:
+        meters: meters holding the same number of episodes (in the same order).
+        n_boot: resamples.
+        seed, stratum: the draws are a function of both (see :func:`stratum_seed`).
+
+    Returns:
+        Per meter, {"miou": (n_boot,), "fbiou": (n_boot,)} on the CPU (NaN where a resample
+        holds no scorable class).
+
+    Raises:
+        ValueError: no episode, or meters of different lengths.
+    """
+    records = [m.records for m in meters]
+    n = len(records[0])
+    if n == 0:
+        raise ValueError("bootstrap_draws: the meter holds no episode; call update() first")
+    if any(len(r) != n for r in records):
+        raise ValueError(f"bootstrap_draws: meters hold {[len(r) for r in records]} episodes; "
+                         "paired resamples need the same episodes")
+    counts = _resample_counts(n, n_boot, stratum_seed(seed, stratum), records[0].device)
+    return [{k: v.cpu() for k, v in _boot_scores(r, counts.to(r.device)).items()}
+            for r in records]
+
+
+def point_scores(meter: IoUMeter) -> dict[str, float]:
+    """mIoU and FB-IoU on all episodes (what the resamples scatter around)."""
+    r = meter.records
+    full = _boot_scores(r, torch.ones(1, len(r), device=r.device))
+    return {k: float(v[0]) for k, v in full.items()}
+
+
+def interval(point: float, draws: torch.Tensor, level: float = 0.95) -> dict[str, float]:
+    """{"mean": point, "low", "high"}: the ``level`` percentile interval of ``draws``."""
     alpha = (1 - level) / 2
-    lo, hi = torch.nanquantile(samples, torch.tensor([alpha, 1 - alpha], dtype=samples.dtype))
+    draws = draws.double()
+    lo, hi = torch.nanquantile(draws, torch.tensor([alpha, 1 - alpha], dtype=draws.dtype))
     return {"mean": point, "low": float(lo), "high": float(hi)}
-
-
-def bootstrap_samples(meter: IoUMeter, n_boot: int = 1000, seed: int = 0) -> dict[str, torch.Tensor]:
-    """Resampled scores: {"miou": (n_boot,), "fbiou": (n_boot,)} over episodes drawn with
-    replacement (seeded), e.g. to combine folds into an interval of their mean."""
-    records = meter.records
-    if len(records) == 0:
-        raise ValueError("bootstrap_samples: the meter holds no episode; call update() first")
-    counts = _resample_counts(len(records), n_boot, seed, records.device)
-    return {k: v.cpu() for k, v in _boot_scores(records, counts).items()}
 
 
 def bootstrap_ci(
@@ -177,12 +206,9 @@ def bootstrap_ci(
         {"miou": {"mean", "low", "high"}, "fbiou": {...}}; "mean" is the score on all
         episodes, low/high the ``level`` percentile interval of the resampled scores.
     """
-    records = meter.records
-    if len(records) == 0:
-        raise ValueError("bootstrap_ci: the meter holds no episode; call update() first")
-    full = _boot_scores(records, torch.ones(1, len(records), device=records.device))
-    samples = _boot_scores(records, _resample_counts(len(records), n_boot, seed, records.device))
-    return {k: _interval(float(full[k][0]), samples[k].cpu(), level) for k in samples}
+    (draws,) = bootstrap_draws([meter], n_boot, seed)
+    point = point_scores(meter)
+    return {k: interval(point[k], draws[k], level) for k in draws}
 
 
 def paired_difference(
@@ -196,28 +222,10 @@ def paired_difference(
     Raises:
         ValueError: the meters do not hold the same episodes (count and classes, in order).
     """
-    ra, rb = meter_a.records, meter_b.records.to(meter_a.records.device)
-    if ra.shape != rb.shape or not torch.equal(ra[:, CLASS], rb[:, CLASS]):
+    ra, rb = meter_a.records, meter_b.records
+    if ra.shape != rb.shape or not torch.equal(ra[:, CLASS].cpu(), rb[:, CLASS].cpu()):
         raise ValueError("paired_difference: the meters must hold the same episodes in the "
                          f"same order (got {len(ra)} and {len(rb)} episodes)")
-    if len(ra) == 0:
-        raise ValueError("paired_difference: the meters hold no episode")
-    ones = torch.ones(1, len(ra), device=ra.device)
-    counts = _resample_counts(len(ra), n_boot, seed, ra.device)
-    fa, fb = _boot_scores(ra, ones), _boot_scores(rb, ones)
-    sa, sb = _boot_scores(ra, counts), _boot_scores(rb, counts)
-    return {k: _interval(float(fa[k][0] - fb[k][0]), (sa[k] - sb[k]).cpu(), level) for k in sa}
-
-
-def crop_valid(x: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
-    """Crop ``x`` (..., H, W) to the bounding box of ``valid`` (H, W) bool.
-
-    Test images are padded bottom/right, so with the transform's ``valid`` mask this is the
-    resized image without its padding (scoring there or on the padded grid gives the same
-    IoU, since padding is 255 in the target; cropping saves the work).
-    """
-    rows = valid.any(dim=1).nonzero()
-    cols = valid.any(dim=0).nonzero()
-    if len(rows) == 0:
-        raise ValueError("crop_valid: the valid mask has no True pixel")
-    return x[..., int(rows[0]):int(rows[-1]) + 1, int(cols[0]):int(cols[-1]) + 1]
+    da, db = bootstrap_draws([meter_a, meter_b], n_boot, seed)
+    pa, pb = point_scores(meter_a), point_scores(meter_b)
+    return {k: interval(pa[k] - pb[k], da[k] - db[k], level) for k in da}

@@ -1,27 +1,22 @@
 """The main job: run every numbered notebook with papermill and collect one summary.
 
 Each notebook gets its parameters from ``configs/reproduce/<notebook stem>.yaml`` (full
-embedded-benchmark settings), then from ``--param key=value`` overrides, and writes its
+embedded-benchmark settings), then from ``--set key=value`` overrides, and writes its
 figures, CSVs and a ``summary.md`` fragment into its own output folder. A failing notebook
 is reported with its cell and does not stop the others.
 """
 
 from __future__ import annotations
 
-import argparse
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import yaml
 
-from fsstools.artifacts import OUTPUTS, atomic_write_text
-
-REPO = Path(__file__).resolve().parent.parent
-NOTEBOOKS = REPO / "notebooks"
-PARAMS = REPO / "configs" / "reproduce"
-SUMMARY_NAME = "summary.md"
+from fsstools import paths
+from fsstools.artifacts import atomic_write_text
+from fsstools.report import SUMMARY_NAME
 
 
 @dataclass
@@ -34,26 +29,17 @@ class NotebookRun:
 
 def list_notebooks(only: list[str] | None = None) -> list[Path]:
     """Numbered notebooks, optionally those whose stem starts with one of ``only`` (e.g. "02")."""
-    books = sorted(p for p in NOTEBOOKS.glob("[0-9][0-9]_*.ipynb"))
+    folder = paths.notebooks_dir()
+    books = sorted(p for p in folder.glob("[0-9][0-9]_*.ipynb"))
     if only:
         books = [p for p in books if any(p.stem.startswith(o) for o in only)]
         if not books:
-            raise SystemExit(f"no notebook in {NOTEBOOKS} matches --only {only}")
+            raise ValueError(f"no notebook in {folder} matches --only {only}")
     return books
 
 
-def parse_params(items: list[str]) -> dict:
-    params = {}
-    for item in items:
-        if "=" not in item:
-            raise SystemExit(f"--param {item!r} is not of the form key=value")
-        key, raw = item.split("=", 1)
-        params[key.strip()] = yaml.safe_load(raw)
-    return params
-
-
 def notebook_params(notebook: Path, out: Path, overrides: dict) -> dict:
-    path = PARAMS / f"{notebook.stem}.yaml"
+    path = paths.configs_dir() / "reproduce" / f"{notebook.stem}.yaml"
     params = yaml.safe_load(path.read_text()) if path.is_file() else {}
     params = dict(params or {})
     params.update(overrides)
@@ -85,7 +71,7 @@ def run_notebook(
             str(out_dir / notebook.name),
             parameters=params,
             kernel_name=kernel,
-            cwd=str(REPO),
+            cwd=str(out_dir),
             progress_bar=False,
             log_output=True,
         )
@@ -110,8 +96,11 @@ def write_summary(runs: list[NotebookRun], out: Path) -> Path:
 
 
 def reproduce(
-    only: list[str] | None = None, overrides: dict | None = None, out: Path = OUTPUTS
+    only: list[str] | None = None, overrides: dict | None = None, out: Path | None = None
 ) -> list[NotebookRun]:
+    """Run the notebooks (``only``: those whose name starts with one of these prefixes) with
+    their full parameters and ``overrides``; write ``<out>/summary.md``."""
+    out = out or paths.outputs_dir()
     books = list_notebooks(only)
     runs = []
     total = time.perf_counter()
@@ -124,24 +113,3 @@ def reproduce(
     path = write_summary(runs, out)
     print(f"summary: {path} (total {time.perf_counter() - total:.0f} s)")
     return runs
-
-
-def cli(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(
-        prog="fsstools reproduce",
-        description="Run the numbered notebooks with papermill (full embedded-benchmark parameters).",
-    )
-    parser.add_argument("--only", nargs="*", help="notebook prefixes to run, e.g. 00 02")
-    parser.add_argument("--param", action="append", default=[], help="key=value for every notebook")
-    parser.add_argument(
-        "--out", type=Path, default=OUTPUTS, help="output folder (default outputs/)"
-    )
-    args = parser.parse_args(argv)
-    if not list(NOTEBOOKS.glob("[0-9][0-9]_*.ipynb")):
-        print("no notebooks yet")
-        return 0
-    runs = reproduce(args.only, parse_params(args.param), args.out)
-    failed = [r for r in runs if r.error]
-    for r in failed:
-        print(f"FAILED: {r.notebook}.ipynb {r.error}", file=sys.stderr)
-    return 1 if failed else 0

@@ -13,16 +13,32 @@ from __future__ import annotations
 
 import dataclasses
 import io
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Protocol
 
 import ipywidgets as w
 from IPython.display import Image, display
 from matplotlib.figure import Figure
 
 from fsstools import plots
-from fsstools.evaluate import Study
+from fsstools.data.episodes import EpisodeList
+from fsstools.data.splits import class_name
+from fsstools.features import FeatureStore
 from fsstools.inference import METHODS, MethodConfig
-from fsstools.study import EpisodeView, class_name, episode_view, episodes_of_class, save_figure
+from fsstools.inspect import EpisodeView, episode_view, episodes_of_class
+from fsstools.report import save_figure
+
+PAPER = METHODS["repri"]
+"""The method whose defaults the controls start from (and return to when shots change)."""
+
+
+class Episodes(Protocol):
+    """What the explorer browses: a feature store and episode lists by (shots, seed), e.g. a
+    :class:`fsstools.evaluate.Study`."""
+
+    store: FeatureStore
+    episode_lists: Mapping[tuple[int, int], EpisodeList]
 
 MAX_WEIGHT = 3.0
 MAX_ITERATIONS = 100
@@ -51,7 +67,7 @@ class EpisodeExplorer:
     """Pick a class, shots, an episode, loss weights and iterations; see the prediction.
 
     Args:
-        study: episodes and features (``fsstools.study.synth_study``).
+        study: episodes and features (a Study from ``fsstools.study.synth_study``).
         seed: which seeded episode lists to browse.
         draw: compute and draw the first view now.
         images: load images from disk (False: black images, masks only; for tests).
@@ -61,7 +77,8 @@ class EpisodeExplorer:
         view: the last computed :class:`~fsstools.study.EpisodeView` (None before a draw).
     """
 
-    def __init__(self, study: Study, seed: int = 0, draw: bool = True, images: bool = True) -> None:
+    def __init__(self, study: Episodes, seed: int = 0, draw: bool = True, images: bool = True
+                 ) -> None:
         self.study, self.seed, self.images = study, seed, images
         shots = sorted({k for k, s in study.episode_lists if s == seed})
         # classes with an episode at every shot count, so switching shots keeps the class
@@ -73,7 +90,7 @@ class EpisodeExplorer:
         classes = sorted(set.intersection(*per_list))
         if not classes:
             raise ValueError("no class has an episode at every shot count; sample more episodes")
-        dataset = study.cfg.dataset
+        dataset = next(iter(study.episode_lists.values())).dataset
         style = {"description_width": "110px"}
         self.class_id = w.Dropdown(
             options=[(f"{c}: {class_name(dataset, c)}", c) for c in classes],
@@ -85,20 +102,17 @@ class EpisodeExplorer:
         self.ce = w.FloatSlider(
             1.0, min=0, max=MAX_WEIGHT, step=0.05, description="CE weight", style=style
         )
+        ce, ent, kl = PAPER.loss_weights(shots[0])
+        self.ce.value = ce
         self.entropy = w.FloatSlider(
-            1.0 / shots[0],
-            min=0,
-            max=MAX_WEIGHT,
-            step=0.05,
-            description="entropy weight",
-            style=style,
+            ent, min=0, max=MAX_WEIGHT, step=0.05, description="entropy weight", style=style
         )
         self.kl = w.FloatSlider(
-            1.0 / shots[0], min=0, max=MAX_WEIGHT, step=0.05, description="KL weight", style=style
+            kl, min=0, max=MAX_WEIGHT, step=0.05, description="KL weight", style=style
         )
         self.prior = w.Dropdown(options=["estimate", "oracle"], description="prior", style=style)
         self.iterations = w.IntSlider(
-            METHODS["repri"].iterations, 0, MAX_ITERATIONS, description="iterations", style=style
+            PAPER.iterations, 0, MAX_ITERATIONS, description="iterations", style=style
         )
         self.output = w.Output()
         self.view: EpisodeView | None = None
@@ -117,22 +131,21 @@ class EpisodeExplorer:
     def method(self) -> MethodConfig:
         """The method the controls describe (RePRI with the chosen weights and steps)."""
         return dataclasses.replace(
-            METHODS["repri"],
+            PAPER,
             name="explorer",
             iterations=self.iterations.value,
             ce_weight=self.ce.value,
             ent_weight=self.entropy.value,
             kl_weight=self.kl.value,
             prior=self.prior.value,
-            t_pi=() if self.prior.value == "oracle" else (10,),
+            t_pi=() if self.prior.value == "oracle" else PAPER.t_pi,
         )
 
     def current_view(self) -> EpisodeView:
         """Run the chosen method on the chosen task."""
+        episodes = self.study.episode_lists[self.shots.value, self.seed]
         index = self._indices()[self.episode.value]
-        return episode_view(
-            self.study, self.shots.value, index, self.method(), self.seed, images=self.images
-        )
+        return episode_view(self.study.store, episodes, index, self.method(), images=self.images)
 
     def redraw(self) -> None:
         """Recompute the prediction and replace the figure."""
@@ -142,7 +155,8 @@ class EpisodeExplorer:
             show(plots.episode_panel(self.view))
 
     def _indices(self) -> list[int]:
-        return episodes_of_class(self.study, self.shots.value, self.class_id.value, self.seed)
+        episodes = self.study.episode_lists[self.shots.value, self.seed]
+        return episodes_of_class(episodes, self.class_id.value)
 
     def _sync_episodes(self) -> None:
         n = len(self._indices())
@@ -154,8 +168,9 @@ class EpisodeExplorer:
         self._busy = True
         try:
             self._sync_episodes()
-            if change["owner"] is self.shots:  # the paper's weights are 1 / shots
-                self.entropy.value = self.kl.value = round(1.0 / self.shots.value, 2)
+            if change["owner"] is self.shots:  # the paper's weights depend on the shots
+                _, ent, kl = PAPER.loss_weights(self.shots.value)
+                self.entropy.value, self.kl.value = round(ent, 2), round(kl, 2)
         finally:
             self._busy = False
         self.redraw()

@@ -1,5 +1,16 @@
+import os
+from pathlib import Path
+
 import pytest
 import torch
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def pytest_configure(config):
+    # Tests never write into the user's outputs/: they share a cache of their own (kept
+    # between sessions; every entry is content-keyed). nbval's kernels inherit it.
+    os.environ.setdefault("FSSTOOLS_OUTPUTS", str(REPO / "outputs" / "tests"))
 
 
 def pytest_collection_modifyitems(config, items):
@@ -9,3 +20,11 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if "gpu" in item.keywords:
             item.add_marker(skip_gpu)
+
+
+@pytest.fixture
+def outputs(tmp_path, monkeypatch):
+    """A fresh, empty outputs folder (runs, caches) for this test alone."""
+    folder = tmp_path / "outputs"
+    monkeypatch.setenv("FSSTOOLS_OUTPUTS", str(folder))
+    return folder

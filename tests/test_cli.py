@@ -3,7 +3,7 @@ import sys
 
 import pytest
 
-from fsstools import cli, config
+from fsstools import cli, config, paths
 from fsstools.evaluate import EvalConfig
 
 
@@ -29,5 +29,5 @@ def test_each_command_has_help(name):
 
 
 def test_shipped_eval_config_loads():
-    cfg = config.load(EvalConfig, "configs/synth/eval.yaml")
+    cfg = config.load(EvalConfig, paths.configs_dir() / "synth" / "eval.yaml")
     assert cfg.shots == (1, 5) and cfg.methods[-1] == "oracle_repri"

@@ -4,6 +4,7 @@ import sys
 import numpy as np
 import pytest
 
+from fsstools import cli
 from fsstools.constants import IGNORE_INDEX
 from fsstools.data import coco, voc
 from fsstools.data.splits import COCO_CLASSES
@@ -70,7 +71,7 @@ def make_coco(root, categories=None):
 
 def test_masks_and_list(tmp_path, capsys):
     root = make_coco(tmp_path / "coco")
-    assert coco.cli(["--coco-root", str(root), "--split", "val2014"]) == 0
+    assert cli.main(["coco-masks", "--coco-root", str(root), "--split", "val2014"]) == 0
     assert "lists/val2014.txt" in capsys.readouterr().out
     pairs = voc.read_pairs(root, "lists/val2014.txt")
     assert pairs[0] == ("val2014/COCO_val2014_a.jpg", "masks/val2014/COCO_val2014_a.png")

@@ -5,7 +5,6 @@ import torch
 from fsstools.constants import IGNORE_INDEX
 from fsstools.data import datasets, splits
 from fsstools.data import transforms as T
-from fsstools.data.episodes import sample_episodes
 from tests.fixtures import MIN_FG_TEST, default_masks, list_path, make_voc_folder
 
 
@@ -52,7 +51,7 @@ def test_base_label_map_coco_interleaved():
 def test_train_and_val_transforms(tmp_path):
     root = make_voc_folder(tmp_path, default_masks(20))
     train = datasets.BaseTrainDataset(
-        root, list_path(), "synth", 1, transform=T.train_transform(16)
+        root, list_path(), "synth", 1, transform=T.TrainTransform(16)
     )
     # fold 1 novel classes 6..10: images whose main class is novel still hold a base class
     # in their small block under the default (area-scaled) min_fg
@@ -61,7 +60,7 @@ def test_train_and_val_transforms(tmp_path):
     image, mask = train[3]
     assert image.shape == (3, 16, 16)
     assert set(mask.unique().tolist()) <= set(range(16)) | {IGNORE_INDEX}
-    val = datasets.BaseTrainDataset(root, list_path(), "synth", 1, transform=T.test_transform(40))
+    val = datasets.BaseTrainDataset(root, list_path(), "synth", 1, transform=T.TestTransform(40))
     image, mask = val[0]
     assert image.shape == (3, 40, 40) and (mask[-1] == IGNORE_INDEX).all()
 
@@ -69,16 +68,3 @@ def test_train_and_val_transforms(tmp_path):
 def test_no_base_image_is_an_error(relabel_root):
     with pytest.raises(ValueError, match="no image of lists/train.txt"):
         datasets.BaseTrainDataset(relabel_root, list_path(), "synth", 0, min_fg=10_000)
-
-
-def test_episode_dataset_items(tmp_path):
-    root = make_voc_folder(tmp_path)
-    el = sample_episodes(root, list_path(), "synth", 0, 2, 4, seed=0, min_fg=MIN_FG_TEST)
-    ds = datasets.EpisodeDataset(el, T.test_transform(32))
-    item = ds[0]
-    assert item["support_imgs"].shape == (2, 3, 32, 32)
-    assert item["support_masks"].shape == (2, 32, 32)
-    assert set(item["query_mask"].unique().tolist()) <= {0, 1, IGNORE_INDEX}
-    assert (item["support_masks"] == 1).any(dim=(1, 2)).all()  # each support shows the class
-    batch = torch.utils.data.default_collate([ds[0], ds[1]])
-    assert batch["support_imgs"].shape == (2, 2, 3, 32, 32)

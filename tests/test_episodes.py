@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 import torch
 
+from fsstools import cli
 from fsstools.constants import IGNORE_INDEX
 from fsstools.data import episodes as E
 from fsstools.data import splits, voc
@@ -45,7 +46,7 @@ def test_duplicate_list_lines_never_pair_query_with_itself(root, tmp_path):
     lines = (root / list_path()).read_text().splitlines()[:20]
     (root / "lists/dup.txt").write_text("\n".join(lines + lines) + "\n")
     # each class now has one image listed twice: 1 shot needs the other copy, which is the query
-    with pytest.raises(ValueError, match=r"class 1 \(aeroplane\) is held by 1 image"):
+    with pytest.raises(ValueError, match=r"class 1 \(ellipse-stripes\) is held by 1 image"):
         E.sample_episodes(root, "lists/dup.txt", "synth", 0, 1, 5, 0, min_fg=MIN_FG_TEST)
 
 
@@ -73,7 +74,7 @@ def test_too_few_images_named_or_skipped(tmp_path):
     masks = default_masks(40)  # each class main in 2 images: 1 shot ok, 2 shots not
     del masks["img002"]  # class 3 in one image only
     small = make_voc_folder(tmp_path, masks)
-    with pytest.raises(ValueError, match=r"class 3 \(bird\) is held by 1 image"):
+    with pytest.raises(ValueError, match=r"class 3 \(triangle-dots\) is held by 1 image"):
         sample(small, shots=1)
     with pytest.warns(UserWarning, match="class 3"):
         el = sample(small, shots=1, skip_small=True)
@@ -103,6 +104,6 @@ def test_cli_writes_loadable_file(root, tmp_path, capsys):
     out = tmp_path / "cli.json"
     argv = f"--root {root} --list {list_path()} --dataset synth --fold 0 --shots 2 --n 50"
     argv += f" --seed 0 --min-fg {MIN_FG_TEST} --out {out}"
-    assert E.cli(argv.split()) == 0
+    assert cli.main(["episodes", *argv.split()]) == 0
     assert E.load_episodes(out) == sample(root)
     assert "50 episodes" in capsys.readouterr().out

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from fsstools import config as config_lib
-from fsstools import evaluate, features
+from fsstools import evaluate, features, report, stats
 from fsstools.constants import IGNORE_INDEX
 from fsstools.data.episodes import sample_episodes
 from fsstools.inference import METHODS
@@ -112,22 +112,22 @@ def test_summaries_are_bounded_and_bracket_the_estimate(setup):
         r, _ = evaluate.score_episodes(store, el, METHODS[name])
         rows.append(r.assign(method=name, fold=0, shots=2, seed=0))
     df = pd.concat(rows, ignore_index=True)
-    summary = evaluate.summarize(df, n_boot=50)
+    summary = stats.summarize(df, n_boot=50)
     assert list(summary["method"]) == ["inductive", "repri"]
     for v in ("miou", "fbiou"):
         assert summary[v].between(0, 1).all()
         assert (summary[f"{v}_low"] <= summary[v] + 1e-12).all()
         assert (summary[v] <= summary[f"{v}_high"] + 1e-12).all()
     two_folds = pd.concat([df, df.assign(fold=1)], ignore_index=True)
-    means = evaluate.fold_mean(two_folds, n_boot=50)
+    means = stats.fold_mean(two_folds, n_boot=50)
     assert np.allclose(means["miou"].to_numpy(), summary["miou"].to_numpy())
-    table = evaluate.format_table(summary)
-    assert table.index.tolist() == ["inductive", "repri"] and "[" in table.iloc[0, 0]
+    table = report.interval_table(summary)
+    assert table.index.tolist() == ["Inductive (prototype)", "RePRI (CE + H + KL)"]
+    assert "[" in table.iloc[0, 0]
 
 
-def test_evaluate_end_to_end_writes_results_and_config(setup, tmp_path, monkeypatch):
+def test_evaluate_end_to_end_writes_results_and_config(setup, tmp_path, outputs, capsys):
     root, ckpt, _, _, _ = setup
-    monkeypatch.chdir(tmp_path)  # episodes and caches go under ./outputs
     cfg = evaluate.EvalConfig(
         dataset="pascal",
         root=str(root),
@@ -145,8 +145,26 @@ def test_evaluate_end_to_end_writes_results_and_config(setup, tmp_path, monkeypa
     for name in ("episodes.csv", "summary.csv", "classes.csv", "config.yaml", "meta.json"):
         assert (tmp_path / "eval" / name).is_file()
     assert config_lib.load(evaluate.EvalConfig, tmp_path / "eval" / "config.yaml") == cfg
-    again, _ = evaluate.evaluate(cfg, progress=False)  # episodes reloaded: same tasks
+    capsys.readouterr()
+    again, _ = evaluate.evaluate(cfg)  # everything reloaded (and said so): same tasks, scores
     pd.testing.assert_frame_equal(episodes, again)
+    out = capsys.readouterr().out
+    assert "reusing 6 1-shot episodes" in out and "reusing features of" in out
+    assert out.count("reused from") == 2  # the scores of both methods
+
+
+def test_non_finite_logits_name_the_episode(setup, monkeypatch):
+    _, _, el, store, _ = setup
+    real = evaluate.run_method
+
+    def broken(*args, **kwargs):
+        out = real(*args, **kwargs)
+        out.logits[1, 0, 0] = float("nan")
+        return out
+
+    monkeypatch.setattr(evaluate, "run_method", broken)
+    with pytest.raises(ValueError, match="non-finite logits .* on episode 1 "):
+        evaluate.score_episodes(store, el, METHODS["repri"])
 
 
 def test_support_object_lost_by_downsampling_gets_one_cell_back():

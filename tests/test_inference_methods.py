@@ -12,8 +12,9 @@ from fsstools.inference import (
     METHODS,
     MethodConfig,
     fit,
-    method,
     query_valid_mask,
+    resolve_method,
+    resolve_methods,
     run_method,
     stacked,
 )
@@ -77,7 +78,7 @@ def test_methods_table_is_complete_and_frozen():
         METHODS["repri"].lr = 1.0
     assert METHODS["repri"].loss_weights(5) == (1.0, 0.2, 0.2)
     assert METHODS["ce_h"].loss_weights(1) == (1.0, 1.0, 0.0)
-    assert method("repri", reference=True).steps == 49 and METHODS["repri"].steps == 50
+    assert resolve_method("repri", reference=True).steps == 49 and METHODS["repri"].steps == 50
 
 
 def test_method_config_loads_from_dict_and_validates():
@@ -87,13 +88,39 @@ def test_method_config_loads_from_dict_and_validates():
         MethodConfig(kl_weight="half")
     with pytest.raises(ValueError, match="oracle"):
         MethodConfig(prior_delta=0.1)
+    # t = 1 would re-estimate from the initial classifier, i.e. no update: rejected, with why
+    with pytest.raises(ValueError, match="initial classifier"):
+        MethodConfig(t_pi=(1, 10))
+    assert MethodConfig(t_pi=()).t_pi == () and MethodConfig(t_pi=(2,)).t_pi == (2,)
+
+
+def test_resolver_takes_names_configs_and_yaml_variants():
+    assert resolve_method("repri") is METHODS["repri"]
+    assert resolve_method(METHODS["ce"], reference=True) == dataclasses.replace(
+        METHODS["ce"], reference=True)
+    variant = resolve_method({"name": "repri_tpi2", "base": "repri", "t_pi": [2], "lr": 0.05})
+    assert variant == dataclasses.replace(METHODS["repri"], name="repri_tpi2", t_pi=(2,), lr=0.05)
+    # a mapping named after a registry method starts from it
+    assert resolve_method({"name": "ce", "iterations": 5}).ent_weight == 0.0
+    with pytest.raises(ValueError, match="known methods: inductive, ce"):
+        resolve_method("RePRI")
+    with pytest.raises(ValueError, match="unknown base 'repr'"):
+        resolve_method({"name": "x", "base": "repr"})
+    with pytest.raises(ValueError, match="unknown key"):
+        resolve_method({"name": "x", "base": "repri", "t_p": [2]})
+    with pytest.raises(ValueError, match="initial classifier"):
+        resolve_method({"name": "x", "base": "repri", "t_pi": [1]})
+    labelled = resolve_methods({"mine": METHODS["repri"]})
+    assert list(labelled) == ["mine"] and labelled["mine"].name == "mine"
+    with pytest.raises(ValueError, match="used twice"):
+        resolve_methods(["repri", {"name": "repri", "lr": 0.1}])
 
 
 @pytest.mark.parametrize("name", sorted(METHODS))
 @pytest.mark.parametrize("reference", [False, True])
 def test_fast_equals_straightforward_autograd(name, reference, layout):
     ep = episodes()
-    cfg = method(name, reference=reference)
+    cfg = resolve_method(name, reference)
     fast = run_method(cfg, **ep, trace=True)
     auto = run_method(cfg, **ep, trace=True, impl="autograd", chunk_size=3)
     assert torch.allclose(fast.logits, auto.logits, atol=1e-10)
@@ -191,7 +218,7 @@ def test_no_re_estimation_without_kl_term():
 def test_reference_bias_uses_all_query_pixels():
     ep = episodes()
     clean = run_method(METHODS["inductive"], **ep).logits
-    ref = run_method(method("inductive", reference=True), **ep).logits
+    ref = run_method(resolve_method("inductive", reference=True), **ep).logits
     shift = clean - ref  # same scores, different bias: a constant per task
     assert torch.allclose(shift, shift[:, :1, :1].expand_as(shift))
     assert not torch.allclose(clean, ref)
@@ -203,7 +230,7 @@ def test_oracle_prior_is_true_share_and_delta_moves_it_exactly():
     share = ((ep["query_mask"] == 1) & valid).flatten(1).sum(1) / valid.flatten(1).sum(1)
     out = run_method(METHODS["oracle_repri"], **ep)
     assert torch.allclose(out.pi, share.to(DT))
-    perturbed = run_method(method("oracle_repri", prior_delta=-0.2), **ep)
+    perturbed = run_method(dataclasses.replace(METHODS["oracle_repri"], prior_delta=-0.2), **ep)
     assert torch.allclose(perturbed.pi / out.pi - 1, torch.full((3,), -0.2, dtype=DT))
     assert not torch.allclose(perturbed.logits, out.logits)
     with pytest.raises(ValueError, match="query_mask"):

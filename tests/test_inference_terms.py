@@ -15,14 +15,6 @@ from fsstools.inference.prior import oracle_prior, perturb_prior, query_valid_ma
 DT = torch.float64
 
 
-def test_flatten_pixels_orders_like_flattened_masks():
-    feats = torch.arange(2 * 3 * 4 * 2 * 2, dtype=DT).reshape(2, 3, 4, 2, 2)  # (B, S, C, h, w)
-    cols = clf.flatten_pixels(feats)
-    assert cols.shape == (2, 4, 12)
-    # pixel (shot 2, y 1, x 0) of task 1 is column 2*4 + 1*2 + 0 = 10
-    assert torch.equal(cols[1, :, 10], feats[1, 2, :, 1, 0])
-
-
 def test_prototype_is_masked_mean_of_normalised_features():
     g = torch.Generator().manual_seed(0)
     feats = torch.randn(2, 3, 5, generator=g, dtype=DT)  # (B, C, N)

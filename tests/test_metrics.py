@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from fsstools.metrics import IoUMeter, bootstrap_ci, crop_valid, paired_difference
+from fsstools.metrics import IoUMeter, bootstrap_ci, bootstrap_draws, paired_difference
 
 # Episode A (class 3), 2x3, pixel (0, 2) ignored:
 #   pred    target
@@ -105,20 +105,6 @@ def test_paired_difference_with_itself_is_zero_and_detects_a_better_method():
         paired_difference(a, random_meter(1, episodes=30))
 
 
-def test_reduce_is_a_no_op_without_distributed():
-    m = random_meter(2)
-    before = m.compute()
-    m.reduce()
-    assert m.compute() == before
-
-
-def test_crop_valid_keeps_the_unpadded_region():
-    valid = torch.zeros(5, 6, dtype=torch.bool)
-    valid[:3, :4] = True
-    x = torch.arange(2 * 5 * 6).reshape(2, 5, 6)
-    assert torch.equal(crop_valid(x, valid), x[:, :3, :4])
-
-
 @pytest.mark.gpu
 def test_meter_on_cuda_matches_cpu():
     cpu, gpu = random_meter(3), random_meter(3, device="cuda")
@@ -128,17 +114,28 @@ def test_meter_on_cuda_matches_cpu():
     assert paired_difference(gpu, cpu, n_boot=50)["miou"]["mean"] == 0
 
 
-def test_from_records_round_trip_and_bootstrap_samples():
-    from fsstools.metrics import IoUMeter, bootstrap_samples
-
+def test_from_records_round_trip_and_bootstrap_draws():
     m = IoUMeter()
     pred = torch.tensor([[[1, 1], [0, 0]], [[0, 1], [1, 0]]])
     target = torch.tensor([[[1, 0], [0, 255]], [[0, 1], [1, 1]]])
     m.update(pred, target, torch.tensor([3, 4]))
     copy = IoUMeter.from_records(m.records.clone())
     assert copy.compute() == m.compute()
-    s = bootstrap_samples(m, n_boot=50, seed=1)
+    (s,) = bootstrap_draws([m], n_boot=50, seed=1)
     assert s["miou"].shape == (50,) and s["fbiou"].shape == (50,)
-    assert torch.equal(s["miou"], bootstrap_samples(m, n_boot=50, seed=1)["miou"])
+    assert torch.equal(s["miou"], bootstrap_draws([m], n_boot=50, seed=1)[0]["miou"])
     with pytest.raises(ValueError):
         IoUMeter.from_records(torch.zeros(3, 4, dtype=torch.long))
+
+
+def test_draws_are_paired_within_a_stratum_and_independent_across_strata():
+    a, b = random_meter(5, episodes=40), random_meter(6, episodes=40)
+    da, db = bootstrap_draws([a, b], n_boot=100, seed=0, stratum=0)
+    # the same resamples for both meters: a meter paired with itself differs by exactly 0
+    same_a, same_a2 = bootstrap_draws([a, a], n_boot=100, seed=0, stratum=0)
+    assert torch.equal(same_a["miou"], same_a2["miou"]) and torch.equal(same_a["miou"], da["miou"])
+    # another stratum (fold) draws other resamples of the same episodes
+    (other,) = bootstrap_draws([a], n_boot=100, seed=0, stratum=1)
+    assert not torch.equal(other["miou"], da["miou"])
+    with pytest.raises(ValueError, match="same episodes"):
+        bootstrap_draws([a, random_meter(1, episodes=30)])

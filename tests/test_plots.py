@@ -8,8 +8,9 @@ import pytest
 from matplotlib.collections import PolyCollection
 from matplotlib.figure import Figure
 
-from fsstools import plots, study
+from fsstools import inspect, plots, report
 from fsstools.inference import METHODS
+from fsstools.plots.style import BACKGROUND_DIM
 
 
 def summary_rows(methods=("ce", "repri"), shots=(1, 5)) -> pd.DataFrame:
@@ -32,7 +33,7 @@ def summary_rows(methods=("ce", "repri"), shots=(1, 5)) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def tiny_view(shots: int = 2) -> study.EpisodeView:
+def tiny_view(shots: int = 2) -> inspect.EpisodeView:
     size, grid = 8, 2
     mask = np.zeros((size, size), dtype=np.int64)
     mask[:4, :4] = 1
@@ -40,7 +41,7 @@ def tiny_view(shots: int = 2) -> study.EpisodeView:
     traces = {
         k: np.linspace(1, 0, 4) for k in ("loss", "ce", "entropy", "kl", "pi", "fg_share", "iou")
     }
-    return study.EpisodeView(
+    return inspect.EpisodeView(
         class_id=3,
         class_name="triangle-dots",
         shots=shots,
@@ -156,8 +157,8 @@ def test_overlay_darkens_background_and_greys_ignored():
     image = np.full((2, 2, 3), 255, np.uint8)
     out = plots.overlay(image, np.array([[1, 0], [255, 1]]))
     assert out[0, 0].tolist() == [1.0, 1.0, 1.0]
-    assert out[0, 1, 0] == pytest.approx(plots.BACKGROUND_DIM)
-    assert out[1, 0, 0] == pytest.approx(0.5 * plots.BACKGROUND_DIM + 0.25)
+    assert out[0, 1, 0] == pytest.approx(BACKGROUND_DIM)
+    assert out[1, 0, 0] == pytest.approx(0.5 * BACKGROUND_DIM + 0.25)
 
 
 def test_episode_figures_and_pca_panel(tmp_path):
@@ -172,6 +173,6 @@ def test_episode_figures_and_pca_panel(tmp_path):
         np.zeros((2, 8, 8, 3), np.uint8), np.zeros((2, 8, 8), np.uint8), np.zeros((2, 2, 2, 3))
     )
     assert len(pca.axes) == 6
-    path = study.save_figure(walk, tmp_path, "walk")
+    path = report.save_figure(walk, tmp_path, "walk")
     assert path.read_bytes()[:4] == b"\x89PNG"
     assert isinstance(walk, Figure) and walk.canvas is not None

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from fsstools import cli
 from fsstools.artifacts import file_hash
 from fsstools.data import synthetic
 from fsstools.data.synth_render import (
@@ -48,7 +49,7 @@ def test_same_seed_same_bytes_with_any_worker_count(tiny_root, tmp_path):
 def test_second_call_reuses_without_rewriting(tiny_root, capsys):
     before = {p: p.stat().st_mtime_ns for p in tiny_root.rglob("*") if p.is_file()}
     ensure_synth(tiny_root, TINY, progress=True, workers=1)
-    assert "reused" in capsys.readouterr().out
+    assert "reusing synthetic data" in capsys.readouterr().out
     assert {p: p.stat().st_mtime_ns for p in tiny_root.rglob("*") if p.is_file()} == before
 
 
@@ -180,7 +181,7 @@ def test_bad_config_is_rejected(kwargs):
 
 def test_cli_generates_and_reports_errors(tmp_path, capsys):
     args = ["--out", str(tmp_path / "s"), "--n-train", "2", "--n-val", "2", "--size", "64"]
-    assert synthetic.cli([*args, "--styles", "B", "--workers", "1", "--no-progress"]) == 0
+    assert cli.main(["synth", *args, "--styles", "B", "--workers", "1", "--no-progress"]) == 0
     assert (tmp_path / "s" / "B" / "lists" / "val.txt").is_file()
-    assert synthetic.cli([*args, "--size", "8"]) == 2
+    assert cli.main(["synth", *args, "--size", "8"]) == 2
     assert "size" in capsys.readouterr().err

@@ -11,28 +11,29 @@ import torch
 from PIL import Image
 from torch.utils.data import TensorDataset
 
+from fsstools import cli
+from fsstools import config as config_lib
 from fsstools.models import PSPNet, load_model
-from fsstools.train import (
+from fsstools.training import (
+    TrainConfig,
     TrainData,
-    cli,
     ensure_trained,
-    evaluate,
-    load_config,
     main,
     run_directory,
+    run_key,
     train_one_epoch,
+    validate,
 )
-from fsstools.train_utils import (
-    confusion_matrix,
-    cosine_lambda,
-    iou_from_confusion,
-    run_hash,
-)
+from fsstools.training.loop import confusion_matrix, cosine_lambda, iou_from_confusion
 
 TINY_MODEL = ["model.arch=small", "model.widths=[4,8,8,8]", "model.stem_width=4",
               "model.bottleneck_dim=8", "model.bins=[1,2]"]
 TINY_RUN = ["run.workers=0", "run.progress=false", "run.threads=1", "optim.batch_size=4",
             "optim.lr=0.05", "run.val_batch_size=8", "run.amp=fp32"]
+
+
+def load_config(path, overrides=()):
+    return config_lib.load(TrainConfig, path, list(overrides))
 
 
 def tiny_cfg(out_dir, *extra):
@@ -49,7 +50,7 @@ def tiny_data():
     images = colours[masks].permute(0, 3, 1, 2) + 0.3 * torch.randn(8, 3, 24, 24, generator=g)
     masks[:, :2] = 255
     ds = TensorDataset(images, masks)
-    return TrainData(ds, ds, (6, 7))
+    return TrainData(ds, ds, (6, 7), fingerprint="tiny-tensors")
 
 
 def weights(path: Path) -> dict[str, torch.Tensor]:
@@ -79,13 +80,18 @@ def test_cosine_schedule_with_warmup():
     assert f(10) == pytest.approx(0.0, abs=1e-12)
 
 
-def test_run_hash_ignores_run_control_only(tmp_path):
+def test_run_key_ignores_run_control_only_and_follows_the_data(tmp_path):
     cfg = tiny_cfg(tmp_path)
     same = tiny_cfg(tmp_path / "elsewhere", "run.workers=3", "run.device=cpu", "run.resume=true",
                     "run.stop_after_epoch=1")
-    assert run_hash(cfg) == run_hash(same)
-    assert run_hash(cfg) != run_hash(tiny_cfg(tmp_path, "optim.lr=0.01"))
-    assert run_directory(cfg).name == f"pspnet-{run_hash(cfg)}"
+    assert run_key(cfg, "d") == run_key(same, "d")
+    assert run_key(cfg, "d") != run_key(tiny_cfg(tmp_path, "optim.lr=0.01"), "d")
+    assert run_key(cfg, "d") != run_key(cfg, "other data")
+    assert run_directory(cfg, "d").name == f"pspnet-{run_key(cfg, 'd')}"
+    # a relative data root means the same folder as its absolute path
+    rel = tiny_cfg(tmp_path, "data.root=data/pascal")
+    absolute = tiny_cfg(tmp_path, f"data.root={Path('data/pascal').resolve()}")
+    assert run_key(rel, "d") == run_key(absolute, "d")
 
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
@@ -95,7 +101,7 @@ CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 def test_fold_configs_load_and_differ_only_in_fold(dataset):
     cfgs = [load_config(CONFIGS / dataset / f"fold{i}.yaml") for i in range(4)]
     assert [c.data.fold for c in cfgs] == [0, 1, 2, 3]
-    assert len({run_hash(c) for c in cfgs}) == 4
+    assert len({run_key(c, "d") for c in cfgs}) == 4
     assert all(c.data.dataset == dataset for c in cfgs)
     if dataset != "synth":  # the reference recipe (SPEC section 5)
         c = cfgs[0]
@@ -115,7 +121,7 @@ def test_training_steps_reduce_the_loss(tiny_data):
     losses = [train_one_epoch(model, loader, opt, sched, scaler, 0.1, torch.device("cpu"))["loss"]
               for _ in range(8)]
     assert losses[-1] < 0.9 * losses[0]
-    val = evaluate(model, loader, 3, torch.device("cpu"))
+    val = validate(model, loader, 3, torch.device("cpu"))
     assert 0.0 <= val["miou_fg"] <= 1.0 and len(val["class_iou"]) == 3
 
 
@@ -193,8 +199,28 @@ def test_ensure_trained_reuses_a_finished_run(tmp_path, tiny_data):
     cfg = tiny_cfg(tmp_path, "run.epochs=1")
     best = ensure_trained(cfg, tiny_data)
     stamp = best.stat().st_mtime_ns
-    assert ensure_trained(cfg, None) == best  # finished: no data needed, nothing retrained
+    assert ensure_trained(cfg, tiny_data) == best  # finished: nothing retrained
     assert best.stat().st_mtime_ns == stamp
+    other = TrainData(tiny_data.train, tiny_data.val, tiny_data.classes, "other data")
+    assert ensure_trained(cfg, other) != best  # other data: another run
+
+
+def test_failed_run_leaves_no_folder_and_no_lock_inside(tmp_path, tiny_data):
+    class Broken(torch.utils.data.Dataset):
+        def __len__(self):
+            return 8
+
+        def __getitem__(self, i):
+            raise OSError("disk gone")
+
+    broken = TrainData(Broken(), Broken(), (6, 7), "broken")
+    cfg = tiny_cfg(tmp_path / "runs", "run.epochs=1")
+    with pytest.raises(OSError, match="disk gone"):
+        main(cfg, broken)
+    assert not run_directory(cfg, "broken").exists()
+    assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir())
+    run_dir = main(cfg, tiny_data)  # a working run keeps no lock beside its files
+    assert not list(run_dir.glob("*lock*"))
 
 
 def test_concurrent_requests_for_one_run_train_it_once(tmp_path, tiny_data):
@@ -243,7 +269,8 @@ def disk_overrides(root, out_dir):
 def test_cli_trains_from_a_yaml_config(tmp_path, voc_root, capsys):
     config = tmp_path / "tiny.yaml"
     config.write_text("run:\n  name: tiny\n")
-    assert cli(["--config", str(config), "--set", *disk_overrides(voc_root, tmp_path)]) == 0
+    args = ["train", "--config", str(config), "--set", *disk_overrides(voc_root, tmp_path)]
+    assert cli.main(args) == 0
     run_dir = Path(capsys.readouterr().out.strip().splitlines()[-1])
     assert run_dir.name.startswith("tiny-") and (run_dir / "done").exists()
     assert load_model(run_dir / "best.pt").n_classes == 16  # 15 base classes + background
@@ -255,7 +282,7 @@ def test_two_process_gloo_ddp_ranks_agree(tmp_path, voc_root):
     config.write_text("run:\n  name: ddp\n")
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2",
-           "--standalone", "-m", "fsstools.train", "--config", str(config),
+           "--standalone", "-m", "fsstools.training", "--config", str(config),
            "--set", *disk_overrides(voc_root, tmp_path), "run.device=cpu"]
     # Own process group, so a hang kills torchrun's ranks too rather than leaving orphans.
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,

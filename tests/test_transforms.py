@@ -20,7 +20,7 @@ def test_train_mask_keeps_ids_and_shapes():
     image, mask = sample()
     torch.manual_seed(0)
     for _ in range(5):
-        out = T.train_transform(24)(image, mask)
+        out = T.TrainTransform(24)(image, mask)
         assert out["image"].shape == (3, 24, 24) and out["image"].dtype == torch.float32
         assert out["mask"].shape == (24, 24) and out["mask"].dtype == torch.int64
         assert set(out["mask"].unique().tolist()) <= {0, 3, 7, 19, IGNORE_INDEX}
@@ -30,7 +30,7 @@ def test_train_mask_keeps_ids_and_shapes():
 def test_train_padding_is_ignored_and_black():
     image, mask = sample(10, 12)
     torch.manual_seed(1)
-    out = T.train_transform(64, scale=(1.0, 1.0), rotation=0.0)(image, mask)
+    out = T.TrainTransform(64, scale=(1.0, 1.0), rotation=0.0)(image, mask)
     pad = ~out["valid"]
     assert pad.sum() == 64 * 64 - 10 * 12
     assert (out["mask"][pad] == IGNORE_INDEX).all()
@@ -41,7 +41,7 @@ def test_train_rotation_fills_mask_with_ignore():
     image = np.zeros((40, 40, 3), np.uint8)
     mask = np.ones((40, 40), np.uint8)
     torch.manual_seed(0)
-    out = T.train_transform(40, scale=(1.0, 1.0), rotation=30.0)(image, mask)
+    out = T.TrainTransform(40, scale=(1.0, 1.0), rotation=30.0)(image, mask)
     corners = out["mask"][[0, 0, -1, -1], [0, -1, 0, -1]]
     assert (corners == IGNORE_INDEX).any() and (out["mask"] != 0).all()
     assert not out["valid"][out["mask"] == IGNORE_INDEX].any()
@@ -49,7 +49,7 @@ def test_train_rotation_fills_mask_with_ignore():
 
 def test_train_deterministic_given_torch_seed():
     image, mask = sample()
-    tf = T.train_transform(24)
+    tf = T.TrainTransform(24)
     outs = []
     for seed in (3, 3, 4):
         torch.manual_seed(seed)
@@ -62,7 +62,7 @@ def test_train_deterministic_given_torch_seed():
 @pytest.mark.parametrize("h, w", [(30, 50), (50, 30), (41, 41), (7, 100)])
 def test_test_transform_resize_and_pad(h, w):
     image, mask = sample(h, w)
-    tf = T.test_transform(41)
+    tf = T.TestTransform(41)
     out = tf(image, mask)
     new_h, new_w = tf.resized_hw(h, w)
     assert new_h % 8 == 0 and new_w % 8 == 0 and max(new_h, new_w) == 40
@@ -76,11 +76,11 @@ def test_test_transform_resize_and_pad(h, w):
 
 
 def test_test_transform_reference_size():
-    assert T.test_transform(417).resized_hw(375, 500) == (312, 416)
-    assert T.test_transform(64).resized_hw(64, 64) == (64, 64)  # exact, no float round-down
+    assert T.TestTransform(417).resized_hw(375, 500) == (312, 416)
+    assert T.TestTransform(64).resized_hw(64, 64) == (64, 64)  # exact, no float round-down
 
 
 def test_test_transform_without_mask():
     image, _ = sample()
-    out = T.test_transform(32)(image)
+    out = T.TestTransform(32)(image)
     assert "mask" not in out and out["valid"].shape == (32, 32)

@@ -118,22 +118,27 @@ def test_class_index_counts_classes_over_min_fg(tmp_path):
     assert sum(map(len, voc.class_index(root, pairs, 20, 1).values())) == 80
 
 
-def test_class_index_cached_beside_list_and_invalidated(tmp_path, monkeypatch):
-    root = small_folder(tmp_path, n=4)
+def test_class_index_cached_outside_the_data_and_invalidated(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("FSSTOOLS_OUTPUTS", str(tmp_path / "outputs"))
+    root = small_folder(tmp_path / "data", n=4)
+    before = sorted(p.relative_to(root) for p in root.rglob("*"))
     pairs = voc.read_pairs(root, "lists/train.txt")
-    first = voc.class_index(root, pairs, 20, MIN_FG_TEST, list_file="lists/train.txt")
-    assert len(list((root / "lists").glob("train.class_index.*.json"))) == 1
+    first = voc.class_index(root, pairs, 20, MIN_FG_TEST)
+    assert sorted(p.relative_to(root) for p in root.rglob("*")) == before  # nothing beside data
+    assert len(list((tmp_path / "outputs" / "cache" / "class_index").glob("*.json"))) == 1
 
     def fail(*args):
         raise AssertionError("recomputed despite a valid cache")
 
     real = voc._compute_index
     monkeypatch.setattr(voc, "_compute_index", fail)
-    assert voc.class_index(root, pairs, 20, MIN_FG_TEST, list_file="lists/train.txt") == first
+    capsys.readouterr()
+    assert voc.class_index(root, pairs, 20, MIN_FG_TEST) == first
+    assert "reusing class index of 4 masks" in capsys.readouterr().out
 
     monkeypatch.setattr(voc, "_compute_index", real)
     mask = np.zeros((24, 32), np.uint8)
     mask[:10, :10] = 20
     write_mask(root / pairs[0][1], mask)  # a regenerated mask must not reuse the old index
-    second = voc.class_index(root, pairs, 20, MIN_FG_TEST, list_file="lists/train.txt")
+    second = voc.class_index(root, pairs, 20, MIN_FG_TEST)
     assert 0 in second[20] and 0 not in second[main_class(0)]

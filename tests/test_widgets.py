@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from fsstools import plots, widgets
-from tests.test_study import tiny_study
+from tests.tiny import tiny_study
 
 
 def test_figure_png_bytes():

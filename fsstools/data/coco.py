@@ -13,7 +13,6 @@ Output under ``out`` (default: the COCO root): ``masks/<split>/<image stem>.png`
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 from collections import defaultdict
@@ -131,16 +130,3 @@ def write_masks(
         image_rel = os.path.relpath(image_dir / im["file_name"], out)
         lines.append(f"{Path(image_rel).as_posix()} {mask_rel.as_posix()}")
     return atomic_write_text(out / "lists" / f"{split}.txt", "\n".join(lines) + "\n")
-
-
-def cli(argv: list[str]) -> int:
-    """``fsstools coco-masks``: write class-id masks and an image list for a COCO 2014 split."""
-    p = argparse.ArgumentParser(prog="fsstools coco-masks", description=cli.__doc__)
-    p.add_argument("--coco-root", required=True, help="folder with annotations/ and <split>/")
-    p.add_argument("--split", required=True, choices=SPLITS)
-    p.add_argument("--out", help="output folder for masks/ and lists/ (default: --coco-root)")
-    p.add_argument("--overwrite", action="store_true", help="rewrite existing masks")
-    args = p.parse_args(argv)
-    list_file = write_masks(args.coco_root, args.split, args.out, args.overwrite)
-    print(f"wrote {list_file} (use it with --root {list_file.parent.parent})")
-    return 0

@@ -1,4 +1,4 @@
-"""Torch datasets: base-class training/validation images and episode tasks.
+"""Torch dataset of base-class training/validation images.
 
 Base training sees base classes only. Each kept image holds at least one base class over
 the min-foreground threshold; base classes are relabelled 1..n_base (sorted), background
@@ -18,7 +18,6 @@ from torch.utils.data import Dataset
 
 from fsstools.constants import IGNORE_INDEX
 from fsstools.data import splits, voc
-from fsstools.data.episodes import EpisodeList, episode_mask
 from fsstools.data.transforms import to_tensors
 
 Transform = Callable[[np.ndarray, np.ndarray], dict[str, Any]]
@@ -46,8 +45,8 @@ class BaseTrainDataset(Dataset):
         dataset: "pascal", "coco" or "synth".
         fold: 0..3.
         scheme: COCO-20i split scheme.
-        transform: ``transforms.train_transform(...)`` for training,
-            ``transforms.test_transform(...)`` for base-class validation; None only converts
+        transform: ``transforms.TrainTransform(...)`` for training,
+            ``transforms.TestTransform(...)`` for base-class validation; None only converts
             to normalised tensors at the original size.
         min_fg: pixels a base class must cover for the image to be kept; None scales the
             2048-pixel rule to each image's area.
@@ -72,7 +71,7 @@ class BaseTrainDataset(Dataset):
         self.lut = base_label_map(dataset, fold, scheme)
         self.transform = transform or to_tensors
         pairs = voc.read_pairs(root, list_file)
-        index = voc.class_index(root, pairs, self.n_classes, min_fg, list_file=list_file)
+        index = voc.class_index(root, pairs, self.n_classes, min_fg)
         keep = sorted({i for c in self.base_classes for i in index[c]})
         if not keep:
             raise ValueError(
@@ -93,44 +92,3 @@ class BaseTrainDataset(Dataset):
         image, mask = voc.load_pair(self.root, *self.pairs[i], self.n_classes)
         out = self.transform(image, self.lut[mask])
         return out["image"], out["mask"]
-
-
-class EpisodeDataset(Dataset):
-    """The tasks of an episode list as tensors, one dict per episode.
-
-    Items: ``query_img`` (3, H, W), ``query_mask`` (H, W) int64 {0, 1, 255},
-    ``query_valid`` (H, W) bool, ``support_imgs`` (S, 3, H, W), ``support_masks``
-    (S, H, W) int64 {0, 1, 255}, ``class_id`` int, ``orig_size`` (H0, W0) of the query.
-    With a fixed shot count items collate into batches; with random shots use batch 1.
-
-    Args:
-        episodes: the list to serve.
-        transform: usually ``transforms.test_transform(417)``, so all sizes match.
-    """
-
-    def __init__(self, episodes: EpisodeList, transform: Transform) -> None:
-        self.episodes = episodes
-        self.transform = transform
-        self.root = Path(episodes.root)
-        self.n_classes = splits.n_classes(episodes.dataset)
-
-    def __len__(self) -> int:
-        return len(self.episodes.episodes)
-
-    def _load(self, pair: tuple[str, str], class_id: int) -> dict[str, Any]:
-        image, mask = voc.load_pair(self.root, *pair, self.n_classes)
-        return self.transform(image, episode_mask(mask, class_id).astype(np.uint8))
-
-    def __getitem__(self, i: int) -> dict[str, Any]:
-        ep = self.episodes.episodes[i]
-        query = self._load(ep.query, ep.class_id)
-        supports = [self._load(pair, ep.class_id) for pair in ep.supports]
-        return {
-            "query_img": query["image"],
-            "query_mask": query["mask"],
-            "query_valid": query["valid"],
-            "support_imgs": torch.stack([s["image"] for s in supports]),  # (S, 3, H, W)
-            "support_masks": torch.stack([s["mask"] for s in supports]),  # (S, H, W)
-            "class_id": ep.class_id,
-            "orig_size": query["orig_size"],
-        }

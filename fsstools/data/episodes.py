@@ -7,7 +7,6 @@ classes it holds, and K distinct support images holding that class, never the qu
 
 from __future__ import annotations
 
-import argparse
 import json
 import warnings
 from dataclasses import asdict, dataclass, field, replace
@@ -17,6 +16,7 @@ from typing import Any, TypeVar
 import numpy as np
 import torch
 
+from fsstools import cache, paths
 from fsstools.artifacts import atomic_write_text, text_hash
 from fsstools.constants import IGNORE_INDEX
 from fsstools.data import splits, voc
@@ -115,6 +115,7 @@ def sample_episodes(
     min_fg: int | None = None,
     random_shots: tuple[int, int] | None = None,
     skip_small: bool = False,
+    force: bool = False,
 ) -> EpisodeList:
     """Draw ``n_episodes`` tasks from a list with ``numpy.random.default_rng(seed)``.
 
@@ -134,6 +135,7 @@ def sample_episodes(
         random_shots: (lo, hi) to draw each episode's shot count uniformly in lo..hi.
         skip_small: leave out (with a warning) classes held by fewer than shots + 1
             images instead of raising.
+        force: index the masks' classes again instead of reusing the cached index.
 
     Example:
         >>> el = sample_episodes(  # doctest: +SKIP
@@ -158,7 +160,7 @@ def sample_episodes(
 
     # Duplicate lines would let one image be both query and support.
     pairs = list(dict.fromkeys(voc.read_pairs(root, list_file)))
-    index = voc.class_index(root, pairs, total, min_fg, list_file=list_file)
+    index = voc.class_index(root, pairs, total, min_fg, force=force)
     where = f"{list_file} under {root}"
     classes, skipped = _enough_images(
         index, classes, shots + 1, skip_small, where, splits.class_names(dataset)
@@ -192,6 +194,40 @@ def sample_episodes(
         skipped=skipped,
     )
     return replace(el, hash=episode_hash(el))
+
+
+def ensure_episodes(
+    root: str | Path,
+    list_file: str | Path,
+    dataset: str,
+    fold: int,
+    shots: int,
+    n_episodes: int,
+    seed: int,
+    scheme: str = "interleaved",
+    classes: list[int] | None = None,
+    min_fg: int | None = None,
+    force: bool = False,
+) -> EpisodeList:
+    """:func:`sample_episodes`, cached in the cache folder under a key of the list, the
+    masks' fingerprints (regenerated or edited masks draw new episodes), the sampling
+    settings and the code version; reuse is announced."""
+    pairs = list(dict.fromkeys(voc.read_pairs(root, list_file)))
+    settings = dict(dataset=dataset, fold=fold, shots=shots, n_episodes=n_episodes, seed=seed,
+                    scheme=scheme, classes=classes, min_fg=min_fg)
+    key = cache.cache_key(
+        stage="episodes",
+        masks=voc.class_index_key(root, pairs, splits.n_classes(dataset), min_fg),
+        settings=settings,
+        code=cache.code_version(__name__),
+    )
+    path = paths.cache_dir("episodes") / f"{dataset}-fold{fold}-{shots}shot-seed{seed}-{key}.json"
+    if path.is_file() and not force:
+        cache.announce_reuse(f"{n_episodes} {shots}-shot episodes (seed {seed})", path)
+        return load_episodes(path, root=paths.resolve(root))
+    el = sample_episodes(root, list_file, **settings, force=force)
+    save_episodes(el, path)
+    return el
 
 
 def save_episodes(el: EpisodeList, path: str | Path) -> Path:
@@ -262,46 +298,3 @@ def episode_mask(full_mask: MaskT, class_id: int | torch.Tensor) -> MaskT:
     out = (full_mask == class_id).astype(np.int64)
     out[full_mask == IGNORE_INDEX] = IGNORE_INDEX
     return out
-
-
-def cli(argv: list[str]) -> int:
-    """``fsstools episodes``: sample an episode list and save it as JSON."""
-    p = argparse.ArgumentParser(prog="fsstools episodes", description=cli.__doc__)
-    p.add_argument("--root", required=True, help="data root (folder holding JPEGImages/)")
-    p.add_argument("--list", required=True, help="image list, relative to the root")
-    p.add_argument("--dataset", required=True, choices=splits.DATASETS)
-    p.add_argument("--fold", type=int, required=True, choices=range(splits.N_FOLDS))
-    p.add_argument("--scheme", default="interleaved", choices=splits.SCHEMES)
-    p.add_argument("--shots", type=int, default=1)
-    p.add_argument("--random-shots", type=int, nargs=2, metavar=("LO", "HI"))
-    p.add_argument("--n", type=int, default=1000, help="number of episodes")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--min-fg", type=int, help="pixels a class must cover (default: scaled 2048)")
-    p.add_argument(
-        "--coco-to-pascal",
-        action="store_true",
-        help="test the PASCAL classes unseen by COCO base training on --fold (--dataset pascal)",
-    )
-    p.add_argument("--skip-small", action="store_true", help="skip classes with too few images")
-    p.add_argument("--out", required=True, help="output JSON file")
-    args = p.parse_args(argv)
-    if args.coco_to_pascal and args.dataset != "pascal":
-        p.error("--coco-to-pascal samples PASCAL images: use --dataset pascal")
-    classes = splits.coco_to_pascal_classes(args.fold) if args.coco_to_pascal else None
-    el = sample_episodes(
-        args.root,
-        args.list,
-        args.dataset,
-        args.fold,
-        args.shots,
-        args.n,
-        args.seed,
-        scheme=args.scheme,
-        classes=classes,
-        min_fg=args.min_fg,
-        random_shots=tuple(args.random_shots) if args.random_shots else None,
-        skip_small=args.skip_small,
-    )
-    out = save_episodes(el, args.out)
-    print(f"{len(el)} episodes of classes {list(el.classes)} -> {out} (hash {el.hash})")
-    return 0

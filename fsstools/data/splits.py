@@ -2,11 +2,13 @@
 
 PASCAL-5i fold i tests classes 5i+1 .. 5i+5. COCO-20i has two schemes: ``interleaved``
 (fold i tests i+1, i+5, ..., i+77; the common default) and ``contiguous`` (20i+1 .. 20i+20).
-The synthetic benchmark copies PASCAL's class list and folds. Class ids start at 1; 0 is
-background.
+The synthetic benchmark has 20 classes of its own and PASCAL's folds. Class ids start at 1;
+0 is background.
 """
 
 from __future__ import annotations
+
+from fsstools.data import synth_render
 
 PASCAL_CLASSES = (
     "aeroplane", "bicycle", "bird", "boat", "bottle",
@@ -58,7 +60,14 @@ def _check(dataset: str, fold: int, scheme: str) -> None:
 def class_names(dataset: str) -> tuple[str, ...]:
     """Names of the classes of ``dataset``; class id ``i + 1`` has name ``[i]``."""
     _check(dataset, 0, SCHEMES[0])
+    if dataset == "synth":
+        return tuple(synth_render.class_names())
     return COCO_CLASSES if dataset == "coco" else PASCAL_CLASSES
+
+
+def class_name(dataset: str, class_id: int) -> str:
+    """Display name of a class id of ``dataset`` (0: background)."""
+    return "background" if class_id == 0 else class_names(dataset)[class_id - 1]
 
 
 def n_classes(dataset: str) -> int:

@@ -15,34 +15,23 @@ bytes on disk do not depend on the number of worker processes.
 
 from __future__ import annotations
 
-import argparse
 import json
 import multiprocessing
 import os
 import shutil
-import sys
 import time
 import warnings
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
+from fsstools import cache
 from fsstools.artifacts import atomic_write_text
-from fsstools.config import config_hash
 from fsstools.constants import IGNORE_INDEX, min_fg_pixels
 from fsstools.data.synth_render import N_CLASSES, STYLES, class_names, render_scene
-
-try:
-    import fcntl
-except ImportError:  # Windows: no advisory locks; concurrent generation is then unguarded
-    fcntl = None
-
-GENERATOR_VERSION = 1
-"""Bump when rendering changes, so cached data made by older code is regenerated."""
+from fsstools.errors import ConfigError, UserError
 
 SYNTH_CLASSES = tuple(class_names())
 SPLITS = ("train", "val")
@@ -54,11 +43,10 @@ N_OBJECTS_PROBS = (0.35, 0.40, 0.25)
 SAME_CLASS_PROB = 0.1
 """Chance that an image's second object repeats the first one's class (two instances)."""
 MANIFEST = "synth.json"
-LOCK = ".synth.lock"
 CONTACT_SHEET = "contact_sheet.png"
 
 
-class SynthError(RuntimeError):
+class SynthError(UserError):
     """The output folder cannot hold the synthetic benchmark."""
 
 
@@ -83,26 +71,32 @@ class SynthConfig:
 
     def __post_init__(self) -> None:
         if self.n_train < 1 or self.n_val < 1:
-            raise ValueError(f"n_train and n_val must be >= 1, got {self.n_train}, {self.n_val}")
+            raise ConfigError(f"n_train and n_val must be >= 1, got {self.n_train}, {self.n_val}")
         if self.seed < 0:
-            raise ValueError(f"seed must be >= 0, got {self.seed}")
+            raise ConfigError(f"seed must be >= 0, got {self.seed}")
         if self.size < 32:
-            raise ValueError(f"size must be >= 32 pixels, got {self.size}")
+            raise ConfigError(f"size must be >= 32 pixels, got {self.size}")
         unknown = [s for s in self.styles if s not in STYLES]
         if unknown or not self.styles or len(set(self.styles)) != len(self.styles):
-            raise ValueError(
+            raise ConfigError(
                 f"styles must be distinct names from {sorted(STYLES)}, got {self.styles}"
             )
         if not 1 <= self.jpeg_quality <= 100:
-            raise ValueError(f"jpeg_quality must be in 1..100, got {self.jpeg_quality}")
+            raise ConfigError(f"jpeg_quality must be in 1..100, got {self.jpeg_quality}")
 
     def n_images(self, split: str) -> int:
         return self.n_train if split == "train" else self.n_val
 
 
+def generator_version() -> str:
+    """Code version of the generator (every module it imports); cached data made by other
+    code is regenerated."""
+    return cache.code_version(__name__)
+
+
 def synth_hash(cfg: SynthConfig) -> str:
     """Hash of the config and the generator version: the cache key of a generated set."""
-    return config_hash({"config": asdict(cfg), "version": GENERATOR_VERSION})
+    return cache.cache_key(stage="synth", config=asdict(cfg), code=generator_version())
 
 
 def image_name(style: str, split: str, index: int) -> str:
@@ -235,7 +229,7 @@ def generate(
     """Write the benchmark under ``root`` (replacing an older one) and return its manifest."""
     root = Path(root)
     _prepare_root(root, cfg.styles)
-    manifest = {"config": asdict(cfg), "hash": synth_hash(cfg), "version": GENERATOR_VERSION}
+    manifest = {"config": asdict(cfg), "hash": synth_hash(cfg), "version": generator_version()}
     atomic_write_text(root / MANIFEST, json.dumps({**manifest, "complete": False}, indent=1))
     for style in cfg.styles:
         for sub in ("JPEGImages", "SegmentationClass", "lists"):
@@ -303,10 +297,11 @@ def ensure_synth(
         SynthError: ``root`` is not writable, or holds style folders not written by us.
     """
     root = Path(root)
-    with _locked(root):
+    _check_writable(root)
+    with cache.locked(f"synth-{cache.cache_key(root=root.resolve())}"):
         if is_current(root, cfg):
             if progress:
-                print(f"reused synthetic data in {root} (config hash {synth_hash(cfg)})")
+                cache.announce_reuse(f"synthetic data ({synth_hash(cfg)})", root / MANIFEST)
             if not (root / CONTACT_SHEET).is_file():
                 contact_sheet(root, root / CONTACT_SHEET)
             return root
@@ -324,20 +319,11 @@ def ensure_synth(
     return root
 
 
-@contextmanager
-def _locked(root: Path) -> Iterator[None]:
-    """Hold an exclusive lock on ``root`` so parallel notebooks do not generate twice."""
+def _check_writable(root: Path) -> None:
     try:
         root.mkdir(parents=True, exist_ok=True)
-        handle = open(root / LOCK, "a")  # closed below, which unlocks
     except OSError as e:
         raise SynthError(f"cannot write to {root} ({e}); choose a writable --out folder") from None
-    try:
-        if fcntl is not None:
-            fcntl.flock(handle, fcntl.LOCK_EX)
-        yield
-    finally:
-        handle.close()  # closing releases the lock
 
 
 def contact_sheet(root: Path, out_png: Path, n: int = 16) -> Path:
@@ -354,27 +340,3 @@ def contact_sheet(root: Path, out_png: Path, n: int = 16) -> Path:
             f"{root / MANIFEST} is missing or incomplete; run `fsstools synth --out {root}` first"
         )
     return render_sheet(root, tuple(manifest["config"]["styles"]), Path(out_png), n)
-
-
-def cli(argv: list[str]) -> int:
-    defaults = SynthConfig()
-    p = argparse.ArgumentParser(prog="fsstools synth", description=__doc__.split("\n\n")[0])
-    p.add_argument("--out", type=Path, default=Path("data/synth"), help="output folder")
-    p.add_argument("--n-train", type=int, default=defaults.n_train, help="train images per style")
-    p.add_argument("--n-val", type=int, default=defaults.n_val, help="val images per style")
-    p.add_argument("--size", type=int, default=defaults.size, help="image side in pixels")
-    p.add_argument("--seed", type=int, default=defaults.seed)
-    p.add_argument("--styles", nargs="+", default=list(defaults.styles), choices=sorted(STYLES))
-    p.add_argument("--workers", type=int, default=None, help="processes (default: all CPUs)")
-    p.add_argument("--contact-sheet", type=Path, default=None, help="also save a sample grid here")
-    p.add_argument("--no-progress", action="store_true")
-    args = p.parse_args(argv)
-    try:
-        cfg = SynthConfig(args.n_train, args.n_val, args.size, args.seed, tuple(args.styles))
-        root = ensure_synth(args.out, cfg, progress=not args.no_progress, workers=args.workers)
-        if args.contact_sheet is not None:
-            print(f"contact sheet: {contact_sheet(root, args.contact_sheet)}")
-    except (SynthError, ValueError) as e:
-        print(f"fsstools synth: {e}", file=sys.stderr)
-        return 2
-    return 0

@@ -149,20 +149,3 @@ class TestTransform:
         if mask is None:
             del result["mask"]
         return result
-
-
-def train_transform(
-    crop_size: int | tuple[int, int],
-    scale: tuple[float, float] = (0.5, 2.0),
-    rotation: float = 10.0,
-) -> TrainTransform:
-    """The base-training transform (see ``TrainTransform``)."""
-    return TrainTransform(crop_size, scale, rotation)
-
-
-def test_transform(size: int) -> TestTransform:
-    """The evaluation transform (see ``TestTransform``); ``size`` is 417 for the reference."""
-    return TestTransform(size)
-
-
-test_transform.__test__ = False  # a library function, not a pytest test, when imported by tests

@@ -10,8 +10,6 @@ One reader serves the synthetic benchmark, PASCAL and the COCO masks written by
 from __future__ import annotations
 
 import json
-import os
-import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -19,7 +17,8 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 from tqdm.auto import tqdm
 
-from fsstools.artifacts import atomic_write_text, text_hash
+from fsstools import cache, paths
+from fsstools.artifacts import atomic_write_text
 from fsstools.constants import IGNORE_INDEX, min_fg_pixels
 
 Pair = tuple[str, str]
@@ -129,19 +128,6 @@ def load_pair(
     return image, mask
 
 
-def _index_key(root: Path, pairs: Sequence[Pair], n_classes: int, min_fg: int | None) -> str:
-    # Mask sizes and mtimes join the list text so regenerated masks invalidate the cache.
-    stats = []
-    for _, mask_rel in pairs:
-        try:
-            st = os.stat(root / mask_rel)
-            stats.append(f"{st.st_size}:{st.st_mtime_ns}")
-        except FileNotFoundError:
-            stats.append("missing")
-    lines = (f"{img} {mask} {stat}" for (img, mask), stat in zip(pairs, stats, strict=True))
-    return text_hash(f"{n_classes}|{min_fg}|" + "\n".join(lines))
-
-
 def _compute_index(
     root: Path, pairs: Sequence[Pair], n_classes: int, min_fg: int | None, desc: str
 ) -> dict[int, list[int]]:
@@ -160,33 +146,44 @@ def class_index(
     pairs: Sequence[Pair],
     n_classes: int,
     min_fg: int | None = None,
-    list_file: str | Path | None = None,
+    force: bool = False,
 ) -> dict[int, list[int]]:
     """For each class 1..n_classes, the indices into ``pairs`` of images that hold it.
 
     An image holds a class when the class covers at least ``min_fg`` mask pixels; with
     ``min_fg=None`` the PASCAL 2048-pixel rule is scaled to each image's area
-    (``constants.min_fg_pixels``). Reading every mask is slow on large lists, so with
-    ``list_file`` the result is cached as JSON beside it, keyed by the list content, the
-    masks' sizes and mtimes, ``n_classes`` and ``min_fg``.
+    (``constants.min_fg_pixels``). Reading every mask is slow on large lists, so the result
+    is cached in the cache folder (never beside the data, which may be read-only), keyed by
+    the masks' fingerprints, ``n_classes``, ``min_fg`` and the code version.
     """
     root = Path(root)
-    if list_file is None:
-        return _compute_index(root, pairs, n_classes, min_fg, "indexing classes")
-    list_path = resolve_list_file(root, list_file)
-    key = _index_key(root, pairs, n_classes, min_fg)
-    cache = list_path.with_name(f"{list_path.stem}.class_index.{key}.json")
-    if cache.is_file():
+    key = class_index_key(root, pairs, n_classes, min_fg)
+    path = paths.cache_dir("class_index") / f"{key}.json"
+    if path.is_file() and not force:
         try:
-            stored = json.loads(cache.read_text())
-            if stored.get("key") == key:
-                return {int(c): images for c, images in stored["index"].items()}
+            stored = json.loads(path.read_text())
+            index = {int(c): images for c, images in stored["index"].items()}
+            cache.announce_reuse(f"class index of {len(pairs)} masks", path)
+            return index
         except (json.JSONDecodeError, KeyError, ValueError):
-            pass  # an unreadable cache is rebuilt below
-    index = _compute_index(root, pairs, n_classes, min_fg, f"indexing classes of {list_path}")
-    record = {"key": key, "n_images": len(pairs), "n_classes": n_classes, "min_fg": min_fg}
-    try:
-        atomic_write_text(cache, json.dumps({**record, "index": index}))
-    except OSError as err:
-        warnings.warn(f"could not cache the class index at {cache} ({err})", stacklevel=2)
+            pass  # an unreadable cache entry is rebuilt below
+    index = _compute_index(root, pairs, n_classes, min_fg, f"indexing classes of {root}")
+    record = {"root": str(root.resolve()), "n_images": len(pairs), "n_classes": n_classes,
+              "min_fg": min_fg}
+    atomic_write_text(path, json.dumps({**record, "index": index}))
     return index
+
+
+def class_index_key(
+    root: str | Path, pairs: Sequence[Pair], n_classes: int, min_fg: int | None
+) -> str:
+    """Cache key of ``class_index``: the list of masks, their fingerprints, the settings and
+    the code version."""
+    return cache.cache_key(
+        stage="class_index",
+        masks=[mask for _, mask in pairs],
+        files=cache.fingerprint_files(root, (mask for _, mask in pairs)),
+        n_classes=n_classes,
+        min_fg=min_fg,
+        code=cache.code_version(__name__),
+    )

@@ -2,19 +2,20 @@
 
 ``run_method(METHODS["repri"], support_feats, support_masks, query_feats, query_valid)``
 fits one cosine classifier per task and returns its query logits; ``fg_probs`` upsamples
-them to image size. See :mod:`fsstools.inference.methods` for the methods and options.
+them to image size. :mod:`~fsstools.inference.config` holds the methods and their options,
+:func:`resolve_method` turns a name or a YAML mapping into one.
 """
 
 from fsstools.inference.classifier import fg_probs
-from fsstools.inference.methods import (
+from fsstools.inference.config import (
     AUTO,
     METHODS,
-    InferenceResult,
     MethodConfig,
-    method,
-    run_method,
+    resolve_method,
+    resolve_methods,
 )
 from fsstools.inference.prior import oracle_prior, perturb_prior, query_valid_mask
+from fsstools.inference.run import InferenceResult, run_method
 
 __all__ = [
     "AUTO",
@@ -22,9 +23,10 @@ __all__ = [
     "InferenceResult",
     "MethodConfig",
     "fg_probs",
-    "method",
     "oracle_prior",
     "perturb_prior",
     "query_valid_mask",
+    "resolve_method",
+    "resolve_methods",
     "run_method",
 ]

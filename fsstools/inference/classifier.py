@@ -19,20 +19,6 @@ NORM_EPS = 1e-12
 """Smallest norm divided by when normalising features (F.normalize's default)."""
 
 
-def flatten_pixels(feats: torch.Tensor) -> torch.Tensor:
-    """Features ``(B, [S,] C, h, w)`` as columns of pixels ``(B, C, N)``, N = S*h*w (or h*w).
-
-    Pixels are ordered shot by shot, then row-major over the grid, the order of
-    ``masks.flatten(1)`` for masks ``(B, [S,] h, w)``. Channels stay the outer axis: this
-    is a view for one shot and a copy of contiguous rows otherwise (no transpose), and the
-    products with ``w`` run faster on this layout than on pixel rows.
-    """
-    if feats.dim() == 4:
-        feats = feats.unsqueeze(1)
-    B, S, C, h, w = feats.shape
-    return feats.transpose(1, 2).reshape(B, C, S * h * w)  # (B, C, N)
-
-
 def inverse_norms(feats: torch.Tensor) -> torch.Tensor:
     """``1 / max(|f|, NORM_EPS)`` per pixel of (B, C, N) features: (B, N).
 

@@ -12,17 +12,14 @@ buffers allocated once. Results equal :func:`~fsstools.inference.fit.fit_fast` a
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 import torch
 
 from fsstools.constants import EPS, IGNORE_INDEX
 from fsstools.inference import classifier as clf
 from fsstools.inference import losses
-from fsstools.inference.fit import Fitted, Schedule, Tracer, initial_bias_prior
-
-if TYPE_CHECKING:
-    from fsstools.inference.methods import MethodConfig
+from fsstools.inference.config import MethodConfig
+from fsstools.inference.loop import Fitted, Schedule, Tracer, initial_bias_prior
 
 
 @dataclass

@@ -1,4 +1,4 @@
-"""Transductive inference methods (RePRI and its ablations), batched over tasks.
+"""Running a method on a batch of tasks: chunking over tasks, the fast or the autograd loop.
 
 Example:
     >>> import torch
@@ -13,102 +13,13 @@ Example:
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass
 from typing import Literal
 
 import torch
 
 from fsstools.inference import fit, stacked
-
-AUTO = "auto"
-"""Loss weight meaning 1 / shots, the paper's choice for the entropy and KL terms."""
-
-
-@dataclass(frozen=True)
-class MethodConfig:
-    """One transductive inference method.
-
-    Attributes:
-        name: label used in tables.
-        iterations: optimisation iterations (0: the initial prototype classifier). The
-            reference code takes ``iterations - 1`` gradient steps; the clean default takes
-            ``iterations``.
-        lr: SGD learning rate on the prototype and the bias.
-        tau: temperature of the cosine scores.
-        ce_weight: weight of the support cross-entropy.
-        ent_weight: weight of the query entropy, a number or "auto" (1 / shots).
-        kl_weight: weight of KL(p_hat || pi), a number or "auto" (1 / shots).
-        prior: "estimate" (from the classifier, re-estimated at ``t_pi``) or "oracle" (true
-            foreground share of the query; needs the query mask).
-        prior_delta: relative error put on the oracle prior, ``pi * (1 + delta)`` clipped
-            to [0, 1].
-        t_pi: iterations (1-based) before whose step the prior is re-estimated from the
-            current classifier, i.e. after ``t - 1`` steps (the reference's timing). Only when
-            the KL term is on and ``prior == "estimate"``.
-        reference: reproduce the reference code: ``iterations - 1`` steps, 1 added to the KL
-            weight at each re-estimation, bias initialised over all query pixels (the caller
-            also passes ``query_valid_mask(..., reference=True)``).
-    """
-
-    name: str = "repri"
-    iterations: int = 50
-    lr: float = 0.025
-    tau: float = 20.0
-    ce_weight: float = 1.0
-    ent_weight: float | str = AUTO
-    kl_weight: float | str = AUTO
-    prior: Literal["estimate", "oracle"] = "estimate"
-    prior_delta: float = 0.0
-    t_pi: tuple[int, ...] = (10,)
-    reference: bool = False
-
-    def __post_init__(self) -> None:
-        for field in ("ent_weight", "kl_weight"):
-            value = getattr(self, field)
-            if value != AUTO and not (isinstance(value, (int, float)) and value >= 0):
-                raise ValueError(f"MethodConfig.{field}={value!r}: use a number >= 0 or 'auto'")
-        if self.iterations < 0 or self.lr <= 0 or self.tau <= 0:
-            raise ValueError(f"MethodConfig {self.name!r}: need iterations >= 0, lr > 0, tau > 0")
-        if self.prior not in ("estimate", "oracle"):
-            raise ValueError(f"MethodConfig.prior={self.prior!r}: use 'estimate' or 'oracle'")
-        if self.prior_delta != 0 and self.prior != "oracle":
-            raise ValueError("MethodConfig.prior_delta perturbs the oracle prior; "
-                             "set prior='oracle'")
-        if any(t < 1 for t in self.t_pi):
-            raise ValueError(f"MethodConfig.t_pi={self.t_pi}: iterations are numbered from 1")
-
-    @property
-    def steps(self) -> int:
-        """Number of gradient steps actually taken."""
-        return max(self.iterations - 1, 0) if self.reference else self.iterations
-
-    def loss_weights(self, shots: int) -> tuple[float, float, float]:
-        """(ce, entropy, kl) weights for ``shots``-shot tasks."""
-
-        def resolve(v: float | str) -> float:
-            return 1.0 / shots if v == AUTO else float(v)
-
-        return float(self.ce_weight), resolve(self.ent_weight), resolve(self.kl_weight)
-
-
-METHODS: dict[str, MethodConfig] = {
-    "inductive": MethodConfig(name="inductive", iterations=0, ent_weight=0.0, kl_weight=0.0),
-    "ce": MethodConfig(name="ce", ent_weight=0.0, kl_weight=0.0),
-    "ce_h": MethodConfig(name="ce_h", kl_weight=0.0),
-    "ce_kl": MethodConfig(name="ce_kl", ent_weight=0.0),
-    "repri": MethodConfig(name="repri"),
-    "oracle_repri": MethodConfig(name="oracle_repri", prior="oracle", t_pi=()),
-}
-"""The methods compared in the paper; ``dataclasses.replace(cfg, reference=True)`` for the
-reference-compatible variant of any of them (see :func:`method`)."""
-
-
-def method(name: str, reference: bool = False, **overrides: object) -> MethodConfig:
-    """``METHODS[name]`` with ``reference`` and any field overridden."""
-    if name not in METHODS:
-        raise KeyError(f"unknown method {name!r}; choose from {sorted(METHODS)}")
-    return dataclasses.replace(METHODS[name], reference=reference, **overrides)
+from fsstools.inference.config import MethodConfig
 
 
 @dataclass

@@ -1,17 +1,4 @@
-"""Figures of the notebooks and the summary: DataFrames (or arrays) in, Figures out.
-
-Figures are built with ``matplotlib.figure.Figure`` and an Agg canvas, never through
-pyplot: they work without a display, whatever backend a notebook uses, and nothing stays
-registered once a figure is saved (``fsstools.study.save_figure``) and dropped. Scores are
-fractions in the DataFrames and shown in percent.
-
-Example:
-    >>> import pandas as pd
-    >>> s = pd.DataFrame({"method": ["repri"], "shots": [1], "miou": [0.6],
-    ...                   "miou_low": [0.55], "miou_high": [0.65]})
-    >>> bar_ci(s).axes[0].get_ylabel()
-    'mIoU (%)'
-"""
+"""Figures of scores: bars and curves with intervals, traces, prior errors, base training."""
 
 from __future__ import annotations
 
@@ -19,86 +6,18 @@ from collections.abc import Sequence
 
 import numpy as np
 import pandas as pd
-from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from fsstools.constants import IGNORE_INDEX
-from fsstools.study import METHOD_LABELS, EpisodeView, mask_iou
-
-VALUE_LABELS = {"miou": "mIoU (%)", "fbiou": "FB-IoU (%)"}
-TERM_LABELS = {
-    "loss": "total loss",
-    "ce": "support CE",
-    "entropy": "query entropy H",
-    "kl": "KL(p_hat || pi)",
-    "pi": "prior pi",
-    "fg_share": "p_hat foreground",
-    "iou": "query IoU (feature grid)",
-    "kl_weight": "KL weight",
-}
-METHOD_COLOURS = {
-    "inductive": "#7f7f7f",
-    "ce": "#1f77b4",
-    "ce_h": "#17becf",
-    "ce_kl": "#9467bd",
-    "repri": "#d62728",
-    "oracle_repri": "#2ca02c",
-}
-CONTOUR_COLOUR = "#ffe135"
-"""Outline of foreground masks and predictions."""
-BACKGROUND_DIM = 0.35
-"""Brightness kept outside a mask in overlays."""
-_CYCLE = [
-    "#1f77b4",
-    "#ff7f0e",
-    "#2ca02c",
-    "#d62728",
-    "#9467bd",
-    "#8c564b",
-    "#e377c2",
-    "#7f7f7f",
-    "#bcbd22",
-    "#17becf",
-]
-
-
-def new_figure(width: float, height: float) -> Figure:
-    """A Figure with an Agg canvas, independent of pyplot."""
-    fig = Figure(figsize=(width, height), layout="constrained")
-    FigureCanvasAgg(fig)
-    return fig
-
-
-def label(name: object) -> str:
-    """Display name of a method (or any other key)."""
-    return METHOD_LABELS.get(str(name), str(name))
-
-
-def colours(keys: Sequence[object]) -> dict[object, str]:
-    """Fixed colours for the paper's methods, a cycle for anything else."""
-    out, k = {}, 0
-    for key in keys:
-        if str(key) in METHOD_COLOURS:
-            out[key] = METHOD_COLOURS[str(key)]
-        else:
-            out[key] = _CYCLE[k % len(_CYCLE)]
-            k += 1
-    return out
-
-
-def _ordered(values: pd.Series) -> list:
-    return list(dict.fromkeys(values))
-
-
-def _errors(rows: pd.DataFrame, value: str, mid: np.ndarray) -> np.ndarray:
-    """(2, n) error-bar lengths in percent; clipped at 0 because a percentile interval
-    need not contain the full-sample estimate."""
-    low = mid - 100 * rows[f"{value}_low"].to_numpy()
-    high = 100 * rows[f"{value}_high"].to_numpy() - mid
-    return np.clip(np.stack([low, high]), 0, None)
-
-
-# ----------------------------------------------------------------------------- scores
+from fsstools.plots.style import (
+    CYCLE,
+    TERM_LABELS,
+    VALUE_LABELS,
+    colours,
+    errors,
+    new_figure,
+    ordered,
+)
+from fsstools.report import label
 
 
 def bar_ci(
@@ -115,15 +34,15 @@ def bar_ci(
         x: one group of bars per value (e.g. method).
         hue: one bar per value inside a group (e.g. shots).
     """
-    xs, hues = _ordered(summary[x]), _ordered(summary[hue])
+    xs, hues = ordered(summary[x]), ordered(summary[hue])
     fig = new_figure(max(4.5, 1.1 * len(xs) * max(1, len(hues)) ** 0.5 + 1.5), 3.6)
     ax = fig.add_subplot()
     width = 0.8 / len(hues)
-    shades = colours(hues) if hue != "shots" else dict(zip(hues, _CYCLE, strict=False))
+    shades = colours(hues) if hue != "shots" else dict(zip(hues, CYCLE, strict=False))
     for j, h in enumerate(hues):
         sel = summary[summary[hue] == h].set_index(x).reindex(xs)
         mid = 100 * sel[value].to_numpy()
-        err = _errors(sel, value, mid)
+        err = errors(sel, value, mid)
         pos = np.arange(len(xs)) + (j - (len(hues) - 1) / 2) * width
         bars = ax.bar(
             pos,
@@ -154,7 +73,7 @@ def shot_curves(
     summary: pd.DataFrame, values: Sequence[str] = ("miou", "fbiou"), title: str | None = None
 ) -> Figure:
     """``value`` against shots, one line per method, 95% interval bands."""
-    methods = _ordered(summary["method"])
+    methods = ordered(summary["method"])
     shades = colours(methods)
     fig = new_figure(4.2 * len(values), 3.6)
     axes = fig.subplots(1, len(values), squeeze=False)[0]
@@ -193,11 +112,11 @@ def trace_curves(
     """Per-iteration mean of each loss term, one row of panels per shot count.
 
     Args:
-        table: from ``fsstools.study.trace_table`` (method, shots, term, iteration, mean,
+        table: from ``fsstools.stats.trace_table`` (method, shots, term, iteration, mean,
             low, high).
     """
     shots = sorted(table["shots"].unique())
-    methods = _ordered(table["method"])
+    methods = ordered(table["method"])
     shades = colours(methods)
     fig = new_figure(3.2 * len(terms), 2.6 * len(shots) + 0.4)
     axes = fig.subplots(len(shots), len(terms), squeeze=False)
@@ -236,12 +155,12 @@ def prior_error_hist(
     """Histograms of the relative prior error ``pi / true - 1`` per stage, one panel per
     shot count; errors beyond ``clip`` are counted in the edge bins."""
     shots = sorted(errors["shots"].unique())
-    stages = _ordered(errors["stage"])
+    stages = ordered(errors["stage"])
     fig = new_figure(4.2 * len(shots), 3.3)
     axes = fig.subplots(1, len(shots), squeeze=False)[0]
     edges = np.linspace(*clip, bins + 1)
     for ax, k in zip(axes, shots, strict=True):
-        for stage, colour in zip(stages, ("#7f7f7f", "#d62728", *_CYCLE), strict=False):
+        for stage, colour in zip(stages, ("#7f7f7f", "#d62728", *CYCLE), strict=False):
             e = errors[(errors["shots"] == k) & (errors["stage"] == stage)]["rel_error"]
             med = float(np.median(np.abs(e))) if len(e) else float("nan")
             ax.hist(
@@ -275,7 +194,7 @@ def delta_curve(
     """
     fig = new_figure(5.0, 3.6)
     ax = fig.add_subplot()
-    for k, colour in zip(sorted(summary["shots"].unique()), _CYCLE, strict=False):
+    for k, colour in zip(sorted(summary["shots"].unique()), CYCLE, strict=False):
         sel = summary[summary["shots"] == k].sort_values(x)
         ax.plot(sel[x], 100 * sel[value], marker="o", color=colour, label=f"oracle, {k}-shot")
         ax.fill_between(
@@ -306,9 +225,6 @@ def delta_curve(
     return fig
 
 
-# ----------------------------------------------------------------------------- base training
-
-
 def training_curves(history: pd.DataFrame) -> Figure:
     """Training loss and base-class validation mIoU per epoch, one line per fold."""
     panels = [
@@ -321,7 +237,7 @@ def training_curves(history: pd.DataFrame) -> Figure:
     axes = fig.subplots(1, len(panels), squeeze=False)[0]
     for ax, (col, name) in zip(axes, panels, strict=True):
         scale = 1 if col == "train_loss" else 100
-        for fold, colour in zip(sorted(history["fold"].unique()), _CYCLE, strict=False):
+        for fold, colour in zip(sorted(history["fold"].unique()), CYCLE, strict=False):
             sel = history[history["fold"] == fold].dropna(subset=[col])
             ax.plot(sel["epoch"], scale * sel[col], marker="o", color=colour, label=f"fold {fold}")
         ax.set_xlabel("epoch")
@@ -364,173 +280,6 @@ def class_iou_heatmap(scores: pd.DataFrame, n_classes: int = 20) -> Figure:
     return fig
 
 
-def class_mask_rgb(mask: np.ndarray) -> np.ndarray:
-    """(H, W) class ids -> (H, W, 3) uint8 colours (black background, white 255)."""
-    from fsstools.data.synth_sheet import class_colours
-
-    return class_colours()[mask]
-
-
-def pca_panel(images: np.ndarray, masks: np.ndarray, pca: np.ndarray) -> Figure:
-    """Images, class masks and the first three principal components of their features.
-
-    Args:
-        images: (N, H, W, 3) uint8.
-        masks: (N, H, W) class ids.
-        pca: (N, h, w, 3) in [0, 1].
-    """
-    n = len(images)
-    fig = new_figure(1.9 * n, 6.0)
-    axes = fig.subplots(3, n, squeeze=False)
-    rows = ("image", "classes", "feature PCA (RGB = PC1-3)")
-    for j in range(n):
-        axes[0, j].imshow(images[j])
-        axes[1, j].imshow(class_mask_rgb(masks[j]), interpolation="nearest")
-        axes[2, j].imshow(pca[j], interpolation="nearest")
-    for (r, c), ax in np.ndenumerate(axes):
-        ax.set_xticks([])
-        ax.set_yticks([])
-        if c == 0:
-            ax.set_ylabel(rows[r], fontsize=8)
-    return fig
-
-
-# ----------------------------------------------------------------------------- episodes
-
-
-def overlay(image: np.ndarray, mask: np.ndarray, dim: float = BACKGROUND_DIM) -> np.ndarray:
-    """``image`` (H, W, 3) uint8 as floats in [0, 1] with everything but ``mask == 1`` (or
-    True) darkened, so the mask reads on any object colour; 255 pixels are greyed."""
-    out = image.astype(np.float64) / 255
-    m = mask.astype(np.int64)
-    out[m != 1] *= dim
-    ignore = m == IGNORE_INDEX
-    out[ignore] = 0.5 * out[ignore] + 0.25
-    return out
-
-
-def show_mask(ax, image: np.ndarray, mask: np.ndarray, title: str | None = None) -> None:
-    """Draw ``overlay(image, mask)`` with the mask outline on ``ax``."""
-    ax.imshow(overlay(image, mask))
-    fg = mask.astype(np.int64) == 1
-    if fg.any() and not fg.all():
-        ax.contour(fg, levels=[0.5], colors=[CONTOUR_COLOUR], linewidths=1.0)
-    if title:
-        ax.set_title(title, fontsize=9)
-    _clean(ax)
-
-
-def _clean(ax) -> None:
-    ax.set_xticks([])
-    ax.set_yticks([])
-
-
-def episode_panel(view: EpisodeView, title: str | None = None) -> Figure:
-    """Supports with their masks, the query, its ground truth and the prediction."""
-    s = len(view.support_images)
-    shown = min(s, 5)
-    fig = new_figure(2.1 * (shown + 3), 2.6)
-    axes = fig.subplots(1, shown + 3)
-    for i in range(shown):
-        show_mask(
-            axes[i],
-            view.support_images[i],
-            view.support_masks[i],
-            f"support {i + 1}" + (f" of {s}" if s > shown else ""),
-        )
-    axes[shown].imshow(view.query_image)
-    axes[shown].set_title("query", fontsize=9)
-    _clean(axes[shown])
-    show_mask(axes[shown + 1], view.query_image, view.query_mask, "ground truth")
-    iou = mask_iou(view.prediction, view.query_mask)
-    show_mask(
-        axes[shown + 2], view.query_image, view.prediction, f"prediction (IoU {100 * iou:.0f}%)"
-    )
-    fig.suptitle(
-        title
-        or f"class {view.class_id} ({view.class_name}), {view.shots}-shot, "
-        f"{view.method.name} with {view.method.steps} steps",
-        fontsize=10,
-    )
-    return fig
-
-
-def episode_walkthrough(view: EpisodeView) -> Figure:
-    """One task step by step: supports, query and ground truth; the prototype's cosine map
-    on the query; the initial and final predictions; the loss terms, the prior and the
-    query IoU over the iterations."""
-    s = min(len(view.support_images), 5)
-    cols = max(s + 2, 4)
-    fig = new_figure(2.3 * cols, 8.2)
-    grid = fig.add_gridspec(3, cols)
-    for i in range(s):
-        show_mask(
-            fig.add_subplot(grid[0, i]),
-            view.support_images[i],
-            view.support_masks[i],
-            f"support {i + 1} + mask",
-        )
-    ax = fig.add_subplot(grid[0, s])
-    ax.imshow(view.query_image)
-    ax.set_title("query", fontsize=9)
-    _clean(ax)
-    show_mask(
-        fig.add_subplot(grid[0, s + 1]), view.query_image, view.query_mask, "query ground truth"
-    )
-
-    ax = fig.add_subplot(grid[1, 0])
-    im = ax.imshow(view.cosine, cmap="magma", interpolation="nearest")
-    ax.set_title("cos(query, prototype)", fontsize=9)
-    fig.colorbar(im, ax=ax, fraction=0.046)
-    _clean(ax)
-    for j, (pred, name) in enumerate(
-        ((view.initial, "initial"), (view.prediction, "final")), start=1
-    ):
-        iou = mask_iou(pred, view.query_mask)
-        show_mask(
-            fig.add_subplot(grid[1, j]),
-            view.query_image,
-            pred,
-            f"{name} prediction\nIoU {100 * iou:.0f}%",
-        )
-    ax = fig.add_subplot(grid[1, 3])
-    im = ax.imshow(view.probs, cmap="viridis", vmin=0, vmax=1, interpolation="nearest")
-    ax.set_title("final p(foreground)", fontsize=9)
-    fig.colorbar(im, ax=ax, fraction=0.046)
-    _clean(ax)
-
-    tr = view.traces
-    t = np.arange(len(tr["loss"]))
-    ax = fig.add_subplot(grid[2, : cols // 2])
-    for term, colour in (
-        ("ce", "#1f77b4"),
-        ("entropy", "#17becf"),
-        ("kl", "#9467bd"),
-        ("loss", "black"),
-    ):
-        ax.plot(t, tr[term], color=colour, label=TERM_LABELS[term])
-    ax.set_xlabel("iteration")
-    ax.set_title("loss terms (unweighted) and weighted total", fontsize=9)
-    ax.legend(fontsize=7)
-    ax.grid(alpha=0.3)
-    ax = fig.add_subplot(grid[2, cols // 2 :])
-    ax.plot(t, tr["pi"], color="#d62728", label="prior pi")
-    ax.plot(t, tr["fg_share"], color="#ff7f0e", label="p_hat foreground")
-    if "iou" in tr:
-        ax.plot(t, tr["iou"], color="#2ca02c", label="query IoU (feature grid)")
-    ax.axhline(view.true_share, color="#d62728", linestyle=":", label="true foreground share")
-    ax.set_xlabel("iteration")
-    ax.set_ylim(0, 1)
-    ax.set_title("prior, predicted share and IoU", fontsize=9)
-    ax.legend(fontsize=7)
-    ax.grid(alpha=0.3)
-    fig.suptitle(
-        f"class {view.class_id} ({view.class_name}), {view.shots}-shot, {view.method.name}",
-        fontsize=11,
-    )
-    return fig
-
-
 def difference_plot(
     diff: pd.DataFrame,
     reference: str,
@@ -541,17 +290,17 @@ def difference_plot(
     """Paired differences to ``reference`` (points, 95% intervals), one marker per shots.
 
     Args:
-        diff: from ``fsstools.study.differences`` (``key``, shots, ``value`` and interval).
+        diff: from ``fsstools.stats.differences`` (``key``, shots, ``value`` and interval).
     """
-    names = _ordered(diff[key])
+    names = ordered(diff[key])
     shots = sorted(diff["shots"].unique())
     fig = new_figure(5.5, 0.45 * len(names) * len(shots) ** 0.5 + 1.4)
     ax = fig.add_subplot()
     step = 0.7 / max(len(shots), 1)
-    for j, (k, colour) in enumerate(zip(shots, _CYCLE, strict=False)):
+    for j, (k, colour) in enumerate(zip(shots, CYCLE, strict=False)):
         sel = diff[diff["shots"] == k].set_index(key).reindex(names)
         mid = 100 * sel[value].to_numpy()
-        err = _errors(sel, value, mid)
+        err = errors(sel, value, mid)
         pos = np.arange(len(names)) + (j - (len(shots) - 1) / 2) * step
         ax.errorbar(mid, pos, xerr=err, fmt="o", color=colour, capsize=3, label=f"{k}-shot")
     ax.axvline(0, color="black", linewidth=0.8)

@@ -1,0 +1,168 @@
+"""What a transductive inference method is: its settings, the registry of named methods, and
+the one resolver that turns a name, a config or a YAML mapping into a method.
+
+Example:
+    >>> resolve_method("repri").loss_weights(shots=5)
+    (1.0, 0.2, 0.2)
+    >>> resolve_method({"name": "repri_tpi2", "base": "repri", "t_pi": [2]}).t_pi
+    (2,)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from fsstools.config import ConfigError, from_dict, to_dict
+
+AUTO = "auto"
+"""Loss weight meaning 1 / shots, the paper's choice for the entropy and KL terms."""
+
+
+@dataclass(frozen=True)
+class MethodConfig:
+    """One transductive inference method.
+
+    Attributes:
+        name: label used in tables.
+        iterations: optimisation iterations (0: the initial prototype classifier). The
+            reference code takes ``iterations - 1`` gradient steps; the clean default takes
+            ``iterations``.
+        lr: SGD learning rate on the prototype and the bias.
+        tau: temperature of the cosine scores.
+        ce_weight: weight of the support cross-entropy.
+        ent_weight: weight of the query entropy, a number or "auto" (1 / shots).
+        kl_weight: weight of KL(p_hat || pi), a number or "auto" (1 / shots).
+        prior: "estimate" (from the classifier, re-estimated at ``t_pi``) or "oracle" (true
+            foreground share of the query; needs the query mask).
+        prior_delta: relative error put on the oracle prior, ``pi * (1 + delta)`` clipped
+            to [0, 1].
+        t_pi: iterations (1-based) before whose step the prior is re-estimated from the
+            current classifier, i.e. after ``t - 1`` steps (the reference's timing). Only when
+            the KL term is on and ``prior == "estimate"``. Each must be >= 2: before
+            iteration 1 the current classifier is the initial one, which set the prior
+            already, so t = 1 would be the same as no update (``()``).
+        reference: reproduce the reference code: ``iterations - 1`` steps, 1 added to the KL
+            weight at each re-estimation, bias initialised over all query pixels (the caller
+            also passes ``query_valid_mask(..., reference=True)``).
+    """
+
+    name: str = "repri"
+    iterations: int = 50
+    lr: float = 0.025
+    tau: float = 20.0
+    ce_weight: float = 1.0
+    ent_weight: float | str = AUTO
+    kl_weight: float | str = AUTO
+    prior: Literal["estimate", "oracle"] = "estimate"
+    prior_delta: float = 0.0
+    t_pi: tuple[int, ...] = (10,)
+    reference: bool = False
+
+    def __post_init__(self) -> None:
+        for field in ("ent_weight", "kl_weight"):
+            value = getattr(self, field)
+            if value != AUTO and not (isinstance(value, (int, float)) and value >= 0):
+                raise ValueError(f"MethodConfig.{field}={value!r}: use a number >= 0 or 'auto'")
+        if self.iterations < 0 or self.lr <= 0 or self.tau <= 0:
+            raise ValueError(f"MethodConfig {self.name!r}: need iterations >= 0, lr > 0, tau > 0")
+        if self.prior not in ("estimate", "oracle"):
+            raise ValueError(f"MethodConfig.prior={self.prior!r}: use 'estimate' or 'oracle'")
+        if self.prior_delta != 0 and self.prior != "oracle":
+            raise ValueError("MethodConfig.prior_delta perturbs the oracle prior; "
+                             "set prior='oracle'")
+        if any(t < 2 for t in self.t_pi):
+            raise ValueError(
+                f"MethodConfig.t_pi={self.t_pi}: each update must come at iteration 2 or "
+                "later (t = 1 re-estimates from the initial classifier, which set the prior "
+                "already: write t_pi=[] for no update)"
+            )
+
+    @property
+    def steps(self) -> int:
+        """Number of gradient steps actually taken."""
+        return max(self.iterations - 1, 0) if self.reference else self.iterations
+
+    def loss_weights(self, shots: int) -> tuple[float, float, float]:
+        """(ce, entropy, kl) weights for ``shots``-shot tasks."""
+
+        def resolve(v: float | str) -> float:
+            return 1.0 / shots if v == AUTO else float(v)
+
+        return float(self.ce_weight), resolve(self.ent_weight), resolve(self.kl_weight)
+
+
+METHODS: dict[str, MethodConfig] = {
+    "inductive": MethodConfig(name="inductive", iterations=0, ent_weight=0.0, kl_weight=0.0),
+    "ce": MethodConfig(name="ce", ent_weight=0.0, kl_weight=0.0),
+    "ce_h": MethodConfig(name="ce_h", kl_weight=0.0),
+    "ce_kl": MethodConfig(name="ce_kl", ent_weight=0.0),
+    "repri": MethodConfig(name="repri"),
+    "oracle_repri": MethodConfig(name="oracle_repri", prior="oracle", t_pi=()),
+}
+"""The methods compared in the paper; :func:`resolve_method` gives the reference-compatible
+variant of any of them and variants with other settings."""
+
+
+def resolve_method(
+    spec: str | MethodConfig | Mapping[str, Any], reference: bool = False
+) -> MethodConfig:
+    """The method a name, a config or a mapping describes.
+
+    Args:
+        spec: a key of :data:`METHODS`; a :class:`MethodConfig`; or a mapping with ``name``
+            (its label), optionally ``base`` (a key of :data:`METHODS`, default ``name``
+            when that is one, else the defaults) and any other fields, e.g.
+            ``{"name": "repri_tpi2", "base": "repri", "t_pi": [2]}``.
+        reference: return the reference-compatible variant.
+
+    Raises:
+        ValueError: an unknown name or field, or a value the method rejects; the message
+            lists the valid names.
+    """
+    if isinstance(spec, MethodConfig):
+        m = spec
+    elif isinstance(spec, str):
+        if spec not in METHODS:
+            raise ValueError(f"unknown method {spec!r}; known methods: {', '.join(METHODS)}")
+        m = METHODS[spec]
+    elif isinstance(spec, Mapping):
+        fields = dict(spec)
+        name = fields.get("name")
+        if not isinstance(name, str) or not name:
+            raise ValueError(f"method variant {fields} needs a 'name' (its label)")
+        base = fields.pop("base", name if name in METHODS else None)
+        if base is not None and base not in METHODS:
+            raise ValueError(
+                f"method variant {name!r}: unknown base {base!r}; known methods: "
+                f"{', '.join(METHODS)}"
+            )
+        data = {**to_dict(METHODS[base] if base else MethodConfig()), **fields}
+        try:
+            m = from_dict(MethodConfig, data, where=f"method {name}")
+        except ConfigError as err:
+            raise ValueError(str(err)) from None
+    else:
+        raise ValueError(f"a method is a name, a MethodConfig or a mapping, got {spec!r}")
+    return dataclasses.replace(m, reference=True) if reference else m
+
+
+def resolve_methods(
+    specs: Sequence[str | MethodConfig | Mapping[str, Any]] | Mapping[str, MethodConfig],
+    reference: bool = False,
+) -> dict[str, MethodConfig]:
+    """Label -> method for a list of specs (labelled by their names) or a mapping of labels
+    to configs; labels must be unique."""
+    if isinstance(specs, Mapping):
+        items = [dataclasses.replace(resolve_method(m, reference), name=label)
+                 for label, m in specs.items()]
+    else:
+        items = [resolve_method(m, reference) for m in specs]
+    out: dict[str, MethodConfig] = {}
+    for m in items:
+        if m.name in out:
+            raise ValueError(f"method label {m.name!r} is used twice; give each a unique name")
+        out[m.name] = m
+    return out

@@ -1,0 +1,53 @@
+"""Figures of the notebooks and the summary: DataFrames (or arrays) in, Figures out.
+
+Figures are built with ``matplotlib.figure.Figure`` and an Agg canvas, never through
+pyplot: they work without a display, whatever backend a notebook uses, and nothing stays
+registered once a figure is saved (``fsstools.report.save_figure``) and dropped. Scores are
+fractions in the DataFrames and shown in percent.
+
+Example:
+    >>> import pandas as pd
+    >>> s = pd.DataFrame({"method": ["repri"], "shots": [1], "miou": [0.6],
+    ...                   "miou_low": [0.55], "miou_high": [0.65]})
+    >>> bar_ci(s).axes[0].get_ylabel()
+    'mIoU (%)'
+"""
+
+from fsstools.plots.images import (
+    class_mask_rgb,
+    episode_panel,
+    episode_walkthrough,
+    overlay,
+    pca_panel,
+    show_mask,
+)
+from fsstools.plots.scores import (
+    bar_ci,
+    class_iou_heatmap,
+    delta_curve,
+    difference_plot,
+    prior_error_hist,
+    shot_curves,
+    trace_curves,
+    training_curves,
+)
+from fsstools.plots.style import colours, new_figure
+
+__all__ = [
+    "bar_ci",
+    "class_iou_heatmap",
+    "class_mask_rgb",
+    "colours",
+    "delta_curve",
+    "difference_plot",
+    "episode_panel",
+    "episode_walkthrough",
+    "new_figure",
+    "overlay",
+    "pca_panel",
+    "prior_error_hist",
+    "shot_curves",
+    "show_mask",
+    "trace_curves",
+    "training_curves",
+]

@@ -1,0 +1,114 @@
+"""Reporting: method labels, the one table formatter, and saving tables, figures and the
+summary fragments that ``fsstools reproduce`` collects.
+
+Scores are fractions in the DataFrames and shown in percent.
+
+Example:
+    >>> import pandas as pd
+    >>> s = pd.DataFrame({"method": ["repri"], "shots": [1], "miou": [0.6],
+    ...                   "miou_low": [0.55], "miou_high": [0.65]})
+    >>> interval_table(s).iloc[0, 0]
+    '60.0 [55.0, 65.0]'
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from fsstools import paths
+from fsstools.artifacts import atomic_write, atomic_write_text
+
+SUMMARY_NAME = "summary.md"
+METHOD_LABELS = {
+    "inductive": "Inductive (prototype)",
+    "ce": "CE",
+    "ce_h": "CE + H",
+    "ce_kl": "CE + KL",
+    "repri": "RePRI (CE + H + KL)",
+    "oracle_repri": "Oracle-RePRI",
+}
+
+
+def label(name: object) -> str:
+    """Display name of a method (or any other key)."""
+    return METHOD_LABELS.get(str(name), str(name))
+
+
+def _cell(row: pd.Series, value: str) -> str:
+    mid, low, high = (100 * row[value], 100 * row[f"{value}_low"], 100 * row[f"{value}_high"])
+    return f"{mid:.1f} [{low:.1f}, {high:.1f}]"
+
+
+def interval_table(
+    summary: pd.DataFrame, index: str = "method", columns: str = "shots", value: str = "miou"
+) -> pd.DataFrame:
+    """``index`` x ``columns`` table of ``value`` in percent with its 95% interval."""
+    cells = summary.assign(cell=[_cell(r, value) for _, r in summary.iterrows()])
+    return wide_table(cells, "cell", index, columns)
+
+
+def points_table(
+    df: pd.DataFrame, value: str, index: str = "method", columns: str = "shots"
+) -> pd.DataFrame:
+    """``index`` x ``columns`` table of a value already in points, one decimal."""
+    return wide_table(df.assign(cell=df[value].map(lambda v: f"{v:.1f}")), "cell", index, columns)
+
+
+def wide_table(df: pd.DataFrame, value: str, index: str, columns: str) -> pd.DataFrame:
+    """Pivot ``value`` to ``index`` x ``columns`` in first-seen row order, readable labels."""
+    rows = list(dict.fromkeys(df[index]))
+    table = df.pivot(index=index, columns=columns, values=value).loc[rows]
+    table.columns = [f"{columns}={c}" for c in table.columns]
+    if index == "method":
+        table.index = [label(m) for m in table.index]
+    table.index.name = index
+    return table
+
+
+def markdown_table(df: pd.DataFrame, index: bool = True, digits: int = 3) -> str:
+    """A GitHub markdown table (no extra dependency)."""
+    frame = df.reset_index() if index else df
+
+    def cell(v: object) -> str:
+        if isinstance(v, float | np.floating):
+            return f"{v:.{digits}f}"
+        return str(v).replace("|", "/")
+
+    lines = ["| " + " | ".join(map(str, frame.columns)) + " |", "|" + "---|" * len(frame.columns)]
+    lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in frame.itertuples(False)]
+    return "\n".join(lines)
+
+
+def save_table(df: pd.DataFrame, output_dir: str | Path, name: str) -> Path:
+    """Write ``df`` as ``<output_dir>/<name>.csv``."""
+    return atomic_write_text(paths.resolve(output_dir) / f"{name}.csv", df.to_csv(index=False))
+
+
+def save_figure(fig, output_dir: str | Path, name: str, dpi: int = 110) -> Path:
+    """Save a matplotlib Figure as ``<output_dir>/<name>.png`` (atomically) and return the path.
+
+    Figures from :mod:`fsstools.plots` are not registered with pyplot, so nothing stays
+    open after they are garbage-collected; pyplot figures are closed here.
+    """
+    path = paths.resolve(output_dir) / f"{name}.png"
+    atomic_write(path, lambda p: fig.savefig(p, dpi=dpi, bbox_inches="tight", format="png"))
+    import matplotlib.pyplot as plt
+
+    if plt.fignum_exists(getattr(fig, "number", -1)):
+        plt.close(fig)
+    return path
+
+
+def write_summary(output_dir: str | Path, title: str, blocks: Sequence[str | pd.DataFrame]) -> Path:
+    """Write ``<output_dir>/summary.md``: a heading, then text and tables in order.
+
+    ``fsstools reproduce`` concatenates these fragments into ``outputs/summary.md``.
+    """
+    parts = [f"## {title}", ""]
+    for block in blocks:
+        parts += [markdown_table(block) if isinstance(block, pd.DataFrame) else block, ""]
+    return atomic_write_text(paths.resolve(output_dir) / SUMMARY_NAME, "\n".join(parts))

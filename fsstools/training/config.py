@@ -1,0 +1,92 @@
+"""Base-training configuration: data, model, optimiser and run control, as frozen dataclasses
+loaded in layers (defaults, a YAML file, ``key=value`` overrides; see :mod:`fsstools.config`)."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from fsstools.models import ModelConfig
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """Where the images are and how base-training samples are made."""
+
+    dataset: Literal["pascal", "coco", "synth"] = "pascal"
+    root: str = "data/pascal"
+    train_list: str = "lists/train.txt"
+    val_list: str = "lists/val.txt"
+    fold: int = 0
+    scheme: Literal["interleaved", "contiguous"] = "interleaved"
+    crop_size: int = 417
+    val_size: int = 417
+    scale: tuple[float, float] = (0.5, 2.0)
+    rotation: float = 10.0
+    min_fg: int | None = None
+    """Pixels a base class must cover to keep an image; None scales the 2048-pixel rule."""
+
+
+@dataclass(frozen=True)
+class OptimConfig:
+    """SGD with a per-iteration cosine schedule; defaults are the PASCAL recipe."""
+
+    name: Literal["sgd", "adamw"] = "sgd"
+    """"adamw" (momentum is beta1; nesterov ignored) converges faster in short runs from scratch."""
+    lr: float = 0.0025
+    momentum: float = 0.9
+    nesterov: bool = True
+    weight_decay: float = 1e-4
+    label_smoothing: float = 0.1
+    batch_size: int = 12
+    """Global batch; split evenly across processes under torchrun."""
+    warmup_epochs: float = 0.0
+    """Linear warm-up from 0 before the cosine decay (0 = the reference's plain cosine)."""
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """Run control. Keys in ``RUN_CONTROL_KEYS`` do not change the result and stay out of
+    the run's hash, so a run resumed on another device or with more workers is the same run."""
+
+    name: str = "pspnet"
+    out_dir: str | None = None
+    """Parent of run folders; None means ``<outputs>/runs`` (see :mod:`fsstools.paths`)."""
+    seed: int = 0
+    epochs: int = 100
+    device: str = "auto"
+    """"auto" (cuda if available, else cpu), "cpu", "cuda" ..."""
+    amp: Literal["fp32", "bf16", "fp16"] = "bf16"
+    """Autocast dtype on CUDA ("fp32" turns it off); CPU always runs float32."""
+    workers: int = 4
+    threads: int | None = None
+    """torch.set_num_threads for this process; None leaves torch's default."""
+    channels_last: bool = False
+    sync_bn: bool = True
+    """Convert BN to SyncBatchNorm under torchrun (as the reference does)."""
+    val_every: int = 1
+    select_on: Literal["miou", "miou_fg"] = "miou"
+    """Checkpoint selection on base-class validation mIoU, with or without background."""
+    val_batch_size: int = 16
+    resume: bool = False
+    stop_after_epoch: int | None = None
+    """Stop (as if killed) after this epoch; for tests and for splitting long runs."""
+    progress: bool = True
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    run: RunConfig = field(default_factory=RunConfig)
+
+
+RUN_CONTROL_KEYS = ("out_dir", "device", "workers", "threads", "resume", "stop_after_epoch",
+                    "progress", "val_batch_size")
+
+
+def with_run(cfg: TrainConfig, **changes: Any) -> TrainConfig:
+    """``cfg`` with some ``run`` fields replaced."""
+    return dataclasses.replace(cfg, run=dataclasses.replace(cfg.run, **changes))

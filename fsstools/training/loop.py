@@ -1,0 +1,197 @@
+"""The training loop's parts: precision, one epoch, base-class validation, the optimiser and
+its cosine schedule, and the objects of one run (:class:`Trainee`)."""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.data import DataLoader
+from tqdm.auto import tqdm
+
+from fsstools.constants import IGNORE_INDEX
+from fsstools.models import PSPNet, build_model
+from fsstools.training.config import OptimConfig, TrainConfig
+from fsstools.training.runtime import DistContext, all_reduce_sum
+
+
+@dataclass(frozen=True)
+class Precision:
+    """Autocast dtype (None = float32) and whether a GradScaler is needed (fp16)."""
+
+    dtype: torch.dtype | None
+
+    @classmethod
+    def choose(cls, amp: str, device: torch.device) -> Precision:
+        if device.type != "cuda" or amp == "fp32":
+            return cls(None)
+        return cls(torch.bfloat16 if amp == "bf16" else torch.float16)
+
+    def autocast(self, device: torch.device) -> torch.autocast:
+        return torch.autocast(device.type, dtype=self.dtype, enabled=self.dtype is not None)
+
+
+def train_one_epoch(
+    model: nn.Module,
+    loader: DataLoader,
+    optimizer: torch.optim.Optimizer,
+    scheduler: torch.optim.lr_scheduler.LRScheduler,
+    scaler: torch.amp.GradScaler,
+    label_smoothing: float,
+    device: torch.device,
+    precision: Precision | None = None,
+    channels_last: bool = False,
+    progress: bool = False,
+) -> dict[str, float]:
+    """One pass over ``loader``; the lr schedule steps every iteration.
+
+    Returns:
+        ``loss`` (mean over this process's batches), ``images`` seen, ``seconds``.
+    """
+    precision = precision or Precision(None)
+    model.train()
+    fmt = torch.channels_last if channels_last else torch.contiguous_format
+    total, n_batches, n_images = torch.zeros((), dtype=torch.float64), 0, 0
+    start = time.perf_counter()
+    # tqdm.auto calls iter() on an iterable it is given, which for a DataLoader would fork a
+    # second, unused set of workers each epoch; hand it the one iterator instead.
+    batches = tqdm(iter(loader), total=len(loader), disable=not progress, leave=False,
+                   desc="train")
+    for images, masks in batches:
+        images = images.to(device, non_blocking=True, memory_format=fmt)  # (B, 3, H, W)
+        masks = masks.to(device, non_blocking=True)  # (B, H, W)
+        with precision.autocast(device):
+            logits = model(images)  # (B, K, H, W)
+        loss = F.cross_entropy(logits.float(), masks, ignore_index=IGNORE_INDEX,
+                               label_smoothing=label_smoothing)
+        optimizer.zero_grad(set_to_none=True)
+        scaler.scale(loss).backward()
+        scaler.step(optimizer)
+        scaler.update()
+        scheduler.step()
+        total += loss.detach().double().cpu()
+        n_batches += 1
+        n_images += images.shape[0]
+    return {"loss": float(total) / max(1, n_batches), "images": n_images,
+            "seconds": time.perf_counter() - start}
+
+
+@torch.no_grad()
+def validate(
+    model: nn.Module,
+    loader: DataLoader,
+    n_classes: int,
+    device: torch.device,
+    ctx: DistContext | None = None,
+    precision: Precision | None = None,
+    channels_last: bool = False,
+) -> dict[str, Any]:
+    """Base-class segmentation IoU over the whole loader (summed across processes).
+
+    Returns:
+        ``miou`` (background included), ``miou_fg`` (base classes only), ``class_iou``.
+    """
+    precision = precision or Precision(None)
+    model.eval()
+    fmt = torch.channels_last if channels_last else torch.contiguous_format
+    conf = torch.zeros(n_classes, n_classes, dtype=torch.int64, device=device)
+    for images, masks in loader:
+        images = images.to(device, non_blocking=True, memory_format=fmt)
+        masks = masks.to(device, non_blocking=True)
+        with precision.autocast(device):
+            pred = model(images).argmax(1)  # (B, H, W)
+        conf += confusion_matrix(pred, masks, n_classes)
+    if ctx is not None:
+        all_reduce_sum(conf, ctx)
+    return iou_from_confusion(conf.cpu())
+
+
+def cosine_lambda(total_iters: int, warmup_iters: int = 0):
+    """Multiplier of the base lr at iteration ``it``: linear warm-up, then cosine to 0."""
+
+    def factor(it: int) -> float:
+        if it < warmup_iters:
+            return (it + 1) / warmup_iters
+        progress = (it - warmup_iters) / max(1, total_iters - warmup_iters)
+        return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
+
+    return factor
+
+
+def confusion_matrix(pred: torch.Tensor, target: torch.Tensor, n_classes: int) -> torch.Tensor:
+    """Pixel counts (K, K), rows = target class, columns = predicted; 255 targets skipped.
+
+    Args:
+        pred: predicted labels (B, H, W) int64 in 0..K-1.
+        target: labels (B, H, W) int64 in 0..K-1 or IGNORE_INDEX.
+    """
+    keep = target != IGNORE_INDEX
+    idx = target[keep] * n_classes + pred[keep]
+    return torch.bincount(idx, minlength=n_classes**2).reshape(n_classes, n_classes)
+
+
+def iou_from_confusion(conf: torch.Tensor) -> dict[str, Any]:
+    """Per-class IoU and its means with (``miou``) and without (``miou_fg``) background 0.
+
+    Classes absent from both target and prediction have no IoU and are left out of means.
+    """
+    conf = conf.double()
+    inter = conf.diag()
+    union = conf.sum(0) + conf.sum(1) - inter
+    iou = torch.where(union > 0, inter / union.clamp(min=1), torch.nan)
+    return {
+        "miou": float(iou.nanmean()),
+        "miou_fg": float(iou[1:].nanmean()),
+        "class_iou": [float(x) for x in iou],
+    }
+
+
+def build_optimizer(model: nn.Module, cfg: OptimConfig) -> torch.optim.Optimizer:
+    if cfg.name == "adamw":
+        return torch.optim.AdamW(model.parameters(), lr=cfg.lr, betas=(cfg.momentum, 0.999),
+                                 weight_decay=cfg.weight_decay)
+    return torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum,
+                           nesterov=cfg.nesterov, weight_decay=cfg.weight_decay)
+
+
+@dataclass
+class Trainee:
+    """The mutable objects of one run, built from its config."""
+
+    model: PSPNet
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LambdaLR
+    scaler: torch.amp.GradScaler
+    precision: Precision
+
+    def state_dict(self) -> dict[str, Any]:
+        """Training state besides the model weights (which checkpoints hold under "model")."""
+        return {"optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
+                "scaler": self.scaler.state_dict()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.scaler.load_state_dict(state["scaler"])
+
+
+def build_trainee(cfg: TrainConfig, n_classes: int, iters_per_epoch: int, ctx: DistContext
+                  ) -> Trainee:
+    model = build_model(cfg.model, n_classes).to(ctx.device)
+    if cfg.run.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    if ctx.distributed and cfg.run.sync_bn and ctx.device.type == "cuda":
+        # SyncBatchNorm has no CPU kernel; gloo runs keep per-process statistics.
+        model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
+    optimizer = build_optimizer(model, cfg.optim)
+    total = cfg.run.epochs * iters_per_epoch
+    warmup = round(cfg.optim.warmup_epochs * iters_per_epoch)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, cosine_lambda(total, warmup))
+    precision = Precision.choose(cfg.run.amp, ctx.device)
+    scaler = torch.amp.GradScaler(ctx.device.type, enabled=precision.dtype == torch.float16)
+    return Trainee(model, optimizer, scheduler, scaler, precision)

@@ -1,0 +1,315 @@
+"""One base-training run: its data, its content-keyed folder, and the loop over epochs.
+
+A run lives in ``<runs>/<name>-<key>/``: ``config.yaml``, ``metrics.csv``, ``last.pt`` (full
+training state, every epoch), ``best.pt`` (model selected on base-class validation mIoU;
+novel classes are never looked at) and a ``done`` marker once all epochs ran. The key
+covers the config (run-control keys left out, paths made absolute), a fingerprint of every
+listed training and validation image and mask, the ImageNet weights file and the code
+version of :mod:`fsstools.training`, so new data or new code never reuses an old run.
+A run that fails before its first checkpoint leaves no folder behind.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import json
+import math
+import shutil
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import DataLoader, Dataset, DistributedSampler, RandomSampler, Subset
+
+from fsstools import cache, paths
+from fsstools import config as config_lib
+from fsstools.artifacts import atomic_torch_save, atomic_write_text
+from fsstools.data import voc
+from fsstools.models import PSPNet
+from fsstools.models.checkpoints import CHECKPOINT_FORMAT
+from fsstools.training.config import RUN_CONTROL_KEYS, DataConfig, TrainConfig, with_run
+from fsstools.training.loop import Trainee, build_trainee, train_one_epoch, validate
+from fsstools.training.runtime import (
+    DistContext,
+    all_reduce_sum,
+    barrier,
+    epoch_seed,
+    gather_objects,
+    init_distributed,
+    param_digest,
+    rng_state,
+    seed_everything,
+    seed_worker,
+    set_rng_state,
+)
+
+
+@dataclass(frozen=True)
+class TrainData:
+    """Datasets of (image (3, H, W), mask (H, W) int64) and the base classes they encode.
+
+    ``fingerprint`` identifies the data in the run's key (see :func:`data_fingerprint`).
+    """
+
+    train: Dataset
+    val: Dataset
+    classes: tuple[int, ...]
+    fingerprint: str
+
+    @property
+    def n_classes(self) -> int:
+        return len(self.classes) + 1  # base classes + background
+
+
+def data_fingerprint(cfg: DataConfig) -> str:
+    """Fingerprint of every image and mask the training and validation lists name."""
+    parts = {}
+    for split, list_file in (("train", cfg.train_list), ("val", cfg.val_list)):
+        pairs = voc.read_pairs(cfg.root, list_file)
+        parts[split] = [list_file, cache.fingerprint_pairs(cfg.root, pairs)]
+    return cache.cache_key(**parts)
+
+
+def build_data(cfg: DataConfig) -> TrainData:
+    """Base-class training and validation sets of ``cfg.fold``."""
+    from fsstools.data.datasets import BaseTrainDataset
+    from fsstools.data.transforms import TestTransform, TrainTransform
+
+    common = dict(root=cfg.root, dataset=cfg.dataset, fold=cfg.fold, scheme=cfg.scheme,
+                  min_fg=cfg.min_fg)
+    train = BaseTrainDataset(list_file=cfg.train_list, **common,
+                             transform=TrainTransform(cfg.crop_size, cfg.scale, cfg.rotation))
+    val = BaseTrainDataset(list_file=cfg.val_list, **common, transform=TestTransform(cfg.val_size))
+    return TrainData(train, val, tuple(train.base_classes), data_fingerprint(cfg))
+
+
+def run_key(cfg: TrainConfig, data_key: str | None = None) -> str:
+    """Key of the run of ``cfg``: what shapes the trained weights (see the module doc).
+
+    Args:
+        cfg: the config; run-control keys are left out, so a run resumed on another device
+            or with more workers is the same run.
+        data_key: the data's fingerprint; default :func:`data_fingerprint` of ``cfg.data``.
+    """
+    settings = config_lib.to_dict(cfg)
+    for key in RUN_CONTROL_KEYS:
+        settings["run"].pop(key)
+    settings["data"]["root"] = str(paths.resolve(cfg.data.root))
+    pretrained = cfg.model.pretrained
+    if pretrained is not None:
+        settings["model"]["pretrained"] = str(paths.resolve(pretrained))
+    return cache.cache_key(
+        stage="base_model",
+        config=settings,
+        data=data_key if data_key is not None else data_fingerprint(cfg.data),
+        pretrained=cache.fingerprint_file(pretrained),
+        code=cache.code_version("fsstools.training"),
+    )
+
+
+def run_directory(cfg: TrainConfig, data_key: str | None = None) -> Path:
+    """``<out_dir>/<name>-<run key>``; ``out_dir`` defaults to ``paths.runs_dir()``."""
+    parent = paths.resolve(cfg.run.out_dir) if cfg.run.out_dir else paths.runs_dir()
+    return parent / f"{cfg.run.name}-{run_key(cfg, data_key)}"
+
+
+def _loaders(data: TrainData, cfg: TrainConfig, ctx: DistContext
+             ) -> tuple[DataLoader, DataLoader, torch.Generator]:
+    batch = cfg.optim.batch_size
+    if batch % ctx.world_size:
+        raise config_lib.ConfigError(
+            f"optim.batch_size={batch} is not divisible by the {ctx.world_size} processes; "
+            f"pick a multiple of {ctx.world_size}"
+        )
+    generator = torch.Generator()
+    if ctx.distributed:
+        sampler = DistributedSampler(data.train, ctx.world_size, ctx.rank, shuffle=True,
+                                     seed=cfg.run.seed, drop_last=True)
+    else:
+        sampler = RandomSampler(data.train, generator=generator)
+    pin = ctx.device.type == "cuda"
+    train = DataLoader(data.train, batch_size=batch // ctx.world_size, sampler=sampler,
+                       drop_last=True, num_workers=cfg.run.workers, pin_memory=pin,
+                       worker_init_fn=seed_worker, generator=generator,
+                       persistent_workers=False)
+    # Each process scores a disjoint slice; confusion matrices are summed, so no duplicates.
+    val_part = Subset(data.val, range(ctx.rank, len(data.val), ctx.world_size))
+    val = DataLoader(val_part, batch_size=cfg.run.val_batch_size, shuffle=False,
+                     num_workers=cfg.run.workers, pin_memory=pin, worker_init_fn=seed_worker)
+    if len(train) == 0:
+        raise ValueError(
+            f"{len(data.train)} training images cannot fill one batch of {batch}; lower "
+            f"optim.batch_size or check data.train_list"
+        )
+    return train, val, generator
+
+
+def _payload(model: PSPNet, cfg: TrainConfig, data: TrainData, epoch: int,
+             metrics: dict[str, Any], run_dir_key: str) -> dict[str, Any]:
+    return {
+        "format": CHECKPOINT_FORMAT,
+        "model": model.state_dict(),
+        "model_config": config_lib.to_dict(cfg.model),
+        "n_classes": data.n_classes,
+        "classes": list(data.classes),
+        "config": config_lib.to_dict(cfg),
+        "run_key": run_dir_key,
+        "epoch": epoch,
+        "metrics": metrics,
+    }
+
+
+def _save_epoch(run_dir: Path, cfg: TrainConfig, data: TrainData, t: Trainee,
+                metrics: dict[str, Any], best: dict[str, Any], rngs: list[Any]) -> dict[str, Any]:
+    """Write best.pt (if improved), metrics.csv and last.pt; returns the updated best."""
+    epoch = metrics["epoch"]
+    payload = _payload(t.model, cfg, data, epoch, metrics, run_dir.name.rsplit("-", 1)[-1])
+    score = metrics.get(f"val_{cfg.run.select_on}", float("nan"))
+    if score > best["score"]:  # NaN (no validation this epoch) never wins
+        best = {"epoch": epoch, "score": score}
+        atomic_torch_save(payload, run_dir / "best.pt")
+    write_metrics_row(run_dir / "metrics.csv", metrics)
+    # last.pt goes last: if killed before it, the resumed run redoes this epoch identically.
+    atomic_torch_save({**payload, **t.state_dict(), "rng": rngs, "best": best},
+                      run_dir / "last.pt")
+    return best
+
+
+def _log(metrics: dict[str, Any], epochs: int) -> None:
+    nan = float("nan")
+    print(f"epoch {metrics['epoch']}/{epochs} loss {metrics['train_loss']:.4f} "
+          f"val mIoU {metrics.get('val_miou', nan):.4f} (fg {metrics.get('val_miou_fg', nan):.4f}) "
+          f"{metrics['images_per_s']:.1f} img/s {metrics['time_s']:.1f}s", file=sys.stderr)
+
+
+def main(cfg: TrainConfig, data: TrainData | None = None) -> Path:
+    """Train (or resume, or skip if done) the run of ``cfg``; returns its folder.
+
+    Args:
+        cfg: the resolved configuration.
+        data: datasets to use instead of ``build_data(cfg.data)`` (tests, notebooks); their
+            ``fingerprint`` stands for the data in the run's key.
+    """
+    ctx = init_distributed(cfg.run.device)
+    run_dir = run_directory(cfg, None if data is None else data.fingerprint)
+    # A second process asking for the same run (two notebooks, say) waits, then reuses it.
+    lock = cache.locked(f"run-{run_dir.name}") if ctx.is_main else contextlib.nullcontext()
+    with lock:
+        try:
+            return _run(cfg, data, ctx, run_dir)
+        except BaseException:
+            if ctx.is_main and not (run_dir / "last.pt").is_file():
+                shutil.rmtree(run_dir, ignore_errors=True)  # nothing to resume: leave no trace
+            raise
+
+
+def _run(cfg: TrainConfig, data: TrainData | None, ctx: DistContext, run_dir: Path) -> Path:
+    if (run_dir / "done").is_file():
+        if cfg.run.progress and ctx.is_main:
+            cache.announce_reuse(f"base model {cfg.run.name}", run_dir / "best.pt")
+        return run_dir
+    last = run_dir / "last.pt"
+    if last.is_file() and not cfg.run.resume:
+        raise RuntimeError(
+            f"{run_dir} holds an interrupted run; continue it with --resume "
+            f"(run.resume=true) or delete the folder to start over"
+        )
+    if cfg.run.threads is not None:
+        torch.set_num_threads(cfg.run.threads)
+    seed_everything(cfg.run.seed + ctx.rank)
+    data = build_data(cfg.data) if data is None else data
+    train_loader, val_loader, generator = _loaders(data, cfg, ctx)
+    t = build_trainee(cfg, data.n_classes, len(train_loader), ctx)
+    start_epoch, best = 0, {"epoch": 0, "score": -1.0}
+    if last.is_file():
+        state = torch.load(last, map_location="cpu", weights_only=True)
+        t.model.load_state_dict(state["model"])
+        t.load_state_dict(state)
+        start_epoch, best, rngs = state["epoch"], state["best"], state["rng"]
+        set_rng_state(rngs[ctx.rank] if ctx.rank < len(rngs) else rngs[0])
+    if ctx.is_main:
+        config_lib.save_yaml(cfg, run_dir / "config.yaml")
+        atomic_write_text(run_dir / "data_fingerprint.txt", data.fingerprint + "\n")
+    net = t.model
+    if ctx.distributed:
+        ids = [ctx.device.index] if ctx.device.type == "cuda" else None
+        net = DistributedDataParallel(t.model, device_ids=ids)
+    if ctx.device.type == "cuda":
+        torch.backends.cudnn.benchmark = True  # fixed input sizes; GPU runs are not bitwise anyway
+    for epoch in range(start_epoch + 1, cfg.run.epochs + 1):
+        tic = time.perf_counter()
+        # Data order and worker seeds depend on (seed, epoch, rank) only, so resuming is exact.
+        generator.manual_seed(epoch_seed(cfg.run.seed, epoch, ctx.rank))
+        if isinstance(train_loader.sampler, DistributedSampler):
+            train_loader.sampler.set_epoch(epoch)
+        stats = train_one_epoch(net, train_loader, t.optimizer, t.scheduler, t.scaler,
+                                cfg.optim.label_smoothing, ctx.device, t.precision,
+                                cfg.run.channels_last, cfg.run.progress and ctx.is_main)
+        sums = all_reduce_sum(torch.tensor([stats["loss"], stats["images"]], dtype=torch.float64,
+                                           device=ctx.device), ctx).cpu()
+        metrics = {"epoch": epoch, "train_loss": float(sums[0]) / ctx.world_size,
+                   "lr": t.scheduler.get_last_lr()[0],  # at the end of the epoch
+                   "images_per_s": float(sums[1]) / stats["seconds"]}
+        if epoch % cfg.run.val_every == 0 or epoch == cfg.run.epochs:
+            val = validate(net, val_loader, data.n_classes, ctx.device, ctx, t.precision,
+                           cfg.run.channels_last)
+            metrics.update(val_miou=val["miou"], val_miou_fg=val["miou_fg"],
+                           val_class_iou=val["class_iou"])
+        metrics["time_s"] = time.perf_counter() - tic
+        rngs = gather_objects(rng_state(), ctx)
+        if ctx.is_main:
+            best = _save_epoch(run_dir, cfg, data, t, metrics, best, rngs)
+            if cfg.run.progress:
+                _log(metrics, cfg.run.epochs)
+        barrier(ctx)
+        if cfg.run.stop_after_epoch is not None and epoch >= cfg.run.stop_after_epoch:
+            return run_dir
+    digests = gather_objects(param_digest(t.model), ctx)
+    if len(set(digests)) > 1:
+        raise RuntimeError(f"replicas ended with different weights: {digests}")
+    if ctx.is_main:
+        atomic_write_text(run_dir / "done", json.dumps({**best, "param_digests": digests}) + "\n")
+    barrier(ctx)
+    return run_dir
+
+
+def ensure_trained(cfg: TrainConfig, data: TrainData | None = None, force: bool = False
+                   ) -> Path:
+    """Path of the best checkpoint of ``cfg``'s run: reused if finished (announced), resumed
+    if interrupted, trained otherwise; ``force`` trains it again from scratch."""
+    run_dir = run_directory(cfg, None if data is None else data.fingerprint)
+    if force and run_dir.exists():
+        shutil.rmtree(run_dir)
+    if (run_dir / "done").is_file():
+        cache.announce_reuse(f"base model {cfg.run.name}", run_dir / "best.pt")
+    else:
+        run_dir = main(with_run(cfg, resume=True, stop_after_epoch=None), data)
+    return run_dir / "best.pt"
+
+
+METRIC_COLUMNS = ("epoch", "train_loss", "val_miou", "val_miou_fg", "lr", "time_s",
+                  "images_per_s")
+
+
+def write_metrics_row(path: Path, row: dict[str, Any]) -> None:
+    """Add the row of ``row["epoch"]`` to the CSV, dropping rows of that epoch or later
+    (left by a run killed after writing them), and rewrite the file atomically."""
+    rows = []
+    if path.is_file():
+        with open(path, newline="") as f:
+            rows = [r for r in csv.DictReader(f) if int(r["epoch"]) < row["epoch"]]
+    rows.append({k: row.get(k, "") for k in METRIC_COLUMNS})
+    lines = [",".join(METRIC_COLUMNS)]
+    lines += [",".join(_fmt(r[k]) for k in METRIC_COLUMNS) for r in rows]
+    atomic_write_text(path, "\n".join(lines) + "\n")
+
+
+def _fmt(v: Any) -> str:
+    if isinstance(v, float):
+        return "" if math.isnan(v) else f"{v:.6g}"
+    return str(v)
