@@ -1,13 +1,16 @@
-"""Base-training benchmark: step throughput, then time-to-train and base-class val mIoU.
+"""Base-training benchmark: fp32 against the config's precision and layout, side by side.
 
-    .venv/bin/python bench/train.py                 # CPU throughput + full synth fold-0 run
-    .venv/bin/python bench/train.py --no-train      # throughput only (about 30 s)
-    .venv/bin/python bench/train.py --json out.json # also write the figures as JSON
+    .venv/bin/python bench/train.py                   # steps + data loading (about a minute)
+    .venv/bin/python bench/train.py --train           # also a full run of the config's fold
+    .venv/bin/python bench/train.py --json out.json   # also write the figures as JSON
 
-Throughput is for model steps on random tensors (forward, backward, SGD step), so it leaves
-data loading out; the training run includes everything (loading, validation, checkpoints).
-On a CUDA machine it also measures PSPNet-ResNet-50 at 417x417 with bf16 autocast. The
-training run writes into a fresh temporary folder, so it never reuses a cached run.
+Step throughput is forward + backward + optimiser step of the config's model on random
+tensors of the training batch shape, timed for each variant in turn (fp32 contiguous, the
+config's choice, and the other two combinations of bf16 autocast and channels_last),
+several rounds interleaved so that a load change hits all variants alike; medians are
+quoted. Data throughput is the training DataLoader's images/s with images decoded from disk
+and decoded once into memory (``run.preload``). The last line is ``speedup=<x>``: the
+config's steps over fp32 contiguous steps.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import statistics
 import tempfile
 import time
 from pathlib import Path
@@ -25,99 +29,120 @@ import torch.nn.functional as F
 
 from fsstools import config as config_lib
 from fsstools.constants import IGNORE_INDEX
-from fsstools.models import ModelConfig, build_model
-from fsstools.training import TrainConfig, main, with_run
+from fsstools.models import build_model
+from fsstools.training import TrainConfig, build_data, main, with_run
+from fsstools.training.loop import Precision
 
 DEFAULT_CONFIG = "configs/synth/fold0.yaml"
-
-
-def step_throughput(model_cfg: ModelConfig, n_classes: int, batch: int, size: int,
-                    device: torch.device, dtype: torch.dtype | None = None,
-                    channels_last: bool = False, steps: int = 10, warmup: int = 3) -> float:
-    """Training images per second of forward + backward + SGD step on random inputs."""
-    model = build_model(model_cfg, n_classes).to(device).train()
-    fmt = torch.channels_last if channels_last else torch.contiguous_format
-    model = model.to(memory_format=fmt)
-    opt = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9, nesterov=True)
-    x = torch.randn(batch, 3, size, size, device=device).contiguous(memory_format=fmt)
-    y = torch.randint(0, n_classes, (batch, size, size), device=device)
-
-    def step() -> None:
-        with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
-            logits = model(x)
-        loss = F.cross_entropy(logits.float(), y, ignore_index=IGNORE_INDEX, label_smoothing=0.1)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-
-    for _ in range(warmup):
-        step()
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    start = time.perf_counter()
-    for _ in range(steps):
-        step()
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    return batch * steps / (time.perf_counter() - start)
 
 
 def load_average() -> str:
     return " ".join(f"{x:.2f}" for x in os.getloadavg())
 
 
-def run(config: str, train: bool, steps: int) -> dict:
+def make_step(cfg: TrainConfig, amp: str, channels_last: bool, n_classes: int = 16):
+    """A closure running one training step of ``cfg``'s model with the given precision."""
+    device = torch.device("cpu")
+    torch.manual_seed(0)
+    fmt = torch.channels_last if channels_last else torch.contiguous_format
+    model = build_model(cfg.model, n_classes).to(memory_format=fmt).train()
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    batch, size = cfg.optim.batch_size, cfg.data.crop_size
+    x = torch.randn(batch, 3, size, size).contiguous(memory_format=fmt)
+    y = torch.randint(0, n_classes, (batch, size, size))
+    precision = Precision.choose(amp, device)
+
+    def step() -> None:
+        with precision.autocast(device):
+            logits = model(x)
+        loss = F.cross_entropy(logits.float(), y, ignore_index=IGNORE_INDEX, label_smoothing=0.1)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+
+    return step
+
+
+def step_rates(cfg: TrainConfig, variants: dict[str, tuple[str, bool]], steps: int,
+               rounds: int) -> dict[str, float]:
+    """Median images/s of each variant over ``rounds`` interleaved rounds of ``steps``."""
+    fns = {name: make_step(cfg, *v) for name, v in variants.items()}
+    for fn in fns.values():  # warm-up (allocations, oneDNN primitive caches)
+        for _ in range(3):
+            fn()
+    rates: dict[str, list[float]] = {name: [] for name in fns}
+    for _ in range(rounds):
+        for name, fn in fns.items():
+            tic = time.perf_counter()
+            for _ in range(steps):
+                fn()
+            rates[name].append(cfg.optim.batch_size * steps / (time.perf_counter() - tic))
+    return {name: statistics.median(r) for name, r in rates.items()}
+
+
+def loader_rate(cfg: TrainConfig, preload: bool, batches: int) -> float:
+    """Training DataLoader images/s (decoded from disk, or from memory with ``preload``)."""
+    data = build_data(cfg.data, preload)
+    loader = torch.utils.data.DataLoader(data.train, batch_size=cfg.optim.batch_size,
+                                         shuffle=True, num_workers=cfg.run.workers,
+                                         drop_last=True)
+    it = iter(loader)
+    next(it)  # workers started
+    tic = time.perf_counter()
+    n = 0
+    for _ in range(batches):
+        n += next(it)[0].shape[0]
+    return n / (time.perf_counter() - tic)
+
+
+def run(config: str, train: bool, steps: int, rounds: int) -> dict:
     cfg = config_lib.load(TrainConfig, config)
     if cfg.run.threads is not None:
         torch.set_num_threads(cfg.run.threads)
-    results: dict = {"config": config, "threads": torch.get_num_threads(),
+    chosen = f"{cfg.run.amp}{'+channels_last' if cfg.run.channels_last else ''}"
+    variants = {"fp32": ("fp32", False), "fp32+channels_last": ("fp32", True),
+                "bf16": ("bf16", False), "bf16+channels_last": ("bf16", True)}
+    results: dict = {"config": config, "threads": torch.get_num_threads(), "chosen": chosen,
                      "load_before": load_average()}
-    cpu = torch.device("cpu")
-    ips = step_throughput(cfg.model, 16, cfg.optim.batch_size, cfg.data.crop_size, cpu,
-                          channels_last=cfg.run.channels_last, steps=steps)
-    results["cpu_images_per_s"] = ips
-    print(f"CPU {cfg.model.arch} {cfg.data.crop_size}px batch {cfg.optim.batch_size}, "
-          f"{torch.get_num_threads()} threads: {ips:.1f} images/s (load {load_average()})")
-    if torch.cuda.is_available():
-        gpu = torch.device("cuda")
-        r50 = ModelConfig(arch="resnet50")
-        ips = step_throughput(r50, 16, 12, 417, gpu, torch.bfloat16, channels_last=True,
-                              steps=steps)
-        results["cuda_r50_417_bf16_images_per_s"] = ips
-        print(f"CUDA {torch.cuda.get_device_name(gpu)} PSPNet-R50 417px batch 12 bf16: "
-              f"{ips:.1f} images/s")
+    rates = step_rates(cfg, variants, steps, rounds)
+    results["step_images_per_s"] = rates
+    print(f"steps of {cfg.model.arch} at {cfg.data.crop_size}px, batch {cfg.optim.batch_size}, "
+          f"{torch.get_num_threads()} threads (median of {rounds} rounds of {steps} steps):")
+    for name, r in rates.items():
+        mark = "  <- config" if name == chosen else ""
+        print(f"  {name:<20} {r:7.1f} images/s  {r / rates['fp32']:.2f}x{mark}")
+    for preload in (False, True):
+        r = loader_rate(cfg, preload, batches=30)
+        results[f"loader_images_per_s_preload_{preload}"] = r
+        print(f"data loading ({cfg.run.workers} worker(s)), preload={preload}: {r:.0f} images/s")
     if train:
         with tempfile.TemporaryDirectory() as tmp:
             start = time.perf_counter()
             run_dir = main(with_run(cfg, out_dir=tmp, progress=False))
             seconds = time.perf_counter() - start
             metrics = pd.read_csv(run_dir / "metrics.csv")
-        best = metrics.loc[metrics[f"val_{cfg.run.select_on}"].idxmax()]
-        results.update(
-            train_seconds=seconds,
-            epochs=int(metrics["epoch"].max()),
-            best_epoch=int(best["epoch"]),
-            val_miou=float(best["val_miou"]),
-            val_miou_fg=float(best["val_miou_fg"]),
-            train_images_per_s=float(metrics["images_per_s"].mean()),
-            load_after=load_average(),
-        )
-        print(f"train {config}: {seconds:.0f} s for {results['epochs']} epochs "
-              f"({results['train_images_per_s']:.1f} images/s incl. loading); best epoch "
-              f"{results['best_epoch']}: base-class val mIoU {results['val_miou']:.3f} "
-              f"(with background), {results['val_miou_fg']:.3f} (base classes only); "
-              f"load {load_average()}")
+        val = metrics["val_miou"].to_numpy()
+        results.update(train_seconds=seconds, epochs=len(metrics), val_miou=val.tolist(),
+                       last_epoch_gain_points=100 * float(val[-1] - val[-2]))
+        print(f"train {config}: {seconds:.0f} s for {len(metrics)} epochs; val mIoU per epoch "
+              f"{' '.join(f'{v:.3f}' for v in val)}; last-epoch gain "
+              f"{results['last_epoch_gain_points']:+.2f} points")
+    results["load_after"] = load_average()
+    results["speedup"] = rates[chosen] / rates["fp32"]
+    print(f"load average before {results['load_before']}, after {results['load_after']}")
+    print(f"speedup={results['speedup']:.2f}")
     return results
 
 
 def cli(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--config", default=DEFAULT_CONFIG)
-    parser.add_argument("--no-train", action="store_true", help="throughput only")
-    parser.add_argument("--steps", type=int, default=10, help="timed steps per throughput test")
+    parser.add_argument("--config", default=DEFAULT_CONFIG, help="training YAML")
+    parser.add_argument("--train", action="store_true", help="also time a full training run")
+    parser.add_argument("--steps", type=int, default=5, help="timed steps per round")
+    parser.add_argument("--rounds", type=int, default=5, help="interleaved rounds per variant")
     parser.add_argument("--json", type=Path, help="also write the results here")
     args = parser.parse_args(argv)
-    results = run(args.config, not args.no_train, args.steps)
+    results = run(args.config, args.train, args.steps, args.rounds)
     if args.json:
         args.json.write_text(json.dumps(results, indent=1) + "\n")
     return 0

@@ -39,7 +39,8 @@ from fsstools.inference import (
     run_method,
 )
 
-DEFAULT_METHODS = ("inductive", "ce", "ce_h", "ce_kl", "repri", "oracle_repri")
+DEFAULT_METHODS = ("inductive", "ce_support", "prototype", "ce", "ce_h", "ce_kl", "repri",
+                   "oracle_repri")
 WHOLE_LIST_LIMIT = 5000
 """Test lists up to this many images get features for every image, so that every study on
 the same checkpoint and data shares one feature cache; longer lists (COCO) only the images
@@ -215,8 +216,9 @@ def score_episodes(
         meter.update(pred, tb.query_mask, tb.class_id)
         scored = tb.query_mask != 255
         extra["pi"].append(out.pi.float().cpu())
+        # on the pixels pi averages over (the method's validity), so pi / true compares alike
         extra["true_share"].append(
-            oracle_prior(tb.query_mask_small.flatten(1), tb.query_valid_small.flatten(1)).cpu()
+            oracle_prior(tb.query_mask_small.flatten(1), valid.flatten(1)).cpu()
         )
         share = (pred & scored).sum((1, 2)) / scored.sum((1, 2)).clamp_min(1)
         extra["pred_share"].append(share.float().cpu())

@@ -24,13 +24,19 @@ from fsstools.artifacts import atomic_write, atomic_write_text
 
 SUMMARY_NAME = "summary.md"
 METHOD_LABELS = {
-    "inductive": "Inductive (prototype)",
-    "ce": "CE",
+    "inductive": "Prototype, support-fit bias (inductive)",
+    "ce_support": "CE probe from support-fit bias (inductive)",
+    "prototype": "Prototype, query-mean bias",
+    "ce": "CE from query-mean bias",
     "ce_h": "CE + H",
     "ce_kl": "CE + KL",
-    "repri": "RePRI (CE + H + KL)",
-    "oracle_repri": "Oracle-RePRI",
+    "repri": "RePRI (paper text)",
+    "repri_reference": "RePRI (reference code)",
+    "oracle_repri": "Oracle-RePRI (authors' config)",
+    "oracle_repri_weights": "Oracle-RePRI at RePRI's weights",
 }
+"""What each method uses: "inductive" methods never read the query; "query-mean bias"
+starts from RePRI's initial classifier, whose bias is the mean query score."""
 
 
 def label(name: object) -> str:

@@ -68,3 +68,19 @@ def test_train_and_val_transforms(tmp_path):
 def test_no_base_image_is_an_error(relabel_root):
     with pytest.raises(ValueError, match="no image of lists/train.txt"):
         datasets.BaseTrainDataset(relabel_root, list_path(), "synth", 0, min_fg=10_000)
+
+
+def test_preloaded_images_are_the_same_items(tmp_path, monkeypatch):
+    root = make_voc_folder(tmp_path, default_masks(20))
+    args = (root, list_path(), "synth", 1)
+    disk = datasets.BaseTrainDataset(*args, transform=T.TrainTransform(16))
+    memory = datasets.BaseTrainDataset(*args, transform=T.TrainTransform(16), preload=True)
+    expected = []
+    for i in (0, 7):
+        torch.manual_seed(i)
+        expected.append(disk[i])
+    monkeypatch.setattr(datasets.voc, "load_pair", None)  # no file is read after preloading
+    for i, (ref_image, ref_mask) in zip((0, 7), expected, strict=True):
+        torch.manual_seed(i)
+        image, mask = memory[i]
+        assert torch.equal(image, ref_image) and torch.equal(mask, ref_mask)

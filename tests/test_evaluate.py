@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -122,7 +124,7 @@ def test_summaries_are_bounded_and_bracket_the_estimate(setup):
     means = stats.fold_mean(two_folds, n_boot=50)
     assert np.allclose(means["miou"].to_numpy(), summary["miou"].to_numpy())
     table = report.interval_table(summary)
-    assert table.index.tolist() == ["Inductive (prototype)", "RePRI (CE + H + KL)"]
+    assert table.index.tolist() == [report.label("inductive"), report.label("repri")]
     assert "[" in table.iloc[0, 0]
 
 
@@ -173,3 +175,16 @@ def test_support_object_lost_by_downsampling_gets_one_cell_back():
     small = np.zeros((1, 1, 4, 4), dtype=np.int64)  # nearest sampling missed it
     n = features.restore_lost_foreground(small, masks_full, np.array([[0]]), np.array([3]))
     assert n == 1 and small.sum() == 1 and small[0, 0, 1, 2] == 1
+
+
+@pytest.mark.parametrize("reference", [False, True])
+def test_pi_and_the_true_share_use_one_pixel_set(setup, reference):
+    _, _, el, store, _ = setup
+    # with the oracle prior, pi IS the true share: equal only if both use the same pixels
+    method = dataclasses.replace(METHODS["oracle_repri_weights"], reference=reference)
+    rows, _ = evaluate.score_episodes(store, el, method)
+    assert np.allclose(rows["pi"], rows["true_share"], atol=1e-6)
+    # the estimated prior is measured against the same share (see stats.prior_errors)
+    est, _ = evaluate.score_episodes(store, el, dataclasses.replace(METHODS["repri"],
+                                                                    reference=reference))
+    assert np.allclose(est["true_share"], rows["true_share"])

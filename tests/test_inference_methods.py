@@ -73,12 +73,41 @@ def episodes(tasks=3, shots=2, channels=16, n=7, seed=0, dtype=DT, pad_rows=1):
 
 
 def test_methods_table_is_complete_and_frozen():
-    assert set(METHODS) == {"inductive", "ce", "ce_h", "ce_kl", "repri", "oracle_repri"}
+    assert set(METHODS) == {"inductive", "ce_support", "prototype", "ce", "ce_h", "ce_kl",
+                            "repri", "repri_reference", "oracle_repri", "oracle_repri_weights"}
     with pytest.raises(dataclasses.FrozenInstanceError):
         METHODS["repri"].lr = 1.0
     assert METHODS["repri"].loss_weights(5) == (1.0, 0.2, 0.2)
     assert METHODS["ce_h"].loss_weights(1) == (1.0, 1.0, 0.0)
     assert resolve_method("repri", reference=True).steps == 49 and METHODS["repri"].steps == 50
+    assert METHODS["repri_reference"] == resolve_method("repri", reference=True).__class__(
+        **{**dataclasses.asdict(METHODS["repri"]), "name": "repri_reference", "reference": True})
+
+
+def test_the_default_oracle_is_the_authors_configuration():
+    # scripts/oracle.sh of the reference: 300 iterations, weights CE 1, KL 1, H 0.1
+    oracle = METHODS["oracle_repri"]
+    assert (oracle.iterations, oracle.prior, oracle.t_pi) == (300, "oracle", ())
+    for shots in (1, 5, 10):
+        assert oracle.loss_weights(shots) == (1.0, 0.1, 1.0)
+    weights = METHODS["oracle_repri_weights"]  # the same prior at RePRI's own settings
+    assert (weights.iterations, weights.loss_weights(5)) == (50, (1.0, 0.2, 0.2))
+
+
+def test_inductive_methods_never_read_the_query():
+    ep = episodes(tasks=4)
+    g = torch.Generator().manual_seed(5)
+    other = {**ep, "query_feats": torch.randn(ep["query_feats"].shape, generator=g, dtype=DT),
+             "query_mask": torch.randint(0, 2, ep["query_mask"].shape, generator=g)}
+    for name in ("inductive", "ce_support"):
+        assert METHODS[name].inductive and not METHODS["prototype"].inductive
+        for impl in ("fast", "autograd"):
+            a = run_method(METHODS[name], **ep, impl=impl)
+            b = run_method(METHODS[name], **other, impl=impl)
+            assert torch.equal(a.prototype, b.prototype) and torch.equal(a.bias, b.bias), name
+    # the query-mean bias does read it
+    a, b = run_method(METHODS["prototype"], **ep), run_method(METHODS["prototype"], **other)
+    assert torch.equal(a.prototype, b.prototype) and not torch.allclose(a.bias, b.bias)
 
 
 def test_method_config_loads_from_dict_and_validates():
@@ -175,9 +204,9 @@ def test_adaptation_improves_query_iou_on_learnable_episodes():
     assert iou[-1].mean() >= iou[0].mean()
 
 
-def test_inductive_keeps_the_initial_classifier():
+def test_prototype_is_repris_initial_classifier():
     ep = episodes()
-    out = run_method(METHODS["inductive"], **ep, trace=True)
+    out = run_method(METHODS["prototype"], **ep, trace=True)
     first = run_method(METHODS["repri"], **ep, trace=True)
     assert out.traces["loss"].shape[0] == 1
     # row 0 of any method is the initial classifier: same foreground share
@@ -217,8 +246,8 @@ def test_no_re_estimation_without_kl_term():
 
 def test_reference_bias_uses_all_query_pixels():
     ep = episodes()
-    clean = run_method(METHODS["inductive"], **ep).logits
-    ref = run_method(resolve_method("inductive", reference=True), **ep).logits
+    clean = run_method(METHODS["prototype"], **ep).logits
+    ref = run_method(resolve_method("prototype", reference=True), **ep).logits
     shift = clean - ref  # same scores, different bias: a constant per task
     assert torch.allclose(shift, shift[:, :1, :1].expand_as(shift))
     assert not torch.allclose(clean, ref)
@@ -226,8 +255,10 @@ def test_reference_bias_uses_all_query_pixels():
 
 def test_oracle_prior_is_true_share_and_delta_moves_it_exactly():
     ep = episodes()
-    valid = ep["query_valid"] & (ep["query_mask"] != 255)
-    share = ((ep["query_mask"] == 1) & valid).flatten(1).sum(1) / valid.flatten(1).sum(1)
+    valid = ep["query_valid"]  # padding-valid pixels; the 255 boundary counts half
+    counts = (((ep["query_mask"] == 1) & valid).flatten(1).sum(1)
+              + 0.5 * ((ep["query_mask"] == 255) & valid).flatten(1).sum(1))
+    share = counts / valid.flatten(1).sum(1)
     out = run_method(METHODS["oracle_repri"], **ep)
     assert torch.allclose(out.pi, share.to(DT))
     perturbed = run_method(dataclasses.replace(METHODS["oracle_repri"], prior_delta=-0.2), **ep)

@@ -146,10 +146,26 @@ def test_pixel_weights_rejects_empty_task():
         losses.pixel_weights(torch.tensor([[True], [False]]))
 
 
-def test_oracle_prior_is_true_share_of_valid_labelled_pixels():
+def test_oracle_prior_is_the_true_share_of_the_valid_pixels():
     labels = torch.tensor([[1, 1, 0, 0, 255, 1], [0, 0, 0, 1, 1, 1]])
     valid = torch.tensor([[True] * 5 + [False], [True] * 6])
-    assert oracle_prior(labels, valid).tolist() == [pytest.approx(0.5), pytest.approx(0.5)]
+    # the valid boundary pixel (255) straddles the contour: it counts half
+    assert oracle_prior(labels, valid).tolist() == [pytest.approx(2.5 / 5), pytest.approx(0.5)]
+    # reference validity drops 255 pixels: the share of the labelled ones
+    labelled = valid & (labels != 255)
+    assert oracle_prior(labels, labelled).tolist() == [pytest.approx(0.5), pytest.approx(0.5)]
+    with pytest.raises(ValueError, match="no valid pixel"):
+        oracle_prior(labels, torch.zeros_like(valid))
+
+
+def test_support_threshold_separates_the_supports_own_foreground():
+    scores = torch.tensor([[5.0, 4.0, 3.0, 1.0, 0.0, 9.0], [2.0, 1.0, 0.5, 0.2, 0.1, 0.0]])
+    fg = torch.tensor([[1, 1, 0, 0, 0, 1], [1, 1, 1, 1, 1, 1]], dtype=torch.bool)
+    valid = torch.tensor([[True] * 5 + [False], [True] * 6])  # the 9.0 pixel is ignored
+    b = clf.support_threshold(scores, fg, valid)
+    assert b[0].item() == pytest.approx(3.5)  # between the last foreground (4) and 3
+    assert b[1].item() == pytest.approx(-1.0)  # all foreground: one unit below the lowest
+    assert bool(((scores[0, :5] > b[0]) == fg[0, :5]).all())
 
 
 def test_delta_changes_the_prior_by_exactly_delta_and_not_its_input():

@@ -158,7 +158,7 @@ def test_papermill_loss_ablations_records_csv(tmp_path):
     traces = pd.read_csv(tmp_path / "traces.csv")
     assert set(traces["method"]) == {"ce", "repri"}  # inductive takes no step
     assert (tmp_path / "ablation_bars.png").stat().st_size > 0
-    assert "| RePRI (CE + H + KL) |" in (tmp_path / "summary.md").read_text()
+    assert "| RePRI (paper text) |" in (tmp_path / "summary.md").read_text()
 
 
 @pytest.mark.notebooks

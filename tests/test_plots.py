@@ -65,7 +65,7 @@ def test_bar_ci_draws_one_bar_per_group_with_intervals():
     ax = fig.axes[0]
     heights = sorted(p.get_height() for p in ax.patches)
     assert heights == pytest.approx([50, 55, 60, 65])  # percent
-    assert [t.get_text() for t in ax.get_xticklabels()] == ["CE", "RePRI (CE + H + KL)"]
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["CE from query-mean bias", "RePRI (paper text)"]
     assert [t.get_text() for t in ax.get_legend().get_texts()] == ["shots=1", "shots=5"]
     assert ax.get_ylabel() == "mIoU (%)"
 
@@ -131,7 +131,7 @@ def test_difference_plot_marks_zero():
     fig = plots.difference_plot(diff, reference="repri")
     ax = fig.axes[0]
     assert "RePRI" in ax.get_xlabel()
-    assert [t.get_text() for t in ax.get_yticklabels()] == ["CE", "Inductive (prototype)"]
+    assert [t.get_text() for t in ax.get_yticklabels()] == ["CE from query-mean bias", "Prototype, support-fit bias (inductive)"]
 
 
 def test_training_curves_and_class_heatmap():

@@ -13,7 +13,7 @@ from tests.tiny import fake_rows
 def test_interval_table_in_percent_with_labels():
     summary = stats.fold_mean(fake_rows(), n_boot=50)
     table = report.interval_table(summary.assign(method=["repri", "ce"]))
-    assert list(table.index) == ["RePRI (CE + H + KL)", "CE"]
+    assert list(table.index) == ["RePRI (paper text)", "CE from query-mean bias"]
     assert list(table.columns) == ["shots=1"]
     r = summary.iloc[0]
     assert table.iloc[0, 0] == (

@@ -308,3 +308,18 @@ def test_resume_is_exact_with_random_augmentation_and_workers(tmp_path, voc_root
     main(load_config(None, [*common, f"run.out_dir={tmp_path / 'b'}", "run.stop_after_epoch=1"]))
     resumed = main(load_config(None, [*common, f"run.out_dir={tmp_path / 'b'}", "run.resume=true"]))
     assert_same_weights(weights(full / "last.pt"), weights(resumed / "last.pt"))
+
+
+def test_precision_on_cpu_follows_run_amp():
+    from fsstools.errors import ConfigError
+    from fsstools.training.loop import Precision
+
+    cpu = torch.device("cpu")
+    assert Precision.choose("fp32", cpu).dtype is None
+    assert Precision.choose("bf16", cpu).dtype == torch.bfloat16
+    with pytest.raises(ConfigError, match="fp16 needs a GPU"):
+        Precision.choose("fp16", cpu)
+    model = PSPNet(tiny_cfg("unused").model, n_classes=3).eval()
+    with Precision.choose("bf16", cpu).autocast(cpu):
+        out = model(torch.randn(1, 3, 24, 24))
+    assert out.dtype == torch.bfloat16

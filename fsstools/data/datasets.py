@@ -50,6 +50,10 @@ class BaseTrainDataset(Dataset):
             to normalised tensors at the original size.
         min_fg: pixels a base class must cover for the image to be kept; None scales the
             2048-pixel rule to each image's area.
+        preload: decode every kept image and mask once, now, and serve them from memory
+            (about 4 bytes per pixel; for small sets such as the embedded benchmark, where
+            JPEG decoding would otherwise cost as much as a training step). DataLoader
+            workers started by fork share the arrays.
 
     Items are ``(image (3, H, W) float, mask (H, W) int64)`` with mask values in
     0..n_base and 255.
@@ -64,6 +68,7 @@ class BaseTrainDataset(Dataset):
         scheme: str = "interleaved",
         transform: Transform | None = None,
         min_fg: int | None = None,
+        preload: bool = False,
     ) -> None:
         self.root = Path(root)
         self.n_classes = splits.n_classes(dataset)
@@ -79,6 +84,9 @@ class BaseTrainDataset(Dataset):
                 f"{fold}; check the dataset name and the list, or lower min_fg"
             )
         self.pairs = [pairs[i] for i in keep]
+        self.decoded: list[tuple[np.ndarray, np.ndarray]] | None = None
+        if preload:
+            self.decoded = [self._load(i) for i in range(len(self.pairs))]
 
     @property
     def n_base(self) -> int:
@@ -88,7 +96,12 @@ class BaseTrainDataset(Dataset):
     def __len__(self) -> int:
         return len(self.pairs)
 
-    def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
+    def _load(self, i: int) -> tuple[np.ndarray, np.ndarray]:
+        """Image (H, W, 3) uint8 and its base-training labels (H, W) uint8."""
         image, mask = voc.load_pair(self.root, *self.pairs[i], self.n_classes)
-        out = self.transform(image, self.lut[mask])
+        return image, self.lut[mask]
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
+        image, labels = self.decoded[i] if self.decoded is not None else self._load(i)
+        out = self.transform(image, labels)
         return out["image"], out["mask"]

@@ -138,6 +138,36 @@ def init_bias(scores: torch.Tensor, valid: torch.Tensor | None = None) -> torch.
     return (scores * v).sum(dim=1) / v.sum(dim=1)
 
 
+def support_threshold(
+    scores: torch.Tensor, fg: torch.Tensor, valid: torch.Tensor
+) -> torch.Tensor:
+    """The bias that best separates each support's own foreground: (B,).
+
+    Among the thresholds between consecutive scores of the valid support pixels, the one whose
+    foreground prediction (score above it) has the highest IoU with the support's foreground;
+    the bias is the midpoint between the last pixel in and the first pixel out (one score
+    unit below the lowest score when every valid pixel is in).
+
+    Args:
+        scores: (B, N) ``tau * cos`` of the support pixels.
+        fg: (B, N) bool, True on foreground support pixels.
+        valid: (B, N) bool, False on pixels labelled 255 (and padding).
+    """
+    n = scores.shape[1]
+    ranked = scores.masked_fill(~valid, float("-inf")).sort(dim=1, descending=True)
+    in_order = ranked.values  # (B, N), valid pixels first
+    y = (fg & valid).gather(1, ranked.indices).to(scores.dtype)
+    tp = y.cumsum(dim=1)  # foreground among the top k + 1
+    k = torch.arange(1, n + 1, device=scores.device, dtype=scores.dtype)
+    iou = tp / (k + y.sum(dim=1, keepdim=True) - tp)
+    iou = iou.masked_fill(torch.isinf(in_order), -1.0)
+    last = iou.argmax(dim=1, keepdim=True)  # (B, 1) position of the last pixel in
+    upper = in_order.gather(1, last).squeeze(1)
+    lower = in_order.gather(1, (last + 1).clamp(max=n - 1)).squeeze(1)
+    below = torch.isinf(lower) | (last.squeeze(1) == n - 1)
+    return torch.where(below, upper - 1.0, (upper + lower) / 2)
+
+
 def cosine_grad(
     h: torch.Tensor, gc: torch.Tensor, w: torch.Tensor, tau: float
 ) -> torch.Tensor:

@@ -44,6 +44,10 @@ class MethodConfig:
             the KL term is on and ``prior == "estimate"``. Each must be >= 2: before
             iteration 1 the current classifier is the initial one, which set the prior
             already, so t = 1 would be the same as no update (``()``).
+        bias_init: where the initial bias comes from: "query", the mean query score
+            (RePRI's initial classifier: it reads the query), or "support", the threshold
+            that best separates the support's own foreground (highest IoU on the labelled
+            support pixels): with no loss term on the query, such a method never reads it.
         reference: reproduce the reference code: ``iterations - 1`` steps, 1 added to the KL
             weight at each re-estimation, bias initialised over all query pixels (the caller
             also passes ``query_valid_mask(..., reference=True)``).
@@ -59,6 +63,7 @@ class MethodConfig:
     prior: Literal["estimate", "oracle"] = "estimate"
     prior_delta: float = 0.0
     t_pi: tuple[int, ...] = (10,)
+    bias_init: Literal["query", "support"] = "query"
     reference: bool = False
 
     def __post_init__(self) -> None:
@@ -70,6 +75,9 @@ class MethodConfig:
             raise ValueError(f"MethodConfig {self.name!r}: need iterations >= 0, lr > 0, tau > 0")
         if self.prior not in ("estimate", "oracle"):
             raise ValueError(f"MethodConfig.prior={self.prior!r}: use 'estimate' or 'oracle'")
+        if self.bias_init not in ("query", "support"):
+            raise ValueError(f"MethodConfig.bias_init={self.bias_init!r}: use 'query' or "
+                             "'support'")
         if self.prior_delta != 0 and self.prior != "oracle":
             raise ValueError("MethodConfig.prior_delta perturbs the oracle prior; "
                              "set prior='oracle'")
@@ -79,6 +87,13 @@ class MethodConfig:
                 "later (t = 1 re-estimates from the initial classifier, which set the prior "
                 "already: write t_pi=[] for no update)"
             )
+
+    @property
+    def inductive(self) -> bool:
+        """True when nothing the method computes depends on the query: the bias comes from
+        the support and no loss term reads the query (its predictions are the output)."""
+        _, ent, kl = self.loss_weights(1)
+        return self.bias_init == "support" and ent == 0 and kl == 0
 
     @property
     def steps(self) -> int:
@@ -95,15 +110,31 @@ class MethodConfig:
 
 
 METHODS: dict[str, MethodConfig] = {
-    "inductive": MethodConfig(name="inductive", iterations=0, ent_weight=0.0, kl_weight=0.0),
+    # Inductive: the query is never read (prototype and bias from the support alone).
+    "inductive": MethodConfig(name="inductive", iterations=0, ent_weight=0.0, kl_weight=0.0,
+                              bias_init="support"),
+    "ce_support": MethodConfig(name="ce_support", ent_weight=0.0, kl_weight=0.0,
+                               bias_init="support"),
+    # RePRI's initial classifier and its ablations: the bias is the mean query score.
+    "prototype": MethodConfig(name="prototype", iterations=0, ent_weight=0.0, kl_weight=0.0),
     "ce": MethodConfig(name="ce", ent_weight=0.0, kl_weight=0.0),
     "ce_h": MethodConfig(name="ce_h", kl_weight=0.0),
     "ce_kl": MethodConfig(name="ce_kl", ent_weight=0.0),
+    # RePRI as the paper's text describes it: 50 steps, no bump of the KL weight, the losses
+    # and the prior over the query's padding-valid pixels (no ground truth at inference).
     "repri": MethodConfig(name="repri"),
-    "oracle_repri": MethodConfig(name="oracle_repri", prior="oracle", t_pi=()),
+    # RePRI as the authors' code runs it: 49 steps, KL weight + 1 at the prior update, the
+    # query's 255 pixels (ground truth) dropped from the losses and the prior.
+    "repri_reference": MethodConfig(name="repri_reference", reference=True),
+    # The authors' oracle (scripts/oracle.sh): the true foreground share as prior, 300
+    # iterations, weights CE 1, KL 1, H 0.1 whatever the shots.
+    "oracle_repri": MethodConfig(name="oracle_repri", iterations=300, ent_weight=0.1,
+                                 kl_weight=1.0, prior="oracle", t_pi=()),
+    # The same oracle prior at RePRI's own settings (50 iterations, weights 1/K).
+    "oracle_repri_weights": MethodConfig(name="oracle_repri_weights", prior="oracle", t_pi=()),
 }
-"""The methods compared in the paper; :func:`resolve_method` gives the reference-compatible
-variant of any of them and variants with other settings."""
+"""The methods of the study; :func:`resolve_method` gives the reference-compatible variant of
+any of them and variants with other settings."""
 
 
 def resolve_method(

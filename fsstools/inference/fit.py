@@ -221,7 +221,12 @@ def initial_state(
                        task_offset)
     q = p.query
     scores = clf.cosine_scores(q.f, w, cfg.tau, q.r)  # (B, Nq)
-    return (w, *initial_bias_prior(cfg, scores, q.weight, p.labels_q))
+    support = None
+    if cfg.bias_init == "support":
+        support = (torch.cat([clf.cosine_scores(k.f, w, cfg.tau, k.r) for k in blocks], dim=1),
+                   torch.cat([k.fg for k in blocks], dim=1),
+                   torch.cat([k.weight > 0 for k in blocks], dim=1))
+    return (w, *initial_bias_prior(cfg, scores, q.weight, p.labels_q, support))
 
 
 def fit_fast(cfg: MethodConfig, p: Problem, trace: bool, task_offset: int = 0) -> Fitted:
@@ -269,7 +274,7 @@ def fit_fast(cfg: MethodConfig, p: Problem, trace: bool, task_offset: int = 0) -
         if step:
             w = w - cfg.lr * clf.cosine_grad(h, gc, w, cfg.tau)
             b = b + cfg.lr * gsum  # d loss / d b = -sum of d loss / d z
-    return Fitted(zq, pi, None if tracer is None else tracer.stacked())
+    return Fitted(zq, pi, w, b, None if tracer is None else tracer.stacked())
 
 
 def fit_autograd(cfg: MethodConfig, p: Problem, trace: bool, task_offset: int = 0) -> Fitted:
@@ -310,4 +315,5 @@ def fit_autograd(cfg: MethodConfig, p: Problem, trace: bool, task_offset: int = 
                 for param in (w, b):
                     param.add_(param.grad, alpha=-cfg.lr)
                     param.grad = None
-    return Fitted(zq.detach(), pi, None if tracer is None else tracer.stacked())
+    return Fitted(zq.detach(), pi, w.detach(), b.detach(),
+                  None if tracer is None else tracer.stacked())

@@ -16,25 +16,39 @@ from fsstools.inference.prior import oracle_prior, perturb_prior
 
 @dataclass
 class Fitted:
-    """Output of a loop for one chunk: logits (B, Nq), pi (B,), traces name -> (T, B)."""
+    """Output of a loop for one chunk: logits (B, Nq), pi (B,), the final prototype (B, C)
+    and bias (B,), traces name -> (T, B)."""
 
     logits: torch.Tensor
     pi: torch.Tensor
+    prototype: torch.Tensor
+    bias: torch.Tensor
     traces: dict[str, torch.Tensor] | None
 
 
 def initial_bias_prior(
-    cfg: MethodConfig, scores: torch.Tensor, weight_q: torch.Tensor, labels_q: torch.Tensor | None
+    cfg: MethodConfig,
+    scores: torch.Tensor,
+    weight_q: torch.Tensor,
+    labels_q: torch.Tensor | None,
+    support: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Bias (B,) and prior (B,) of the initial classifier from its query scores (B, Nq).
+    """Bias (B,) and prior (B,) of the initial classifier.
 
     Args:
         cfg: the method.
         scores: (B, Nq) ``tau * cos`` of the query pixels.
         weight_q: (B, Nq) query pixel weights.
         labels_q: (B, Nq) {0, 1, 255} query mask (needed for the oracle prior) or None.
+        support: (scores (B, Ns), foreground (B, Ns) bool, valid (B, Ns) bool) of the support
+            pixels; needed when ``cfg.bias_init == "support"``.
     """
-    b = clf.init_bias(scores, None if cfg.reference else weight_q > 0)
+    if cfg.bias_init == "support":
+        if support is None:
+            raise ValueError(f"method {cfg.name!r} sets its bias from the support: pass it")
+        b = clf.support_threshold(*support)
+    else:
+        b = clf.init_bias(scores, None if cfg.reference else weight_q > 0)
     if cfg.prior == "oracle":
         if labels_q is None:
             raise ValueError(f"method {cfg.name!r} uses the oracle prior: pass query_mask")

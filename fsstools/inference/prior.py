@@ -6,6 +6,9 @@ import torch
 
 from fsstools.constants import IGNORE_INDEX
 
+BOUNDARY_SHARE = 0.5
+"""Foreground share counted for a valid query pixel labelled 255 (an object boundary)."""
+
 
 def query_valid_mask(
     query_mask_small: torch.Tensor | None,
@@ -37,22 +40,28 @@ def query_valid_mask(
 
 
 def oracle_prior(query_labels: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
-    """True foreground share of each query among its valid, labelled pixels.
+    """True foreground share of each query over the pixels its predicted share averages over.
+
+    ``valid`` is the set the transductive terms and the estimated prior average over (see
+    :func:`query_valid_mask`), so the oracle prior, the true share and the estimated prior
+    speak of the same pixels. Pixels labelled 1 count 1, 0 count 0; a valid pixel labelled
+    255 is an object boundary (the reference mode drops those), a band that straddles the
+    contour, so it counts 1/2.
 
     Args:
         query_labels: (B, N) {0, 1, 255} query mask.
-        valid: (B, N) bool query validity (255 pixels are dropped as well).
+        valid: (B, N) bool query validity.
 
     Returns:
-        (B,) share of label-1 pixels among valid pixels with a label.
+        (B,) float64 shares in [0, 1].
     """
-    labelled = valid & (query_labels != IGNORE_INDEX)
-    count = labelled.sum(dim=1)
+    count = valid.sum(dim=1)
     if bool((count == 0).any()):
         task = int((count == 0).nonzero()[0])
-        raise ValueError(f"task {task}: the query has no labelled valid pixel; no oracle prior")
-    fg = (labelled & (query_labels == 1)).sum(dim=1)
-    return fg.double().div(count.double())
+        raise ValueError(f"task {task}: the query has no valid pixel; no foreground share")
+    fg = (valid & (query_labels == 1)).sum(dim=1).double()
+    boundary = (valid & (query_labels == IGNORE_INDEX)).sum(dim=1).double()
+    return (fg + BOUNDARY_SHARE * boundary) / count.double()
 
 
 def perturb_prior(pi: torch.Tensor, delta: float) -> torch.Tensor:

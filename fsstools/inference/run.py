@@ -29,6 +29,7 @@ class InferenceResult:
     Attributes:
         logits: (B, h, w) ``tau * cos - b`` of the final classifier on the query grid.
         pi: (B,) foreground prior in force at the end.
+        prototype: (B, C) final prototype ``w``; bias: (B,) final bias ``b``.
         traces: None, or name -> (T, B) per-iteration values, T = steps + 1 (row t: the
             classifier after t steps, with the prior and KL weight used for the next step):
             "loss", "ce", "entropy", "kl" (unweighted terms), "kl_weight", "pi", "fg_share"
@@ -37,6 +38,8 @@ class InferenceResult:
 
     logits: torch.Tensor
     pi: torch.Tensor
+    prototype: torch.Tensor
+    bias: torch.Tensor
     traces: dict[str, torch.Tensor] | None = None
 
 
@@ -107,7 +110,7 @@ def run_method(
             runner = fit.fit_fast if impl == "fast" else fit.fit_autograd
             out = runner(cfg, problem, trace, task_offset=a)
         logits = out.logits.reshape(e - a, *query_feats.shape[-2:])  # (b, h, w)
-        return InferenceResult(logits, out.pi, out.traces)
+        return InferenceResult(logits, out.pi, out.prototype, out.bias, out.traces)
 
     if compute.type == "cpu" and impl == "fast":
         results = fit.map_single_threaded(one, spans, workers)
@@ -124,5 +127,7 @@ def _concat(results: list[InferenceResult], device: torch.device) -> InferenceRe
     return InferenceResult(
         logits=torch.cat([r.logits for r in results]).to(device),
         pi=torch.cat([r.pi for r in results]).to(device),
+        prototype=torch.cat([r.prototype for r in results]).to(device),
+        bias=torch.cat([r.bias for r in results]).to(device),
         traces=traces,
     )

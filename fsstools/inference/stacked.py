@@ -96,7 +96,10 @@ def initial_state(
         raise ValueError(clf.empty_support_message(int(empty[0]) + task_offset))
     w = clf.features_times(p.x[:, :, p.nq:], fg) / count.unsqueeze(1)  # (B, C)
     scores = clf.cosine_scores(p.x[:, :, :p.nq], w, cfg.tau)  # (B, Nq)
-    return (w, *initial_bias_prior(cfg, scores, p.weight_q, p.labels_q))
+    support = None
+    if cfg.bias_init == "support":
+        support = (clf.cosine_scores(p.x[:, :, p.nq:], w, cfg.tau), p.fg, p.weight_s > 0)
+    return (w, *initial_bias_prior(cfg, scores, p.weight_q, p.labels_q, support))
 
 
 def _log_prior_ratio(pi: torch.Tensor, kl_weight: float) -> torch.Tensor:
@@ -210,4 +213,5 @@ def fit_stacked(
         coef = torch.linalg.vecdot(h, w).unsqueeze(1) / (norm * d)  # (B, 1)
         w = torch.addcmul(w, scale, torch.addcmul(h, coef, w, value=-1), value=-cfg.lr)
         neg_b = torch.add(neg_b, g.sum(dim=2), alpha=-cfg.lr)  # d loss / d b = -sum g
-    return Fitted(logits_q, pi, None if tracer is None else tracer.stacked())
+    return Fitted(logits_q, pi, w, -neg_b.squeeze(1),
+                  None if tracer is None else tracer.stacked())

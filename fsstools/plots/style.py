@@ -22,11 +22,15 @@ TERM_LABELS = {
 }
 METHOD_COLOURS = {
     "inductive": "#7f7f7f",
+    "ce_support": "#bcbd22",
+    "prototype": "#8c564b",
     "ce": "#1f77b4",
     "ce_h": "#17becf",
     "ce_kl": "#9467bd",
     "repri": "#d62728",
+    "repri_reference": "#ff7f0e",
     "oracle_repri": "#2ca02c",
+    "oracle_repri_weights": "#98df8a",
 }
 CONTOUR_COLOUR = "#ffe135"
 """Outline of foreground masks and predictions."""

@@ -58,11 +58,14 @@ class RunConfig:
     device: str = "auto"
     """"auto" (cuda if available, else cpu), "cpu", "cuda" ..."""
     amp: Literal["fp32", "bf16", "fp16"] = "bf16"
-    """Autocast dtype on CUDA ("fp32" turns it off); CPU always runs float32."""
+    """Autocast dtype ("fp32" turns it off); on CPU "bf16" or "fp32" (CPUs without bf16
+    instructions run bf16 slower than fp32: measure with bench/train.py)."""
     workers: int = 4
     threads: int | None = None
     """torch.set_num_threads for this process; None leaves torch's default."""
     channels_last: bool = False
+    preload: bool = False
+    """Decode the training and validation images once into memory (small datasets)."""
     sync_bn: bool = True
     """Convert BN to SyncBatchNorm under torchrun (as the reference does)."""
     val_every: int = 1
@@ -84,7 +87,7 @@ class TrainConfig:
 
 
 RUN_CONTROL_KEYS = ("out_dir", "device", "workers", "threads", "resume", "stop_after_epoch",
-                    "progress", "val_batch_size")
+                    "progress", "val_batch_size", "preload")
 
 
 def with_run(cfg: TrainConfig, **changes: Any) -> TrainConfig:

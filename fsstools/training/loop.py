@@ -15,6 +15,7 @@ from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 from fsstools.constants import IGNORE_INDEX
+from fsstools.errors import ConfigError
 from fsstools.models import PSPNet, build_model
 from fsstools.training.config import OptimConfig, TrainConfig
 from fsstools.training.runtime import DistContext, all_reduce_sum
@@ -28,8 +29,12 @@ class Precision:
 
     @classmethod
     def choose(cls, amp: str, device: torch.device) -> Precision:
-        if device.type != "cuda" or amp == "fp32":
+        """The precision ``run.amp`` asks for on ``device``."""
+        if amp == "fp32":
             return cls(None)
+        if device.type == "cpu" and amp == "fp16":
+            raise ConfigError("run.amp=fp16 needs a GPU (CPU autocast has no GradScaler "
+                              "support here); use run.amp=bf16 or fp32 on CPU")
         return cls(torch.bfloat16 if amp == "bf16" else torch.float16)
 
     def autocast(self, device: torch.device) -> torch.autocast:

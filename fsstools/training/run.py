@@ -75,13 +75,14 @@ def data_fingerprint(cfg: DataConfig) -> str:
     return cache.cache_key(**parts)
 
 
-def build_data(cfg: DataConfig) -> TrainData:
-    """Base-class training and validation sets of ``cfg.fold``."""
+def build_data(cfg: DataConfig, preload: bool = False) -> TrainData:
+    """Base-class training and validation sets of ``cfg.fold`` (decoded in memory with
+    ``preload``)."""
     from fsstools.data.datasets import BaseTrainDataset
     from fsstools.data.transforms import TestTransform, TrainTransform
 
     common = dict(root=cfg.root, dataset=cfg.dataset, fold=cfg.fold, scheme=cfg.scheme,
-                  min_fg=cfg.min_fg)
+                  min_fg=cfg.min_fg, preload=preload)
     train = BaseTrainDataset(list_file=cfg.train_list, **common,
                              transform=TrainTransform(cfg.crop_size, cfg.scale, cfg.rotation))
     val = BaseTrainDataset(list_file=cfg.val_list, **common, transform=TestTransform(cfg.val_size))
@@ -222,7 +223,7 @@ def _run(cfg: TrainConfig, data: TrainData | None, ctx: DistContext, run_dir: Pa
     if cfg.run.threads is not None:
         torch.set_num_threads(cfg.run.threads)
     seed_everything(cfg.run.seed + ctx.rank)
-    data = build_data(cfg.data) if data is None else data
+    data = build_data(cfg.data, cfg.run.preload) if data is None else data
     train_loader, val_loader, generator = _loaders(data, cfg, ctx)
     t = build_trainee(cfg, data.n_classes, len(train_loader), ctx)
     start_epoch, best = 0, {"epoch": 0, "score": -1.0}
