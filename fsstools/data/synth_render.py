@@ -1,5 +1,7 @@
 """Rendering of one synthetic scene: shapes, textures, cluttered backgrounds, two styles.
 
+Two scene layouts share the rest: ``render_scene`` (benchmark v1, every object 12-36% of the
+image) and ``render_scene_v2`` (PASCAL-like sizes per class, objects cut by the frame).
 Everything here is a pure function of a ``numpy.random.Generator`` and plain arguments, so
 a scene is reproducible from its seed alone. Lengths are given for a 128-pixel image and
 scaled with the image size.
@@ -22,11 +24,13 @@ from functools import partial
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 
+from fsstools.data.synth_pascal import scene_objects
 from fsstools.data.synth_shapes import (
     SHAPES,
     blob_polygon,
     boundary_band,
     place,
+    place_cut,
     polygon_area,
     rasterize,
     shape_polygon,
@@ -40,8 +44,9 @@ REFERENCE_SIZE = 128
 Fill = Callable[[np.ndarray], np.ndarray]
 """Colours (h, w, 3) for a grid of pixel coordinates (2, h, w)."""
 
-# Object area as a share of the image, by number of objects in the scene; drawn before
-# borders and occlusion take their part, so that the visible share lands mostly in 10-30%.
+# Benchmark v1: object area as a share of the image, by number of objects in the scene;
+# drawn before borders and occlusion take their part, so the visible share lands mostly in
+# 10-30%. v2 draws sizes per class instead (synth_pascal).
 OBJECT_AREA = {1: (0.15, 0.36), 2: (0.13, 0.30), 3: (0.12, 0.24)}
 HUE_JITTER = 12.0
 """Degrees of per-object hue jitter; well below the 60+ degrees between palettes."""
@@ -254,7 +259,10 @@ def _background(
 def render_scene(
     rng: np.random.Generator, classes: tuple[int, ...], size: int, style: Style, ignore_index: int
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Render objects of ``classes`` (later ones on top) over a cluttered background.
+    """Benchmark v1: objects of ``classes`` (later ones on top) over a cluttered background.
+
+    Every object covers 12-36% of the image before occlusion (``OBJECT_AREA``), whatever its
+    class, and lies inside the frame.
 
     Returns:
         image (H, W, 3) uint8 and label (H, W) uint8: 0 background, class ids, and
@@ -274,10 +282,76 @@ def render_scene(
         visible = [v & ~mask for v in visible] + [mask]
         _paint(img, mask, grid, partial(_textured, rng, family, style, scale=scale))
         instances[mask] = k
+    return _finish(rng, img, instances, classes, style, ignore_index)
+
+
+def render_scene_v2(
+    rng: np.random.Generator, classes: tuple[int, ...], size: int, style: Style, ignore_index: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Benchmark v2: PASCAL-like object sizes, objects cut by the frame, small objects.
+
+    Each class's share of the image is drawn from its PASCAL counterpart's statistics and
+    split among its objects (``synth_pascal.scene_objects``); objects are placed largest
+    first and may reach beyond the frame (``place_cut``).
+
+    Args:
+        classes: one class id per object; repeated ids are several objects of one class.
+
+    Returns:
+        image (H, W, 3) uint8 and label (H, W) uint8, as ``render_scene``.
+    """
+    scale = size / REFERENCE_SIZE
+    grid = np.mgrid[0:size, 0:size].astype(np.float32) + 0.5  # (2, H, W)
+    img = _background(rng, style, grid, scale)
+    instances = np.zeros((size, size), dtype=np.uint8)
+    visible: list[np.ndarray] = []
+    objects = scene_objects(rng, classes)
+    shares = np.array([share for _, share in objects])
+    # Objects drawn later hide about their own share of an earlier one (they land on it with
+    # a chance equal to its share), so each object is drawn larger by what will cover it.
+    in_front = shares[::-1].cumsum()[::-1] - shares
+    band = _band_width(size)
+    for k, (class_id, share) in enumerate(objects, start=1):
+        shape, family = class_parts(class_id)
+        pts = shape_polygon(SHAPES[shape], rng)
+        target = share * (1.0 + in_front[k - 1]) * size * size
+        pts = pts * math.sqrt(target / polygon_area(pts))
+        mask = place_cut(rng, pts, size, visible, target, band)
+        visible = [v & ~mask for v in visible] + [mask]
+        _paint(img, mask, grid, partial(_textured, rng, family, style, scale=scale))
+        instances[mask] = k
+    return _finish(rng, img, instances, tuple(c for c, _ in objects), style, ignore_index)
+
+
+def _band_width(size: int) -> int:
+    """Half-width in pixels of the ignore band around objects: one pixel at 128, scaled."""
+    return max(1, round(size / REFERENCE_SIZE))
+
+
+RENDERERS = {"v1": render_scene, "v2": render_scene_v2}
+"""Scene renderer of each benchmark version (``SynthConfig.preset``)."""
+
+
+def _finish(
+    rng: np.random.Generator,
+    img: np.ndarray,
+    instances: np.ndarray,
+    classes: tuple[int, ...],
+    style: Style,
+    ignore_index: int,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Label map with its boundary band, and the image after the style's sensor degradation.
+
+    Args:
+        img: (H, W, 3) float image in [0, 1] (about).
+        instances: (H, W) object index k (1-based, into ``classes``) per pixel, 0 background.
+    """
+    size = img.shape[0]
+    scale = size / REFERENCE_SIZE
     label = np.zeros((size, size), dtype=np.uint8)
     for k, class_id in enumerate(classes, start=1):
         label[instances == k] = class_id
-    label[boundary_band(instances, max(1, round(scale)))] = ignore_index
+    label[boundary_band(instances, _band_width(size))] = ignore_index
     img = 0.5 + style.contrast * (img - 0.5)
     out = Image.fromarray((np.clip(img, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8))
     if style.blur > 0:

@@ -14,6 +14,11 @@ SHAPES = ("ellipse", "rectangle", "triangle", "star", "cross")
 MAX_OCCLUSION = 0.3
 """A new object may hide at most this share of an earlier object's visible pixels."""
 PLACEMENT_TRIES = 10
+FRAME_INSET = 0.1
+"""Cut-by-the-border placement draws object centres this share of the side from the edges."""
+MAX_GROW = 2.0
+"""A cut object grows by at most this area factor to win back the part outside the frame."""
+GROW_STEPS = 3
 
 
 def shape_polygon(shape: str, rng: np.random.Generator) -> np.ndarray:
@@ -86,6 +91,64 @@ def place(
         if hidden <= MAX_OCCLUSION:
             break
     return best
+
+
+def place_cut(
+    rng: np.random.Generator,
+    pts: np.ndarray,
+    size: int,
+    visible: list[np.ndarray],
+    target_px: float,
+    band: int,
+) -> np.ndarray:
+    """Like ``place``, but the shape may reach beyond the frame and be cut by its border.
+
+    Centres are drawn over most of the frame whatever the shape's extent, so large shapes are
+    usually cut (as large objects are in photos) and small ones seldom. A shape labelling
+    fewer pixels than asked (cut by the border, or eaten by its boundary band) is grown
+    about its centre, in up to ``GROW_STEPS`` steps, so that its part inside the frame and
+    outside the band covers about ``target_px``: the drawn size is the labelled size, as in
+    statistics measured from masks.
+
+    Args:
+        pts: centred outline (N, 2) in pixels, (x, y).
+        visible: (H, W) masks of the visible parts of earlier objects.
+        target_px: pixels the shape should label inside the frame.
+        band: half-width of the ignore band that ``boundary_band`` will draw on its outline.
+
+    Returns:
+        (H, W) mask of the chosen placement, inside the frame.
+    """
+    lo, hi = FRAME_INSET * size, (1.0 - FRAME_INSET) * size
+    best, best_hidden = None, math.inf
+    for _ in range(PLACEMENT_TRIES):
+        centre = rng.uniform(lo, hi, size=2)
+        mask = _grown(pts, centre, size, target_px, band)
+        hidden = max(
+            (np.count_nonzero(mask & v) / max(1, np.count_nonzero(v)) for v in visible), default=0.0
+        )
+        if hidden < best_hidden:
+            best, best_hidden = mask, hidden
+        if hidden <= MAX_OCCLUSION:
+            break
+    return best
+
+
+def _grown(
+    pts: np.ndarray, centre: np.ndarray, size: int, target_px: float, band: int
+) -> np.ndarray:
+    """Mask (H, W) of the shape at ``centre``, grown until it labels about ``target_px``."""
+    grow = 1.0
+    mask = rasterize(pts + centre, size)
+    for _ in range(GROW_STEPS):
+        labelled = np.count_nonzero(mask & ~boundary_band(mask.view(np.uint8), band))
+        if labelled == 0 or labelled >= target_px or grow >= MAX_GROW:
+            break
+        # grow is an area factor (lengths scale by its root); the part beyond the frame grows
+        # with the rest, so one step falls short: take a few.
+        grow = min(MAX_GROW, grow * target_px / labelled)
+        mask = rasterize(pts * math.sqrt(grow) + centre, size)
+    return mask
 
 
 def boundary_band(instances: np.ndarray, half_width: int) -> np.ndarray:

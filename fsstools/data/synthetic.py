@@ -1,5 +1,11 @@
 """The embedded synthetic benchmark: 20 shape x texture classes in two visual styles.
 
+Two versions, chosen by ``SynthConfig.preset``: ``"v2"`` (the default) imitates PASCAL VOC's
+scene statistics (class-dependent object sizes with a wide spread within each class, objects
+cut by the frame, small objects, 1-4 classes per image; see ``synth_pascal`` and
+``docs/benchmark.md``); ``"v1"`` is the first version, every object covering 12-36% of the
+image, kept byte for byte for comparison.
+
 Generated on demand in VOC layout (see ``data/README.md``), deterministic from a seed and
 cached: ``<root>/synth.json`` records the generating config and its hash, and a second
 call with the same config reuses the files.
@@ -29,8 +35,10 @@ from PIL import Image
 
 from fsstools import cache
 from fsstools.artifacts import atomic_write_text
-from fsstools.constants import IGNORE_INDEX, min_fg_pixels
-from fsstools.data.synth_render import N_CLASSES, STYLES, class_names, render_scene
+from fsstools.constants import IGNORE_INDEX
+from fsstools.data.synth_pascal import plan_images
+from fsstools.data.synth_render import N_CLASSES, RENDERERS, STYLES, class_names
+from fsstools.data.synth_stats import label_counts, summarise
 from fsstools.errors import ConfigError, UserError
 
 SYNTH_CLASSES = tuple(class_names())
@@ -38,10 +46,12 @@ SPLITS = ("train", "val")
 MIN_IMAGES_PER_CLASS = 11
 """One query plus up to ten support images per class for 10-shot episodes."""
 
-# Objects per image: 1, 2 or 3 with these probabilities (mean 1.9).
+PRESETS = tuple(RENDERERS)
+"""Benchmark versions: "v1" (uniform 12-36% objects) and "v2" (PASCAL-like, the default)."""
+# v1 only: objects per image, 1, 2 or 3 with these probabilities (mean 1.9).
 N_OBJECTS_PROBS = (0.35, 0.40, 0.25)
 SAME_CLASS_PROB = 0.1
-"""Chance that an image's second object repeats the first one's class (two instances)."""
+"""v1 only: chance that an image's second object repeats the first one's class."""
 MANIFEST = "synth.json"
 CONTACT_SHEET = "contact_sheet.png"
 
@@ -60,6 +70,8 @@ class SynthConfig:
         seed: root of every per-image seed.
         styles: visual domains to write, each a key of ``synth_render.STYLES``.
         jpeg_quality: JPEG quality of the images.
+        preset: benchmark version, "v2" (PASCAL-like sizes) or "v1" (the first version,
+            reproduced byte for byte).
     """
 
     n_train: int = 5000
@@ -68,6 +80,7 @@ class SynthConfig:
     seed: int = 0
     styles: tuple[str, ...] = ("A", "B")
     jpeg_quality: int = 90
+    preset: str = "v2"
 
     def __post_init__(self) -> None:
         if self.n_train < 1 or self.n_val < 1:
@@ -83,6 +96,12 @@ class SynthConfig:
             )
         if not 1 <= self.jpeg_quality <= 100:
             raise ConfigError(f"jpeg_quality must be in 1..100, got {self.jpeg_quality}")
+        if self.preset not in PRESETS:
+            raise ConfigError(
+                f"preset must be one of {list(PRESETS)} (v2: PASCAL-like object sizes, v1: "
+                f"the first version), got {self.preset!r}",
+                key="preset",
+            )
 
     def n_images(self, split: str) -> int:
         return self.n_train if split == "train" else self.n_val
@@ -104,12 +123,17 @@ def image_name(style: str, split: str, index: int) -> str:
 
 
 def plan_classes(cfg: SynthConfig, style: str, split: str) -> list[tuple[int, ...]]:
-    """Object classes of every image of one split, later objects drawn on top.
+    """Object classes of every image of one split (one id per object).
 
     Classes are dealt from a stream of shuffled permutations of 1..20, so every class
-    appears (almost exactly) equally often and objects in one image usually differ.
+    appears (almost exactly) equally often. v2 draws PASCAL's classes per image and objects
+    per class (``synth_pascal.plan_images``); v1 draws 1-3 objects, later ones on top.
     """
     n = cfg.n_images(split)
+    if cfg.preset == "v2":
+        tag = PRESETS.index(cfg.preset)  # a stream of its own
+        rng = np.random.default_rng([cfg.seed, _style_index(style), SPLITS.index(split), tag])
+        return plan_images(rng, n, N_CLASSES)
     rng = np.random.default_rng([cfg.seed, _style_index(style), SPLITS.index(split), 0])
     counts = rng.choice(np.arange(1, len(N_OBJECTS_PROBS) + 1), size=n, p=N_OBJECTS_PROBS)
     repeat = rng.random(n) < SAME_CLASS_PROB
@@ -130,13 +154,13 @@ def _style_index(style: str) -> int:
 
 
 def _render_task(task: tuple) -> np.ndarray:
-    """Render and write one image and its mask; returns its label histogram (N_CLASSES + 1,)."""
-    style_dir, name, classes, entropy, size, style, quality = task
+    """Render and write one image and its mask; returns its ``label_counts`` (2, N_CLASSES + 1)."""
+    style_dir, name, classes, entropy, size, style, quality, preset = task
     rng = np.random.default_rng(np.random.SeedSequence(entropy))
-    image, label = render_scene(rng, classes, size, STYLES[style], IGNORE_INDEX)
+    image, label = RENDERERS[preset](rng, classes, size, STYLES[style], IGNORE_INDEX)
     Image.fromarray(image).save(Path(style_dir, "JPEGImages", f"{name}.jpg"), quality=quality)
     Image.fromarray(label).save(Path(style_dir, "SegmentationClass", f"{name}.png"))
-    return np.bincount(label.ravel(), minlength=IGNORE_INDEX + 1)[: N_CLASSES + 1]
+    return label_counts(label)
 
 
 def _tasks(root: Path, cfg: SynthConfig) -> list[tuple]:
@@ -147,7 +171,8 @@ def _tasks(root: Path, cfg: SynthConfig) -> list[tuple]:
                 entropy = (cfg.seed, _style_index(style), SPLITS.index(split), i)
                 name = image_name(style, split, i)
                 tasks.append(
-                    (str(root / style), name, classes, entropy, cfg.size, style, cfg.jpeg_quality)
+                    (str(root / style), name, classes, entropy, cfg.size, style,
+                     cfg.jpeg_quality, cfg.preset)
                 )
     return tasks
 
@@ -186,23 +211,6 @@ def _read_manifest(path: Path) -> dict:
         return {}
 
 
-def _summarise(counts: np.ndarray, size: int) -> dict:
-    """Per-class image counts and foreground-share quantiles of one split.
-
-    Args:
-        counts: (N, N_CLASSES + 1) label histograms of the split's images.
-    """
-    per_class = counts[:, 1:]  # (N, 20), border pixels excluded
-    share = per_class[per_class > 0] / float(size * size)
-    qs = (0.05, 0.25, 0.5, 0.75, 0.95)
-    return {
-        "images_per_class": (per_class >= min_fg_pixels(size * size)).sum(axis=0).tolist(),
-        "fg_share_quantiles": {str(q): round(float(np.quantile(share, q)), 4) for q in qs},
-        "fg_share_in_10_30": round(float(((share >= 0.1) & (share <= 0.3)).mean()), 4),
-        "border_share": round(float(1.0 - counts.sum() / (len(counts) * size * size)), 4),
-    }
-
-
 def _run(tasks: list[tuple], workers: int, progress: bool) -> list[np.ndarray]:
     from tqdm.auto import tqdm
 
@@ -216,8 +224,8 @@ def _run(tasks: list[tuple], workers: int, progress: bool) -> list[np.ndarray]:
         # spawn: safe even when the caller (a notebook) already runs torch threads.
         chunk = max(1, min(32, len(tasks) // (4 * workers)))
         with multiprocessing.get_context("spawn").Pool(workers) as pool:
-            for hist in pool.imap(_render_task, tasks, chunksize=chunk):
-                results.append(hist)
+            for counts in pool.imap(_render_task, tasks, chunksize=chunk):
+                results.append(counts)
                 bar.update()
     bar.close()
     return results
@@ -237,7 +245,8 @@ def generate(
     tasks = _tasks(root, cfg)
     start = time.perf_counter()
     workers = min(workers or os.cpu_count() or 1, len(tasks))
-    hists = np.stack(_run(tasks, workers, progress))  # (N, 21)
+    counts = np.stack(_run(tasks, workers, progress))  # (N, 2, 21)
+    objects = [len(t[2]) for t in tasks]
     stats, pos = {}, 0
     for style in cfg.styles:
         for split in SPLITS:
@@ -248,7 +257,9 @@ def generate(
                 for i in range(n)
             )
             atomic_write_text(root / style / "lists" / f"{split}.txt", lines)
-            stats[f"{style}/{split}"] = _summarise(hists[pos : pos + n], cfg.size)
+            stats[f"{style}/{split}"] = summarise(
+                counts[pos : pos + n], cfg.size, objects[pos : pos + n]
+            )
             pos += n
     manifest.update(
         complete=True,
@@ -310,13 +321,21 @@ def ensure_synth(
     if progress:
         print(f"generated synthetic data in {root} in {manifest['seconds']} s")
         for key, s in manifest["stats"].items():
-            q = s["fg_share_quantiles"]
-            print(
-                f"  {key}: foreground share per class median {q['0.5']:.2f} "
-                f"(5-95%: {q['0.05']:.2f}-{q['0.95']:.2f}), "
-                f"images per class >= {min(s['images_per_class'])}"
-            )
+            print(f"  {key}: {describe(s)}")
     return root
+
+
+def describe(stats: dict) -> str:
+    """One line on a split's ``synth_stats.summarise`` statistics."""
+    q = stats["held_share_quantiles"]
+    if not q:
+        return "no image holds a class"
+    return (
+        f"held (image, class) pairs cover a median {q['0.5']:.3f} of the image "
+        f"(5-95%: {q['0.05']:.3f}-{q['0.95']:.3f}, {stats['range_ratio']:.1f}x); "
+        f"class medians differ {stats['median_ratio']:.1f}x; "
+        f"images per class >= {min(stats['images_per_class'])}"
+    )
 
 
 def _check_writable(root: Path) -> None:
