@@ -13,17 +13,26 @@ its keys read ``module.layer0.0.weight`` (stem as one Sequential), ``module.laye
 from __future__ import annotations
 
 import dataclasses
+import pickle
 import re
+import zipfile
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from fsstools.config import from_dict
+from fsstools.errors import ConfigError, DataError, MissingError
 from fsstools.models.backbones import TRUNKS
+from fsstools.models.panet import PANet, PANetConfig
+from fsstools.models.pfenet import PFENet, PFENetConfig
 from fsstools.models.pspnet import ModelConfig, PSPNet
 
 CHECKPOINT_FORMAT = "fsstools.pspnet/1"
+PANET_FORMAT = "fsstools.panet/1"
+PFENET_FORMAT = "fsstools.pfenet/1"
+"""Episodic peers: ``model_config`` (their encoder or frozen trunk) and their own settings
+under ``panet_config`` / ``pfenet_config``; everything else as in base checkpoints."""
 
 # Reference stem Sequential: conv, bn, relu (x3 with the deep stem), then max-pool.
 _DEEP_STEM = {"0": "conv1", "1": "bn1", "3": "conv2", "4": "bn2", "6": "conv3", "7": "bn3"}
@@ -32,15 +41,36 @@ _PPM_PARTS = {"1": "conv", "2": "bn"}
 _REFERENCE_BINS = (1, 2, 3, 6)
 
 
+_UNREADABLE = (RuntimeError, EOFError, OSError, pickle.UnpicklingError, zipfile.BadZipFile,
+               ValueError, AttributeError, ImportError)
+"""What torch.load raises on a truncated, foreign or corrupt file (torch's own messages name
+no path: "PytorchStreamReader failed reading zip archive", "Weights only load failed")."""
+
+
 def read_checkpoint(path: str | Path) -> dict[str, Any]:
-    """Load a checkpoint file on CPU; a clear error if it is missing."""
+    """Load a checkpoint file on CPU (tensors and plain data only, never arbitrary code).
+
+    Raises:
+        MissingError: no such file.
+        DataError: the file cannot be read as a PyTorch checkpoint (truncated by an
+            interrupted copy, another format, or pickled Python objects).
+    """
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(
+        raise MissingError(
             f"checkpoint {path} does not exist; train one with `fsstools train --config ...` "
             f"or check the path"
         )
-    return torch.load(path, map_location="cpu", weights_only=True)
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except _UNREADABLE as err:
+        # torch's first sentence says what failed; the rest is advice given here anyway
+        first = re.split(r"(?<=\.) ", str(err).strip())[0].rstrip(".") or type(err).__name__
+        raise DataError(
+            f"checkpoint {path} ({path.stat().st_size} bytes) cannot be read as a PyTorch "
+            f"checkpoint ({first}); it is truncated (an interrupted copy or save), corrupt or "
+            "not a checkpoint: copy it again or re-train it with `fsstools train`"
+        ) from err
 
 
 def checkpoint_meta(path: str | Path) -> dict[str, Any]:
@@ -54,22 +84,71 @@ def checkpoint_meta(path: str | Path) -> dict[str, Any]:
     return {k: v for k, v in ckpt.items() if k not in heavy}
 
 
-def load_model(path: str | Path, device: str | torch.device = "cpu") -> PSPNet:
-    """A PSPNet in eval mode from one of our checkpoints or a reference RePRI/PFENet one."""
+def load_model(path: str | Path, device: str | torch.device = "cpu") -> PSPNet | PANet | PFENet:
+    """A model in eval mode from one of our checkpoints (base PSPNet, or an episodic PANet-
+    or PFENet-style peer) or a reference RePRI/PFENet PSPNet one. Every kind has
+    ``extract_features(images) -> (B, C, h, w)``, so the feature cache serves them all."""
     ckpt = read_checkpoint(path)
-    if isinstance(ckpt, dict) and ckpt.get("format") == CHECKPOINT_FORMAT:
-        cfg = dataclasses.replace(from_dict(ModelConfig, ckpt["model_config"]), pretrained=None)
-        model = PSPNet(cfg, ckpt["n_classes"])
-        model.load_state_dict(ckpt["model"])
+    if isinstance(ckpt, dict) and ckpt.get("format") in _BUILDERS:
+        try:
+            cfg = dataclasses.replace(from_dict(ModelConfig, ckpt["model_config"]),
+                                      pretrained=None)
+            model = _BUILDERS[ckpt["format"]](cfg, ckpt)
+            model.load_state_dict(ckpt["model"])
+        except (KeyError, ConfigError, RuntimeError) as err:
+            raise DataError(
+                f"checkpoint {path} is an fsstools checkpoint whose model cannot be rebuilt "
+                f"({str(err).strip().splitlines()[0]}); it was written by another version or "
+                "edited: re-train it with `fsstools train`"
+            ) from err
     else:
         state = ckpt.get("state_dict", ckpt) if isinstance(ckpt, dict) else None
-        if not isinstance(state, dict) or not any("layer0." in k for k in state):
-            raise ValueError(
-                f"{path} is neither an fsstools checkpoint nor a reference PSPNet state dict "
-                f"(no 'format' key and no 'layer0.' keys)"
+        if not isinstance(state, dict) or not any("layer0." in str(k) for k in state):
+            raise DataError(
+                f"checkpoint {path} is neither an fsstools checkpoint nor a reference PSPNet "
+                "state dict (no 'format' key and no 'layer0.' keys); pass a best.pt of "
+                "`fsstools train` or a RePRI/PFENet PSPNet checkpoint"
             )
-        model = model_from_reference(state)
+        try:
+            model = model_from_reference(state)
+        except (ValueError, KeyError, RuntimeError) as err:
+            raise DataError(
+                f"checkpoint {path} looks like a reference state dict but does not fit a "
+                f"PSPNet ({str(err).strip().splitlines()[0]}); pass a RePRI/PFENet PSPNet "
+                "checkpoint (not a meta-learner's)"
+            ) from err
     return model.to(device).eval()
+
+
+_BUILDERS = {
+    CHECKPOINT_FORMAT: lambda cfg, ckpt: PSPNet(cfg, ckpt["n_classes"]),
+    PANET_FORMAT: lambda cfg, ckpt: PANet(cfg, from_dict(PANetConfig, ckpt["panet_config"])),
+    PFENET_FORMAT: lambda cfg, ckpt: PFENet(cfg, from_dict(PFENetConfig, ckpt["pfenet_config"])),
+}
+"""The untrained model of each of our checkpoint formats, from its ``model_config``."""
+
+
+def load_trunk(path: str | Path) -> tuple[ModelConfig, dict[str, torch.Tensor], list[int]]:
+    """The trunk of one of our base (PSPNet) checkpoints, for a frozen-trunk peer.
+
+    Returns:
+        its architecture (``pretrained`` cleared), the trunk's state dict (keys without the
+        ``backbone.`` prefix) and the base classes it was trained on, in label order.
+
+    Raises:
+        DataError: ``path`` is not one of our base checkpoints.
+    """
+    ckpt = read_checkpoint(path)
+    if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT:
+        raise DataError(
+            f"checkpoint {path} is not an fsstools base checkpoint (format {CHECKPOINT_FORMAT}); "
+            "give the best.pt of a base training run (`fsstools train --config "
+            "configs/synth/fold0.yaml`)"
+        )
+    cfg = dataclasses.replace(from_dict(ModelConfig, ckpt["model_config"]), pretrained=None)
+    prefix = "backbone."
+    trunk = {k.removeprefix(prefix): v for k, v in ckpt["model"].items() if k.startswith(prefix)}
+    return cfg, trunk, [int(c) for c in ckpt["classes"]]
 
 
 def model_from_reference(state: dict[str, torch.Tensor],

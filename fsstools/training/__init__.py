@@ -1,4 +1,5 @@
-"""Base training of PSPNet with cross-entropy on the base classes of a fold.
+"""Base training of PSPNet with cross-entropy on the base classes of a fold, and episodic
+training of the meta-learned peers (``mode: episodic``, :mod:`~fsstools.training.episodic`).
 
 One entry point for one process and for torchrun::
 
@@ -10,7 +11,15 @@ the epoch and validation passes, :mod:`~fsstools.training.runtime` seeding, RNG 
 the distributed context, and :mod:`~fsstools.training.run` one run's folder and epochs.
 """
 
-from fsstools.training.config import DataConfig, OptimConfig, RunConfig, TrainConfig, with_run
+from fsstools.training.config import (
+    DataConfig,
+    EpisodicConfig,
+    OptimConfig,
+    RunConfig,
+    TrainConfig,
+    with_episodic,
+    with_run,
+)
 from fsstools.training.loop import train_one_epoch, validate
 from fsstools.training.run import (
     TrainData,
@@ -24,6 +33,7 @@ from fsstools.training.run import (
 
 __all__ = [
     "DataConfig",
+    "EpisodicConfig",
     "OptimConfig",
     "RunConfig",
     "TrainConfig",
@@ -36,5 +46,6 @@ __all__ = [
     "run_key",
     "train_one_epoch",
     "validate",
+    "with_episodic",
     "with_run",
 ]

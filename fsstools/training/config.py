@@ -1,5 +1,6 @@
-"""Base-training configuration: data, model, optimiser and run control, as frozen dataclasses
-loaded in layers (defaults, a YAML file, ``key=value`` overrides; see :mod:`fsstools.config`)."""
+"""Training configuration: data, model, optimiser, run control and the episodic mode, as frozen
+dataclasses loaded in layers (defaults, a YAML file, ``key=value`` overrides; see
+:mod:`fsstools.config`)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,8 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from fsstools.models import ModelConfig
+from fsstools.models.panet import PANetConfig
+from fsstools.models.pfenet import PFENetConfig
 
 
 @dataclass(frozen=True)
@@ -79,11 +82,42 @@ class RunConfig:
 
 
 @dataclass(frozen=True)
+class EpisodicConfig:
+    """Episodic training (``mode: episodic``): tasks of base classes, a meta-learned peer.
+
+    An epoch is ``episodes_per_epoch`` random tasks (``optim.batch_size`` tasks a step);
+    validation scores a fixed set of ``val_episodes`` base-class tasks of ``data.val_list``
+    drawn from ``val_seed`` with the class-IoU protocol (mIoU over base classes), and the
+    checkpoint is selected on it. ``optim.label_smoothing`` applies to the peers' losses
+    (the papers use none: set it to 0).
+    """
+
+    model: Literal["panet", "pfenet"] = "panet"
+    """"panet": end to end from ``model`` (as base training); "pfenet": a head on the frozen
+    trunk of ``trunk``, trained on cached trunk features of ``data.train_list`` at
+    ``data.val_size`` (no augmentation then)."""
+    shots: int = 1
+    episodes_per_epoch: int = 1000
+    val_episodes: int = 500
+    val_seed: int = 0
+    trunk: str | None = None
+    """pfenet: the fold's base checkpoint (a best.pt of base training on the same fold); its
+    architecture replaces ``model``, its bytes are part of the run's key."""
+    feature_dtype: Literal["float16", "float32"] = "float16"
+    """pfenet: storage of the cached trunk features."""
+    panet: PANetConfig = field(default_factory=PANetConfig)
+    pfenet: PFENetConfig = field(default_factory=PFENetConfig)
+
+
+@dataclass(frozen=True)
 class TrainConfig:
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     run: RunConfig = field(default_factory=RunConfig)
+    mode: Literal["base", "episodic"] = "base"
+    """"base": cross-entropy on base classes (PSPNet); "episodic": see ``episodic``."""
+    episodic: EpisodicConfig = field(default_factory=EpisodicConfig)
 
 
 RUN_CONTROL_KEYS = ("out_dir", "device", "workers", "threads", "resume", "stop_after_epoch",
@@ -93,3 +127,8 @@ RUN_CONTROL_KEYS = ("out_dir", "device", "workers", "threads", "resume", "stop_a
 def with_run(cfg: TrainConfig, **changes: Any) -> TrainConfig:
     """``cfg`` with some ``run`` fields replaced."""
     return dataclasses.replace(cfg, run=dataclasses.replace(cfg.run, **changes))
+
+
+def with_episodic(cfg: TrainConfig, **changes: Any) -> TrainConfig:
+    """``cfg`` with some ``episodic`` fields replaced (e.g. ``trunk=str(best_pt)``)."""
+    return dataclasses.replace(cfg, episodic=dataclasses.replace(cfg.episodic, **changes))

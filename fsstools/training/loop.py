@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -16,7 +17,7 @@ from tqdm.auto import tqdm
 
 from fsstools.constants import IGNORE_INDEX
 from fsstools.errors import ConfigError
-from fsstools.models import PSPNet, build_model
+from fsstools.models import build_model
 from fsstools.training.config import OptimConfig, TrainConfig
 from fsstools.training.runtime import DistContext, all_reduce_sum
 
@@ -41,6 +42,29 @@ class Precision:
         return torch.autocast(device.type, dtype=self.dtype, enabled=self.dtype is not None)
 
 
+Objective = Callable[[nn.Module, Sequence[torch.Tensor]], tuple[torch.Tensor, int]]
+"""The loss of one batch (its tensors already on the device) and the images it holds."""
+
+
+def ce_objective(label_smoothing: float) -> Objective:
+    """Base training's objective: cross-entropy of ``model(images)`` on (images, masks)."""
+
+    def objective(model: nn.Module, batch: Sequence[torch.Tensor]) -> tuple[torch.Tensor, int]:
+        images, masks = batch
+        logits = model(images)  # (B, K, H, W)
+        loss = F.cross_entropy(logits.float(), masks, ignore_index=IGNORE_INDEX,
+                               label_smoothing=label_smoothing)
+        return loss, images.shape[0]
+
+    return objective
+
+
+def _to_device(x: torch.Tensor, device: torch.device, fmt: torch.memory_format) -> torch.Tensor:
+    image_like = x.dim() == 4 and x.is_floating_point()  # (B, C, H, W) batches take ``fmt``
+    return x.to(device, non_blocking=True,
+                memory_format=fmt if image_like else torch.preserve_format)
+
+
 def train_one_epoch(
     model: nn.Module,
     loader: DataLoader,
@@ -52,13 +76,19 @@ def train_one_epoch(
     precision: Precision | None = None,
     channels_last: bool = False,
     progress: bool = False,
+    objective: Objective | None = None,
 ) -> dict[str, float]:
     """One pass over ``loader``; the lr schedule steps every iteration.
+
+    Args:
+        objective: loss of a batch; default :func:`ce_objective` of ``label_smoothing`` on
+            (images, masks) batches (episodic training passes its own).
 
     Returns:
         ``loss`` (mean over this process's batches), ``images`` seen, ``seconds``.
     """
     precision = precision or Precision(None)
+    objective = objective or ce_objective(label_smoothing)
     model.train()
     fmt = torch.channels_last if channels_last else torch.contiguous_format
     total, n_batches, n_images = torch.zeros((), dtype=torch.float64), 0, 0
@@ -67,13 +97,10 @@ def train_one_epoch(
     # second, unused set of workers each epoch; hand it the one iterator instead.
     batches = tqdm(iter(loader), total=len(loader), disable=not progress, leave=False,
                    desc="train")
-    for images, masks in batches:
-        images = images.to(device, non_blocking=True, memory_format=fmt)  # (B, 3, H, W)
-        masks = masks.to(device, non_blocking=True)  # (B, H, W)
+    for batch in batches:
+        batch = [_to_device(x, device, fmt) for x in batch]
         with precision.autocast(device):
-            logits = model(images)  # (B, K, H, W)
-        loss = F.cross_entropy(logits.float(), masks, ignore_index=IGNORE_INDEX,
-                               label_smoothing=label_smoothing)
+            loss, n = objective(model, batch)
         optimizer.zero_grad(set_to_none=True)
         scaler.scale(loss).backward()
         scaler.step(optimizer)
@@ -81,7 +108,7 @@ def train_one_epoch(
         scheduler.step()
         total += loss.detach().double().cpu()
         n_batches += 1
-        n_images += images.shape[0]
+        n_images += n
     return {"loss": float(total) / max(1, n_batches), "images": n_images,
             "seconds": time.perf_counter() - start}
 
@@ -157,10 +184,12 @@ def iou_from_confusion(conf: torch.Tensor) -> dict[str, Any]:
 
 
 def build_optimizer(model: nn.Module, cfg: OptimConfig) -> torch.optim.Optimizer:
+    """The optimiser of the trainable parameters (a frozen trunk's are left out)."""
+    params = [p for p in model.parameters() if p.requires_grad]
     if cfg.name == "adamw":
-        return torch.optim.AdamW(model.parameters(), lr=cfg.lr, betas=(cfg.momentum, 0.999),
+        return torch.optim.AdamW(params, lr=cfg.lr, betas=(cfg.momentum, 0.999),
                                  weight_decay=cfg.weight_decay)
-    return torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum,
+    return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum,
                            nesterov=cfg.nesterov, weight_decay=cfg.weight_decay)
 
 
@@ -168,7 +197,7 @@ def build_optimizer(model: nn.Module, cfg: OptimConfig) -> torch.optim.Optimizer
 class Trainee:
     """The mutable objects of one run, built from its config."""
 
-    model: PSPNet
+    model: nn.Module
     optimizer: torch.optim.Optimizer
     scheduler: torch.optim.lr_scheduler.LambdaLR
     scaler: torch.amp.GradScaler
@@ -185,9 +214,10 @@ class Trainee:
         self.scaler.load_state_dict(state["scaler"])
 
 
-def build_trainee(cfg: TrainConfig, n_classes: int, iters_per_epoch: int, ctx: DistContext
-                  ) -> Trainee:
-    model = build_model(cfg.model, n_classes).to(ctx.device)
+def build_trainee(cfg: TrainConfig, n_classes: int, iters_per_epoch: int, ctx: DistContext,
+                  model: nn.Module | None = None) -> Trainee:
+    """The run's objects; ``model`` (an episodic peer) replaces the base PSPNet."""
+    model = (build_model(cfg.model, n_classes) if model is None else model).to(ctx.device)
     if cfg.run.channels_last:
         model = model.to(memory_format=torch.channels_last)
     if ctx.distributed and cfg.run.sync_bn and ctx.device.type == "cuda":

@@ -1,4 +1,6 @@
-"""One base-training run: its data, its content-keyed folder, and the loop over epochs.
+"""One training run, base or episodic (``mode``; the episodic parts are in
+:mod:`~fsstools.training.episodic`): its data, its content-keyed folder, and the loop over
+epochs.
 
 A run lives in ``<runs>/<name>-<key>/``: ``config.yaml``, ``metrics.csv``, ``last.pt`` (full
 training state, every epoch), ``best.pt`` (model selected on base-class validation mIoU;
@@ -30,8 +32,10 @@ from fsstools import cache, paths
 from fsstools import config as config_lib
 from fsstools.artifacts import atomic_torch_save, atomic_write_text
 from fsstools.data import voc
+from fsstools.errors import ConflictError
 from fsstools.models import PSPNet
 from fsstools.models.checkpoints import CHECKPOINT_FORMAT
+from fsstools.training import episodic
 from fsstools.training.config import RUN_CONTROL_KEYS, DataConfig, TrainConfig, with_run
 from fsstools.training.loop import Trainee, build_trainee, train_one_epoch, validate
 from fsstools.training.runtime import (
@@ -104,8 +108,12 @@ def run_key(cfg: TrainConfig, data_key: str | None = None) -> str:
     pretrained = cfg.model.pretrained
     if pretrained is not None:
         settings["model"]["pretrained"] = str(paths.resolve(pretrained))
+    if cfg.mode == "base":
+        del settings["mode"], settings["episodic"]  # not read by base training
+    elif cfg.episodic.model == "pfenet":
+        settings["episodic"]["trunk"] = episodic.trunk_hash(cfg)  # the trunk's bytes, not path
     return cache.cache_key(
-        stage="base_model",
+        stage="base_model" if cfg.mode == "base" else "episodic_model",
         config=settings,
         data=data_key if data_key is not None else data_fingerprint(cfg.data),
         pretrained=cache.fingerprint_file(pretrained),
@@ -143,7 +151,7 @@ def _loaders(data: TrainData, cfg: TrainConfig, ctx: DistContext
     val = DataLoader(val_part, batch_size=cfg.run.val_batch_size, shuffle=False,
                      num_workers=cfg.run.workers, pin_memory=pin, worker_init_fn=seed_worker)
     if len(train) == 0:
-        raise ValueError(
+        raise config_lib.ConfigError(
             f"{len(data.train)} training images cannot fill one batch of {batch}; lower "
             f"optim.batch_size or check data.train_list"
         )
@@ -152,6 +160,7 @@ def _loaders(data: TrainData, cfg: TrainConfig, ctx: DistContext
 
 def _payload(model: PSPNet, cfg: TrainConfig, data: TrainData, epoch: int,
              metrics: dict[str, Any], run_dir_key: str) -> dict[str, Any]:
+    mode = {} if cfg.mode == "base" else episodic.checkpoint_fields(model, cfg)
     return {
         "format": CHECKPOINT_FORMAT,
         "model": model.state_dict(),
@@ -162,6 +171,7 @@ def _payload(model: PSPNet, cfg: TrainConfig, data: TrainData, epoch: int,
         "run_key": run_dir_key,
         "epoch": epoch,
         "metrics": metrics,
+        **mode,
     }
 
 
@@ -212,20 +222,24 @@ def main(cfg: TrainConfig, data: TrainData | None = None) -> Path:
 def _run(cfg: TrainConfig, data: TrainData | None, ctx: DistContext, run_dir: Path) -> Path:
     if (run_dir / "done").is_file():
         if cfg.run.progress and ctx.is_main:
-            cache.announce_reuse(f"base model {cfg.run.name}", run_dir / "best.pt")
+            cache.announce_reuse(f"{_label(cfg)} {cfg.run.name}", run_dir / "best.pt")
         return run_dir
     last = run_dir / "last.pt"
     if last.is_file() and not cfg.run.resume:
-        raise RuntimeError(
+        raise ConflictError(
             f"{run_dir} holds an interrupted run; continue it with --resume "
             f"(run.resume=true) or delete the folder to start over"
         )
     if cfg.run.threads is not None:
         torch.set_num_threads(cfg.run.threads)
     seed_everything(cfg.run.seed + ctx.rank)
-    data = build_data(cfg.data, cfg.run.preload) if data is None else data
+    base = cfg.mode == "base"
+    if data is None:
+        data = build_data(cfg.data, cfg.run.preload) if base else _episodic_data(cfg, ctx)
     train_loader, val_loader, generator = _loaders(data, cfg, ctx)
-    t = build_trainee(cfg, data.n_classes, len(train_loader), ctx)
+    t = build_trainee(cfg, data.n_classes, len(train_loader), ctx,
+                      None if base else episodic.build_model(cfg))
+    objective = None if base else episodic.objective(cfg.optim.label_smoothing)
     start_epoch, best = 0, {"epoch": 0, "score": -1.0}
     if last.is_file():
         state = torch.load(last, map_location="cpu", weights_only=True)
@@ -250,15 +264,20 @@ def _run(cfg: TrainConfig, data: TrainData | None, ctx: DistContext, run_dir: Pa
             train_loader.sampler.set_epoch(epoch)
         stats = train_one_epoch(net, train_loader, t.optimizer, t.scheduler, t.scaler,
                                 cfg.optim.label_smoothing, ctx.device, t.precision,
-                                cfg.run.channels_last, cfg.run.progress and ctx.is_main)
+                                cfg.run.channels_last, cfg.run.progress and ctx.is_main,
+                                objective)
         sums = all_reduce_sum(torch.tensor([stats["loss"], stats["images"]], dtype=torch.float64,
                                            device=ctx.device), ctx).cpu()
         metrics = {"epoch": epoch, "train_loss": float(sums[0]) / ctx.world_size,
                    "lr": t.scheduler.get_last_lr()[0],  # at the end of the epoch
                    "images_per_s": float(sums[1]) / stats["seconds"]}
         if epoch % cfg.run.val_every == 0 or epoch == cfg.run.epochs:
-            val = validate(net, val_loader, data.n_classes, ctx.device, ctx, t.precision,
-                           cfg.run.channels_last)
+            if base:
+                val = validate(net, val_loader, data.n_classes, ctx.device, ctx, t.precision,
+                               cfg.run.channels_last)
+            else:
+                val = episodic.validate(net, val_loader, data.classes, ctx.device, ctx,
+                                        t.precision, cfg.run.channels_last)
             metrics.update(val_miou=val["miou"], val_miou_fg=val["miou_fg"],
                            val_class_iou=val["class_iou"])
         metrics["time_s"] = time.perf_counter() - tic
@@ -279,6 +298,15 @@ def _run(cfg: TrainConfig, data: TrainData | None, ctx: DistContext, run_dir: Pa
     return run_dir
 
 
+def _label(cfg: TrainConfig) -> str:
+    return "base model" if cfg.mode == "base" else f"episodic {cfg.episodic.model} model"
+
+
+def _episodic_data(cfg: TrainConfig, ctx: DistContext) -> TrainData:
+    train, val, classes = episodic.build_data(cfg, cfg.run.preload, ctx.device)
+    return TrainData(train, val, classes, data_fingerprint(cfg.data))
+
+
 def ensure_trained(cfg: TrainConfig, data: TrainData | None = None, force: bool = False
                    ) -> Path:
     """Path of the best checkpoint of ``cfg``'s run: reused if finished (announced), resumed
@@ -287,7 +315,7 @@ def ensure_trained(cfg: TrainConfig, data: TrainData | None = None, force: bool 
     if force and run_dir.exists():
         shutil.rmtree(run_dir)
     if (run_dir / "done").is_file():
-        cache.announce_reuse(f"base model {cfg.run.name}", run_dir / "best.pt")
+        cache.announce_reuse(f"{_label(cfg)} {cfg.run.name}", run_dir / "best.pt")
     else:
         run_dir = main(with_run(cfg, resume=True, stop_after_epoch=None), data)
     return run_dir / "best.pt"
