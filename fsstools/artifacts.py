@@ -75,10 +75,12 @@ def atomic_torch_save(obj: Any, path: Path) -> Path:
 def atomic_dir(final: Path) -> Iterator[Path]:
     """Yield a temporary folder beside ``final``; rename it to ``final`` when the block ends.
 
-    On an exception the temporary folder is removed. If ``final`` appeared meanwhile
+    On an exception the temporary folder is removed (and the parent folder, if this call
+    made it and nothing else is in it). If ``final`` appeared meanwhile
     (another process finished first), its copy is kept and ours dropped.
     """
     final = Path(final)
+    parent_existed = final.parent.is_dir()
     final.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", dir=final.parent))
     try:
@@ -90,6 +92,9 @@ def atomic_dir(final: Path) -> Iterator[Path]:
             tmp.rename(final)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
+        if not parent_existed:  # leave no empty folder; rmdir keeps one another process filled
+            with contextlib.suppress(OSError):
+                final.parent.rmdir()
         raise
 
 

@@ -3,33 +3,84 @@
 Every command parses its options, builds a config and calls one library function. Configs
 take one override syntax everywhere: ``--set key=value`` (repeatable; values are YAML, so
 ``--set shots=[1,5]``). ``--force`` rebuilds a cached result instead of reusing it.
+
+A mistake the user can fix (a bad value, a missing file, unusable data, an unknown name)
+ends with one ``fsstools <command>: error: ...`` paragraph and exit status 2; ``--debug``
+(anywhere on the line) or ``FSSTOOLS_DEBUG=1`` adds the traceback. Anything else is a bug
+and keeps its traceback. Warnings print as one ``warning:`` line each.
+
+The stages chain through files::
+
+    fsstools episodes --root data/synth/A --list lists/val.txt --dataset synth --fold 0 \\
+        --shots 1 --n 1000 --out ep.json
+    fsstools extract --checkpoint RUN/best.pt --episodes ep.json --size 128
+    fsstools evaluate --set checkpoint=RUN/best.pt --set episodes=[ep.json] --set size=128
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import os
+import re
+import shlex
 import sys
+import traceback
+import warnings
 from collections.abc import Callable
 from pathlib import Path
+
+from fsstools import __version__
+from fsstools.errors import ConfigError, UserError, did_you_mean
 
 COMMANDS: dict[str, str] = {
     "synth": "generate the embedded synthetic benchmark",
     "coco-masks": "write per-image class-id masks for COCO 2014",
     "episodes": "sample and save an episode list",
     "train": "base-train PSPNet with cross-entropy on base classes",
-    "extract": "extract and cache features for an episode list",
+    "extract": "extract and cache features for episode lists",
     "evaluate": "run inference methods on episodes and score them",
     "reproduce": "run all notebooks with papermill (the main job)",
 }
+EXIT_USER_ERROR = 2  # what argparse uses for a bad option, so every user error exits alike
+EXIT_INTERRUPTED = 130  # the shell's code for Ctrl-C
+DEBUG_FLAG = "--debug"
+DEBUG_ENV = "FSSTOOLS_DEBUG"
+_PLAIN_PATH = re.compile(r"[\w./-]+")
 
 
-class _Formatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
-    """Help with defaults, descriptions kept as written."""
+class _Formatter(argparse.HelpFormatter):
+    """Help that shows each option's default where it says something (not for required
+    options, flags, or options whose help explains their absence)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        silent = action.required or any(action.default is v for v in (None, False,
+                                                                       argparse.SUPPRESS))
+        if silent or "(default" in text or "%(default)" in text:
+            return text
+        return f"{text} (default: %(default)s)"
 
 
 def _parser(name: str, description: str) -> argparse.ArgumentParser:
-    return argparse.ArgumentParser(prog=f"fsstools {name}", description=description,
-                                   formatter_class=_Formatter)
+    return argparse.ArgumentParser(
+        prog=f"fsstools {name}", description=description, formatter_class=_Formatter,
+        epilog=f"{DEBUG_FLAG} (or {DEBUG_ENV}=1) shows the traceback of an error.",
+    )
+
+
+def _at_least(low: int) -> Callable[[str], int]:
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+        if value < low:
+            raise argparse.ArgumentTypeError(f"must be >= {low}, got {value}")
+        return value
+
+    parse.__name__ = f"integer >= {low}"  # argparse names the type in its messages
+    return parse
 
 
 def _add_set(p: argparse.ArgumentParser) -> None:
@@ -42,26 +93,133 @@ def _add_force(p: argparse.ArgumentParser) -> None:
                    "reusing them")
 
 
-# ----------------------------------------------------------------------------- commands
+def _add_accept_edited(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--accept-edited", action="store_true", help="use episode files edited by "
+                   "hand (their new hash is recorded and a warning says so)")
 
 
-def cmd_synth(argv: list[str]) -> int:
+# ----------------------------------------------------------------------------- parsers
+
+
+def synth_parser() -> argparse.ArgumentParser:
     from fsstools.data.synth_render import STYLES
-    from fsstools.data.synthetic import SynthConfig, contact_sheet, ensure_synth
+    from fsstools.data.synthetic import PRESETS, SynthConfig
 
     d = SynthConfig()
     p = _parser("synth", "Generate the embedded synthetic benchmark (VOC layout, two styles).")
     p.add_argument("--out", type=Path, default=Path("data/synth"), help="output folder")
-    p.add_argument("--n-train", type=int, default=d.n_train, help="train images per style")
-    p.add_argument("--n-val", type=int, default=d.n_val, help="val images per style")
+    p.add_argument("--n-train", type=_at_least(1), default=d.n_train,
+                   help="train images per style")
+    p.add_argument("--n-val", type=_at_least(1), default=d.n_val, help="val images per style")
     p.add_argument("--size", type=int, default=d.size, help="image side in pixels")
-    p.add_argument("--seed", type=int, default=d.seed, help="root of every image's seed")
-    p.add_argument("--styles", nargs="+", default=list(d.styles), choices=sorted(STYLES))
-    p.add_argument("--workers", type=int, default=None, help="processes (default: all CPUs)")
+    p.add_argument("--seed", type=_at_least(0), default=d.seed, help="root of every image's seed")
+    p.add_argument("--styles", nargs="+", default=list(d.styles), choices=sorted(STYLES),
+                   help="styles to generate (each its own folder)")
+    p.add_argument("--preset", default=d.preset, choices=PRESETS,
+                   help="benchmark version: v2 PASCAL-like object sizes, v1 the first version")
+    p.add_argument("--workers", type=_at_least(1), default=None,
+                   help="processes (default: all CPUs)")
     p.add_argument("--contact-sheet", type=Path, default=None, help="also save a sample grid here")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
-    args = p.parse_args(argv)
-    cfg = SynthConfig(args.n_train, args.n_val, args.size, args.seed, tuple(args.styles))
+    return p
+
+
+def coco_masks_parser() -> argparse.ArgumentParser:
+    from fsstools.data.coco import SPLITS
+
+    p = _parser("coco-masks", "Write class-id masks and an image list for a COCO 2014 split.")
+    p.add_argument("--coco-root", required=True, help="folder with annotations/ and <split>/")
+    p.add_argument("--split", required=True, choices=SPLITS, help="COCO 2014 split")
+    p.add_argument("--out", help="output folder for masks/ and lists/ (default: --coco-root)")
+    p.add_argument("--overwrite", action="store_true", help="rewrite existing masks")
+    return p
+
+
+def episodes_parser() -> argparse.ArgumentParser:
+    from fsstools.data import splits
+
+    p = _parser("episodes", "Sample an episode list and save it as JSON (for fsstools extract "
+                "and fsstools evaluate --set episodes=[FILE]).")
+    p.add_argument("--root", required=True, help="data root (folder holding JPEGImages/)")
+    p.add_argument("--list", required=True, help="image list, relative to the root")
+    p.add_argument("--dataset", required=True, choices=splits.DATASETS, help="class table")
+    p.add_argument("--fold", type=int, required=True, choices=range(splits.N_FOLDS),
+                   help="which classes are novel")
+    p.add_argument("--scheme", default="interleaved", choices=splits.SCHEMES,
+                   help="COCO-20i split scheme")
+    p.add_argument("--shots", type=_at_least(1), default=1, help="support images per episode")
+    p.add_argument("--random-shots", type=_at_least(1), nargs=2, metavar=("LO", "HI"),
+                   help="draw each episode's shot count in LO..HI")
+    p.add_argument("--n", type=_at_least(1), default=1000, help="number of episodes")
+    p.add_argument("--seed", type=int, default=0, help="sampling seed")
+    p.add_argument("--min-fg", type=_at_least(1),
+                   help="pixels a class must cover (default: 2048 scaled to the image area)")
+    p.add_argument("--coco-to-pascal", action="store_true",
+                   help="test the PASCAL classes unseen by COCO base training on --fold")
+    p.add_argument("--skip-small", action="store_true", help="skip classes with too few images")
+    p.add_argument("--out", required=True, help="output JSON file")
+    return p
+
+
+def train_parser() -> argparse.ArgumentParser:
+    p = _parser("train", "Base-train PSPNet with cross-entropy on the base classes of a fold "
+                "(also under torchrun: torchrun -m fsstools.training ...).")
+    p.add_argument("--config", required=True, help="YAML file, e.g. configs/synth/fold0.yaml")
+    _add_set(p)
+    p.add_argument("--resume", action="store_true", help="continue an interrupted run")
+    return p
+
+
+def extract_parser() -> argparse.ArgumentParser:
+    from fsstools.data.transforms import FEATURE_STRIDE
+
+    p = _parser("extract", "Extract and cache the features of the images of episode lists; "
+                "fsstools evaluate with the same checkpoint, files, size and dtype reuses them "
+                "(the command to run is printed).")
+    p.add_argument("--checkpoint", required=True, type=Path, help="base-model checkpoint")
+    p.add_argument("--episodes", required=True, type=Path, nargs="+",
+                   help="episode list JSON file(s) of one data root")
+    p.add_argument("--size", type=_at_least(FEATURE_STRIDE), default=417,
+                   help="test-time image size")
+    p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1 ...")
+    p.add_argument("--batch-size", type=_at_least(1), default=32, help="images per forward pass")
+    p.add_argument("--dtype", default="float32", choices=["float32", "float16"],
+                   help="stored feature precision")
+    _add_accept_edited(p)
+    _add_force(p)
+    return p
+
+
+def evaluate_parser() -> argparse.ArgumentParser:
+    p = _parser("evaluate", "Score inference methods on sampled or saved episodes "
+                "(keys: see fsstools.evaluate.EvalConfig; methods may be names or variants "
+                "such as {name: repri_tpi2, base: repri, t_pi: [2]}).")
+    p.add_argument("--config", type=Path, help="EvalConfig YAML (e.g. configs/synth/eval.yaml)")
+    _add_set(p)
+    _add_accept_edited(p)
+    _add_force(p)
+    return p
+
+
+def reproduce_parser() -> argparse.ArgumentParser:
+    p = _parser("reproduce", "Run the numbered notebooks with papermill (full embedded-benchmark "
+                "parameters from configs/reproduce/).")
+    p.add_argument("--only", nargs="*", help="notebook prefixes to run, e.g. 00 02")
+    _add_set(p)
+    p.add_argument("--out", type=Path, default=None,
+                   help="output folder (default: the outputs folder, see fsstools.paths)")
+    return p
+
+
+# ----------------------------------------------------------------------------- commands
+
+
+def cmd_synth(argv: list[str]) -> int:
+    from fsstools.data.synthetic import SynthConfig, contact_sheet, ensure_synth
+
+    args = synth_parser().parse_args(argv)
+    cfg = SynthConfig(args.n_train, args.n_val, args.size, args.seed, tuple(args.styles),
+                      preset=args.preset)
     root = ensure_synth(args.out, cfg, progress=not args.no_progress, workers=args.workers)
     if args.contact_sheet is not None:
         print(f"contact sheet: {contact_sheet(root, args.contact_sheet)}")
@@ -69,14 +227,9 @@ def cmd_synth(argv: list[str]) -> int:
 
 
 def cmd_coco_masks(argv: list[str]) -> int:
-    from fsstools.data.coco import SPLITS, write_masks
+    from fsstools.data.coco import write_masks
 
-    p = _parser("coco-masks", "Write class-id masks and an image list for a COCO 2014 split.")
-    p.add_argument("--coco-root", required=True, help="folder with annotations/ and <split>/")
-    p.add_argument("--split", required=True, choices=SPLITS)
-    p.add_argument("--out", help="output folder for masks/ and lists/ (default: --coco-root)")
-    p.add_argument("--overwrite", action="store_true", help="rewrite existing masks")
-    args = p.parse_args(argv)
+    args = coco_masks_parser().parse_args(argv)
     list_file = write_masks(args.coco_root, args.split, args.out, args.overwrite)
     print(f"wrote {list_file} (use it with --root {list_file.parent.parent})")
     return 0
@@ -86,22 +239,7 @@ def cmd_episodes(argv: list[str]) -> int:
     from fsstools.data import splits
     from fsstools.data.episodes import sample_episodes, save_episodes
 
-    p = _parser("episodes", "Sample an episode list and save it as JSON.")
-    p.add_argument("--root", required=True, help="data root (folder holding JPEGImages/)")
-    p.add_argument("--list", required=True, help="image list, relative to the root")
-    p.add_argument("--dataset", required=True, choices=splits.DATASETS)
-    p.add_argument("--fold", type=int, required=True, choices=range(splits.N_FOLDS))
-    p.add_argument("--scheme", default="interleaved", choices=splits.SCHEMES)
-    p.add_argument("--shots", type=int, default=1, help="support images per episode")
-    p.add_argument("--random-shots", type=int, nargs=2, metavar=("LO", "HI"),
-                   help="draw each episode's shot count in LO..HI")
-    p.add_argument("--n", type=int, default=1000, help="number of episodes")
-    p.add_argument("--seed", type=int, default=0, help="sampling seed")
-    p.add_argument("--min-fg", type=int, help="pixels a class must cover (default: scaled 2048)")
-    p.add_argument("--coco-to-pascal", action="store_true",
-                   help="test the PASCAL classes unseen by COCO base training on --fold")
-    p.add_argument("--skip-small", action="store_true", help="skip classes with too few images")
-    p.add_argument("--out", required=True, help="output JSON file")
+    p = episodes_parser()
     args = p.parse_args(argv)
     if args.coco_to_pascal and args.dataset != "pascal":
         p.error("--coco-to-pascal samples PASCAL images: use --dataset pascal")
@@ -123,12 +261,7 @@ def cmd_train(argv: list[str]) -> int:
     from fsstools import config as config_lib
     from fsstools.training import TrainConfig, main
 
-    p = _parser("train", "Base-train PSPNet with cross-entropy on the base classes of a fold "
-                "(also under torchrun: torchrun -m fsstools.training ...).")
-    p.add_argument("--config", required=True, help="YAML file, e.g. configs/synth/fold0.yaml")
-    _add_set(p)
-    p.add_argument("--resume", action="store_true", help="continue an interrupted run")
-    args = p.parse_args(argv)
+    args = train_parser().parse_args(argv)
     overrides = [*args.set, *(["run.resume=true"] if args.resume else [])]
     cfg = config_lib.load(TrainConfig, args.config, overrides)
     run_dir = main(cfg)
@@ -141,63 +274,72 @@ def cmd_train(argv: list[str]) -> int:
     return 0
 
 
-def cmd_extract(argv: list[str]) -> int:
-    from fsstools.data.episodes import load_episodes
-    from fsstools.features import ensure_features, episode_images
+def _yaml_path(path: Path) -> str:
+    """A path as a YAML value, quoted where YAML would misread it (``:``, ``#``, spaces)."""
+    return str(path) if _PLAIN_PATH.fullmatch(str(path)) else json.dumps(str(path))
 
-    p = _parser("extract", "Extract and cache features for an episode list.")
-    p.add_argument("--checkpoint", required=True, type=Path, help="base-model checkpoint")
-    p.add_argument("--episodes", required=True, type=Path, help="episode list JSON")
-    p.add_argument("--size", type=int, default=417, help="test-time image size")
-    p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1 ...")
-    p.add_argument("--batch-size", type=int, default=32, help="images per forward pass")
-    p.add_argument("--dtype", default="float32", choices=["float32", "float16"])
-    _add_force(p)
-    args = p.parse_args(argv)
-    episodes = load_episodes(args.episodes)
-    store = ensure_features(args.checkpoint, episodes.root, episode_images(episodes),
-                            episodes.dataset, args.size, args.device, args.batch_size, args.dtype,
+
+def cmd_extract(argv: list[str]) -> int:
+    from fsstools.data.episodes import load_episode_files
+    from fsstools.features import ensure_features, episode_list_images
+
+    args = extract_parser().parse_args(argv)
+    lists = list(load_episode_files(args.episodes, accept_edited=args.accept_edited).values())
+    first = lists[0]
+    store = ensure_features(args.checkpoint, first.root, episode_list_images(lists),
+                            first.dataset, args.size, args.device, args.batch_size, args.dtype,
                             force=args.force)
-    print(f"features {tuple(store.feats.shape)} cached under key {store.key}")
+    print(f"features {tuple(store.feats.shape)} of {len(store.index)} images cached under key "
+          f"{store.key}")
+    files = ",".join(map(_yaml_path, args.episodes))
+    sets = [f"checkpoint={_yaml_path(args.checkpoint)}", f"episodes=[{files}]",
+            f"dataset={first.dataset}", f"fold={first.fold}", f"size={args.size}",
+            f"feature_dtype={args.dtype}"]
+    sets += [f"scheme={first.scheme}"] if first.dataset == "coco" else []
+    print("evaluate on them with: fsstools evaluate "
+          + " ".join(f"--set {shlex.quote(s)}" for s in sets)
+          + (" --accept-edited" if args.accept_edited else ""))
     return 0
 
 
 def cmd_evaluate(argv: list[str]) -> int:
     from fsstools import config as config_lib
     from fsstools import report
-    from fsstools.evaluate import EvalConfig, evaluate
+    from fsstools.evaluate import EvalConfig, run_evaluation
 
-    p = _parser("evaluate", "Score inference methods on saved episodes.")
-    p.add_argument("--config", type=Path, help="EvalConfig YAML (e.g. configs/synth/eval.yaml)")
-    _add_set(p)
-    _add_force(p)
-    args = p.parse_args(argv)
+    args = evaluate_parser().parse_args(argv)
     cfg = config_lib.load(EvalConfig, args.config, args.set)
-    _, summary = evaluate(cfg, force=args.force)
-    print(report.interval_table(summary).to_string())
-    print(f"results in {cfg.out_dir}")
+    results = run_evaluation(cfg, force=args.force, accept_edited=args.accept_edited)
+    print(report.interval_table(results.summary).to_string())
+    print(f"results in {results.out_dir}")
     return 0
 
 
+def _check_notebook_params(books: list[Path], params: dict) -> None:
+    """Every ``--set`` key is a parameter of at least one of ``books`` (papermill would only
+    warn and run the notebooks with the default)."""
+    import papermill
+
+    known = set().union(*(papermill.inspect_notebook(str(nb)) for nb in books)) - {"output_dir"}
+    for key in params:
+        if key == "output_dir":
+            raise ConfigError("--set output_dir: the notebooks' output folders come from --out")
+        if key not in known:
+            raise ConfigError(
+                f"--set {key}: no notebook of {', '.join(b.stem for b in books)} has a parameter "
+                f"{key!r}{did_you_mean(key, known)}; their parameters: {', '.join(sorted(known))}",
+                key=key,
+            )
+
+
 def cmd_reproduce(argv: list[str]) -> int:
-    import yaml
-
+    from fsstools import config as config_lib
     from fsstools import paths
-    from fsstools.reproduce import reproduce
+    from fsstools.reproduce import list_notebooks, reproduce
 
-    p = _parser("reproduce", "Run the numbered notebooks with papermill (full embedded-benchmark "
-                "parameters from configs/reproduce/).")
-    p.add_argument("--only", nargs="*", help="notebook prefixes to run, e.g. 00 02")
-    _add_set(p)
-    p.add_argument("--out", type=Path, default=None,
-                   help="output folder (default: the outputs folder, see fsstools.paths)")
-    args = p.parse_args(argv)
-    params = {}
-    for item in args.set:
-        if "=" not in item:
-            p.error(f"--set {item!r} is not of the form key=value")
-        key, raw = item.split("=", 1)
-        params[key.strip()] = yaml.safe_load(raw)
+    args = reproduce_parser().parse_args(argv)
+    params = dict(config_lib.parse_override(item) for item in args.set)
+    _check_notebook_params(list_notebooks(args.only), params)
     runs = reproduce(args.only, params, paths.resolve(args.out or paths.outputs_dir()))
     failed = [r for r in runs if r.error]
     for r in failed:
@@ -214,33 +356,72 @@ HANDLERS: dict[str, Callable[[list[str]], int]] = {
     "evaluate": cmd_evaluate,
     "reproduce": cmd_reproduce,
 }
+PARSERS: dict[str, Callable[[], argparse.ArgumentParser]] = {
+    "synth": synth_parser,
+    "coco-masks": coco_masks_parser,
+    "episodes": episodes_parser,
+    "train": train_parser,
+    "extract": extract_parser,
+    "evaluate": evaluate_parser,
+    "reproduce": reproduce_parser,
+}
 
 
 def usage() -> str:
-    lines = ["usage: fsstools <command> [options]", "", "commands:"]
+    lines = ["usage: fsstools [--version] [--debug] <command> [options]", "", "commands:"]
     lines += [f"  {name:<11} {help_}" for name, help_ in COMMANDS.items()]
-    lines += ["", "Run `fsstools <command> --help` for the options of one command."]
+    lines += ["", "Run fsstools <command> --help for the options of one command.",
+              f"{DEBUG_FLAG} (anywhere, or {DEBUG_ENV}=1) shows the traceback of an error."]
     return "\n".join(lines)
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Run one command; a :class:`~fsstools.errors.UserError` becomes one ``error:`` line
-    and exit status 2, anything else keeps its traceback."""
-    from fsstools.errors import UserError
+def _debug_wanted(argv: list[str]) -> bool:
+    return DEBUG_FLAG in argv or os.environ.get(DEBUG_ENV, "").strip() not in ("", "0")
 
+
+def main(argv: list[str] | None = None) -> int:
+    """Run one command and return its exit status.
+
+    A :class:`~fsstools.errors.UserError` becomes one ``error:`` line and status 2 (with the
+    traceback under ``--debug``); argparse's own errors exit 2 as well; anything else
+    keeps its traceback.
+    """
     argv = list(sys.argv[1:] if argv is None else argv)
+    debug = _debug_wanted(argv)
+    argv = [a for a in argv if a != DEBUG_FLAG]
+    if argv[:1] == ["--version"]:
+        print(f"fsstools {__version__}")
+        return 0
     if not argv or argv[0] in ("-h", "--help"):
         print(usage())
         return 0
     name, rest = argv[0], argv[1:]
     if name not in HANDLERS:
-        print(f"fsstools: unknown command {name!r}\n\n{usage()}", file=sys.stderr)
-        return 2
-    try:
-        return int(HANDLERS[name](rest) or 0)
-    except UserError as err:
-        print(f"fsstools {name}: error: {err}", file=sys.stderr)
-        return 2
+        print(f"fsstools: error: unknown command {name!r}{did_you_mean(name, HANDLERS)}\n\n"
+              f"{usage()}", file=sys.stderr)
+        return EXIT_USER_ERROR
+    with warnings.catch_warnings():  # restores the warning printer when the command ends
+
+        def one_line(message, category, filename, lineno, file=None, line=None) -> None:
+            print(f"fsstools {name}: warning: {message}", file=sys.stderr)
+
+        warnings.showwarning = one_line
+        try:
+            return int(HANDLERS[name](rest) or 0)
+        except UserError as err:
+            if debug:
+                traceback.print_exc()
+            print(f"fsstools {name}: error: {err}", file=sys.stderr)
+            return EXIT_USER_ERROR
+        except SystemExit as done:  # argparse: --help (0) or a bad option (2, message printed)
+            if done.code is None:
+                return 0
+            return done.code if isinstance(done.code, int) else EXIT_USER_ERROR
+        except KeyboardInterrupt:
+            if debug:
+                traceback.print_exc()
+            print(f"fsstools {name}: interrupted", file=sys.stderr)
+            return EXIT_INTERRUPTED
 
 
 if __name__ == "__main__":

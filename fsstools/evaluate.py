@@ -18,7 +18,7 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -28,7 +28,14 @@ from fsstools import cache, metrics, paths, stats
 from fsstools import config as config_lib
 from fsstools.artifacts import atomic_torch_save, atomic_write_text
 from fsstools.data import splits, voc
-from fsstools.data.episodes import EpisodeList, ensure_episodes
+from fsstools.data.episodes import EpisodeList, ensure_episodes, load_episode_files
+from fsstools.errors import ConfigError, DataError, MissingError
+from fsstools.eval_config import (
+    CONFIG_NAME,
+    EvalConfig,
+    check_out_dir,
+    results_dir,
+)
 from fsstools.features import FeatureStore, ensure_features, episode_list_images, gather
 from fsstools.inference import (
     MethodConfig,
@@ -39,8 +46,9 @@ from fsstools.inference import (
     run_method,
 )
 
-DEFAULT_METHODS = ("inductive", "ce_support", "prototype", "ce", "ce_h", "ce_kl", "repri",
-                   "oracle_repri")
+if TYPE_CHECKING:
+    from fsstools.training import TrainConfig
+
 WHOLE_LIST_LIMIT = 5000
 """Test lists up to this many images get features for every image, so that every study on
 the same checkpoint and data shares one feature cache; longer lists (COCO) only the images
@@ -49,50 +57,6 @@ their episodes use."""
 MethodSpecs = Sequence[str | MethodConfig | Mapping[str, Any]] | Mapping[str, MethodConfig]
 TraceKey = tuple[str, int, int, int]
 """(method label, fold, shots, seed) of one scored episode list."""
-
-
-@dataclass(frozen=True)
-class EvalConfig:
-    """What to evaluate: which data, which episodes, which methods.
-
-    Attributes:
-        dataset: "synth", "pascal" or "coco" (the class table of the test data).
-        root: data root holding the test list.
-        list_file: image list of the test split, relative to ``root``.
-        fold, scheme: which classes are novel.
-        coco_to_pascal: test PASCAL classes absent from COCO fold ``fold``'s training classes.
-        size: test-time image size (longer side, then padded square).
-        shots, seeds, n_episodes: one episode list per (shots, seed).
-        methods: names from ``fsstools.inference.METHODS``.
-        reference: run every method in its reference-compatible variant.
-        checkpoint: explicit base-model checkpoint; else ``train_config`` is trained (cached).
-        train_config, train_overrides: training config producing the checkpoint.
-        device, feature_dtype, batch_tasks: where and how to compute (results do not depend
-            on batch_tasks).
-        n_boot: bootstrap resamples for the intervals.
-        out_dir: where CSVs and the resolved config go (relative: to the working folder).
-    """
-
-    dataset: str = "synth"
-    root: str = "data/synth/A"
-    list_file: str = "lists/val.txt"
-    fold: int = 0
-    scheme: str = "interleaved"
-    coco_to_pascal: bool = False
-    size: int = 128
-    shots: tuple[int, ...] = (1, 5)
-    seeds: tuple[int, ...] = (0,)
-    n_episodes: int = 1000
-    methods: tuple[str, ...] = DEFAULT_METHODS
-    reference: bool = False
-    checkpoint: str | None = None
-    train_config: str | None = "configs/synth/fold0.yaml"
-    train_overrides: tuple[str, ...] = ()
-    device: str = "cpu"
-    feature_dtype: str = "float32"
-    batch_tasks: int | None = None
-    n_boot: int = 1000
-    out_dir: str = "outputs/eval"
 
 
 @dataclass(frozen=True)
@@ -119,19 +83,35 @@ class Scores:
     traces: dict[TraceKey, dict[str, torch.Tensor]]
 
 
-def resolve_checkpoint(cfg: EvalConfig, force: bool = False) -> Path:
-    """The explicit checkpoint, or the (cached) result of training ``cfg.train_config``."""
+def checked_train_config(cfg: EvalConfig) -> TrainConfig | None:
+    """The training config behind ``cfg``'s checkpoint, loaded and checked (None with an
+    explicit checkpoint, which must exist); nothing is trained here."""
     if cfg.checkpoint:
         path = paths.resolve(cfg.checkpoint)
         if not path.is_file():
-            raise FileNotFoundError(f"checkpoint {path} does not exist; fix EvalConfig.checkpoint")
-        return path
+            raise MissingError(f"checkpoint {path} does not exist; fix the checkpoint key or "
+                               "leave it empty to train train_config")
+        return None
     if not cfg.train_config:
-        raise ValueError("EvalConfig needs a checkpoint or a train_config")
-    from fsstools.training import TrainConfig, ensure_trained
+        raise ConfigError("the config names neither a checkpoint nor a train_config; set one "
+                          "(e.g. --set checkpoint=RUN/best.pt)", key="checkpoint")
+    from fsstools.training import TrainConfig
 
-    train_cfg = config_lib.load(TrainConfig, cfg.train_config, cfg.train_overrides)
-    return ensure_trained(train_cfg, force=force)
+    try:
+        return config_lib.load(TrainConfig, cfg.train_config, cfg.train_overrides,
+                               overrides_from="train_overrides")
+    except MissingError as err:
+        raise MissingError(f"train_config: {err}") from None
+
+
+def resolve_checkpoint(cfg: EvalConfig, force: bool = False) -> Path:
+    """The explicit checkpoint, or the (cached) result of training ``cfg.train_config``."""
+    trained = checked_train_config(cfg)
+    if trained is None:
+        return paths.resolve(cfg.checkpoint)
+    from fsstools.training import ensure_trained
+
+    return ensure_trained(trained, force=force)
 
 
 def test_class_list(cfg: EvalConfig) -> list[int] | None:
@@ -144,30 +124,74 @@ def test_class_list(cfg: EvalConfig) -> list[int] | None:
 test_class_list.__test__ = False  # a library function, not a pytest test
 
 
-def prepare(cfg: EvalConfig, progress: bool = True, force: bool = False) -> Study:
+def prepare(
+    cfg: EvalConfig, progress: bool = True, force: bool = False, accept_edited: bool = False
+) -> Study:
     """Checkpoint, episode lists and features for ``cfg`` (all cached on disk).
 
-    Features cover the whole test list when it holds at most :data:`WHOLE_LIST_LIMIT`
-    images (then later studies with other shots or episode counts on the same checkpoint
-    reuse one feature cache), else the images of the episodes.
+    Cheap checks come first (episode files, data root and list, training config), then the
+    episodes, the base model (trained if needed) and the features. Features cover the whole
+    test list when it holds at most :data:`WHOLE_LIST_LIMIT` images (then later studies
+    with other shots or episode counts on the same checkpoint reuse one feature cache),
+    else the images of the episodes; with episode files, the images of the files.
+
+    Args:
+        accept_edited: take episode files edited by hand (see ``load_episodes``).
     """
     tic = time.perf_counter()
-    checkpoint = resolve_checkpoint(cfg, force)
-    lists = {
+    given = load_episode_files(cfg.episodes, cfg.dataset, cfg.fold, cfg.scheme, accept_edited)
+    if given:
+        root = next(iter(given.values())).root
+        pairs = episode_list_images(list(given.values()))
+    else:
+        root = cfg.root
+        pairs = voc.read_pairs(cfg.root, cfg.list_file)
+    checked_train_config(cfg)  # before sampling: a bad training config stops here
+    lists = given or {
         (k, s): ensure_episodes(cfg.root, cfg.list_file, cfg.dataset, cfg.fold, k, cfg.n_episodes,
-                                s, scheme=cfg.scheme, classes=test_class_list(cfg), force=force)
+                                s, scheme=cfg.scheme, classes=test_class_list(cfg),
+                                skip_small=cfg.skip_small, force=force)
         for k in cfg.shots
         for s in cfg.seeds
     }
-    pairs = voc.read_pairs(cfg.root, cfg.list_file)
-    if len(pairs) > WHOLE_LIST_LIMIT:
+    if not given and len(pairs) > WHOLE_LIST_LIMIT:
         pairs = episode_list_images(list(lists.values()))
-    store = ensure_features(checkpoint, cfg.root, pairs, cfg.dataset, cfg.size, cfg.device,
+    checkpoint = resolve_checkpoint(cfg, force)
+    store = ensure_features(checkpoint, root, pairs, cfg.dataset, cfg.size, cfg.device,
                             dtype=cfg.feature_dtype, progress=progress, force=force)
+    if given:
+        check_supports(store, lists)
     if progress:
         print(f"fold {cfg.fold}: {len(lists)} episode list(s), features of {len(store.index)} "
-              f"images of {cfg.root} ready ({time.perf_counter() - tic:.1f} s)", flush=True)
+              f"images of {root} ready ({time.perf_counter() - tic:.1f} s)", flush=True)
     return Study(cfg, checkpoint, lists, store)
+
+
+def check_supports(store: FeatureStore, lists: Mapping[tuple[int, int], EpisodeList]) -> None:
+    """Every support shows its episode's class somewhere in its mask.
+
+    Sampled lists hold by construction; a hand-edited file, or a mask edited after the file
+    was drawn, may not, and a support without foreground leaves no prototype.
+
+    Raises:
+        DataError: naming the episode, the support image and the class.
+    """
+    present: dict[int, np.ndarray] = {}
+    for (shots, seed), el in lists.items():
+        for i, ep in enumerate(el.episodes):
+            for img, mask in ep.supports:
+                row = store.index[img]
+                if row not in present:  # which class ids the padded mask holds
+                    ids = np.asarray(store.masks_full[row]).ravel()
+                    present[row] = np.bincount(ids, minlength=256) > 0
+                if not present[row][ep.class_id]:
+                    name = splits.class_name(el.dataset, ep.class_id)
+                    raise DataError(
+                        f"episode {i} of the {shots}-shot list (seed {seed}): support {img} "
+                        f"holds no pixel of class {ep.class_id} ({name}) in {mask}; a support "
+                        "must show its class: fix that episode or the mask, or draw the "
+                        "episodes again with `fsstools episodes`"
+                    )
 
 
 def score_episodes(
@@ -307,25 +331,47 @@ def save_results(
     atomic_write_text(out / "episodes.csv", episodes.to_csv(index=False))
     atomic_write_text(out / "summary.csv", summary.to_csv(index=False))
     atomic_write_text(out / "classes.csv", stats.class_table(episodes).to_csv(index=False))
-    config_lib.save_yaml(cfg, out / "config.yaml")
+    config_lib.save_yaml(cfg, out / CONFIG_NAME)
     if extra:
         atomic_write_text(out / "meta.json", json.dumps(extra, indent=2, default=str))
     return out
 
 
-def evaluate(
-    cfg: EvalConfig, progress: bool = True, force: bool = False
-) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Run ``cfg`` end to end; returns (per-episode rows, summary) and saves them."""
-    study = prepare(cfg, progress, force)
-    episodes = score(study, progress=progress, force=force).rows
-    summary = stats.summarize(episodes, n_boot=cfg.n_boot)
+@dataclass(frozen=True)
+class Results:
+    """What :func:`run_evaluation` computed and where it saved it."""
+
+    rows: pd.DataFrame
+    summary: pd.DataFrame
+    out_dir: Path
+
+
+def run_evaluation(
+    cfg: EvalConfig, progress: bool = True, force: bool = False, accept_edited: bool = False
+) -> Results:
+    """Run ``cfg`` end to end and save it into :func:`results_dir` (the resolved config,
+    every method's full settings and the episode hashes go with the results)."""
+    check_out_dir(cfg)
+    study = prepare(cfg, progress, force, accept_edited)
+    rows = score(study, progress=progress, force=force).rows
+    summary = stats.summarize(rows, n_boot=cfg.n_boot)
     meta = {
         "checkpoint": str(study.checkpoint),
         "features": study.store.key,
         "episode_hashes": {
             f"{k}shot-seed{s}": el.hash for (k, s), el in study.episode_lists.items()
         },
+        "episode_files": [str(paths.resolve(f)) for f in cfg.episodes],
+        "methods": {label: config_lib.to_dict(m)
+                    for label, m in resolve_methods(cfg.methods, cfg.reference).items()},
     }
-    save_results(cfg, episodes, summary, cfg.out_dir, meta)
-    return episodes, summary
+    out = save_results(cfg, rows, summary, results_dir(cfg, study.episode_lists), meta)
+    return Results(rows, summary, out)
+
+
+def evaluate(
+    cfg: EvalConfig, progress: bool = True, force: bool = False, accept_edited: bool = False
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """:func:`run_evaluation`, returning (per-episode rows, summary)."""
+    results = run_evaluation(cfg, progress, force, accept_edited)
+    return results.rows, results.summary

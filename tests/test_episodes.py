@@ -8,6 +8,7 @@ from fsstools import cli
 from fsstools.constants import IGNORE_INDEX
 from fsstools.data import episodes as E
 from fsstools.data import splits, voc
+from fsstools.errors import ConfigError, DataError, MissingError
 from tests.fixtures import MIN_FG_TEST, default_masks, list_path, main_class, make_voc_folder
 
 
@@ -60,8 +61,63 @@ def test_save_load_roundtrip_and_hash_check(root, tmp_path):
     data = json.loads(path.read_text())
     data["episodes"][0]["class_id"] = 99
     path.write_text(json.dumps(data))
-    with pytest.raises(ValueError, match=r"eps\.json does not match its hash"):
+    with pytest.raises(DataError, match=r"eps\.json does not match its hash.*--accept-edited"):
         E.load_episodes(path)
+
+
+def test_an_edited_file_is_accepted_on_request_under_its_new_hash(root, tmp_path):
+    el = sample(root)
+    path = E.save_episodes(el, tmp_path / "eps.json")
+    data = json.loads(path.read_text())
+    data["episodes"][0]["supports"] = data["episodes"][1]["supports"]  # hand-picked supports
+    data["episodes"][0]["class_id"] = data["episodes"][1]["class_id"]
+    path.write_text(json.dumps(data))
+    with pytest.warns(UserWarning, match=rf"was edited \(stored hash {el.hash}, now \w+\)"):
+        edited = E.load_episodes(path, accept_edited=True)
+    assert edited.hash != el.hash and edited.hash == E.episode_hash(edited)
+    assert edited.episodes[0].supports == el.episodes[1].supports
+
+
+@pytest.mark.filterwarnings("ignore:episode file .* was edited")
+@pytest.mark.parametrize(("change", "message"), [
+    (lambda d: d["episodes"][0].update(class_id=99), "episode 0: class 99 is not a synth class"),
+    (lambda d: d["episodes"][2]["supports"].pop(), "episode 2: it has 1 support.*says 2"),
+    (lambda d: d["episodes"][3].update(supports=[d["episodes"][3]["query"]] * 2),
+     "episode 3: its query .* is also one of its supports"),
+    (lambda d: d.update(dataset="pascall"), "unknown dataset 'pascall'"),
+    (lambda d: d.update(episodes=[]), "holds no episodes"),
+    (lambda d: d.pop("seed"), "not a valid episode list"),
+])
+def test_an_edited_file_that_cannot_be_scored_is_refused(root, tmp_path, change, message):
+    path = E.save_episodes(sample(root), tmp_path / "eps.json")
+    data = json.loads(path.read_text())
+    change(data)
+    path.write_text(json.dumps(data))
+    with pytest.raises(DataError, match=message):
+        E.load_episodes(path, accept_edited=True)
+
+
+def test_episode_files_of_one_study_must_fit_together(root, tmp_path):
+    one = E.save_episodes(sample(root, shots=1), tmp_path / "one.json")
+    two = E.save_episodes(sample(root, shots=2), tmp_path / "two.json")
+    lists = E.load_episode_files([one, two], "synth", 0)
+    assert sorted(lists) == [(1, 0), (2, 0)] and lists[2, 0] == sample(root, shots=2)
+    assert E.load_episode_files([two]) == {(2, 0): lists[2, 0]}  # dataset, fold of the file
+    with pytest.raises(ConfigError, match=r"synth fold 0 episodes .* evaluates synth fold 1.*"
+                                          r"--set fold=0"):
+        E.load_episode_files([one], "synth", 1)
+    with pytest.raises(ConfigError, match="both hold 1-shot episodes of seed 0"):
+        E.load_episode_files([one, one], "synth", 0)
+    rand = E.save_episodes(sample(root, random_shots=(1, 2)), tmp_path / "rand.json")
+    with pytest.raises(ConfigError, match=r"shots in 1\.\.2.*--shots K"):
+        E.load_episode_files([rand], "synth", 0)
+    with pytest.raises(MissingError, match="ghost.json not found.*fsstools episodes"):
+        E.load_episode_files([tmp_path / "ghost.json"], "synth", 0)
+    moved = json.loads(one.read_text())
+    moved["root"] = str(tmp_path / "moved")  # not covered by the hash
+    (tmp_path / "moved.json").write_text(json.dumps(moved))
+    with pytest.raises(MissingError, match=r"under .*moved, which does not exist.*\"root\""):
+        E.load_episode_files([tmp_path / "moved.json"], "synth", 0)
 
 
 def test_random_shots_range(root):
@@ -74,7 +130,8 @@ def test_too_few_images_named_or_skipped(tmp_path):
     masks = default_masks(40)  # each class main in 2 images: 1 shot ok, 2 shots not
     del masks["img002"]  # class 3 in one image only
     small = make_voc_folder(tmp_path, masks)
-    with pytest.raises(ValueError, match=r"class 3 \(triangle-dots\) is held by 1 image"):
+    with pytest.raises(DataError, match=r"class 3 \(triangle-dots\) is held by 1 image.*"
+                                        r"--skip-small.*--set skip_small=true"):
         sample(small, shots=1)
     with pytest.warns(UserWarning, match="class 3"):
         el = sample(small, shots=1, skip_small=True)

@@ -23,12 +23,13 @@ LAYERS: list[tuple[str, ...]] = [
     ("fsstools.stats",),
     ("fsstools.training",),
     ("fsstools.features",),
-    ("fsstools.evaluate",),
+    ("fsstools.eval_config", "fsstools.evaluate"),  # EvalConfig, then the pipeline using it
     ("fsstools.inspect",),
     ("fsstools.report",),
     ("fsstools.plots",),
     ("fsstools.widgets",),
-    ("fsstools.study",),  # recipes: what notebooks call, with stats, report, plots, widgets
+    ("fsstools.parameters", "fsstools.profiles",
+     "fsstools.study"),  # recipes: what notebooks call, with stats, report, plots, widgets
     ("fsstools.reproduce",),
     ("fsstools.cli",),
 ]

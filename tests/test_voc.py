@@ -3,6 +3,7 @@ import pytest
 from PIL import Image
 
 from fsstools.data import voc
+from fsstools.errors import DataError, MissingError
 from tests.fixtures import (
     MIN_FG_TEST,
     default_masks,
@@ -42,32 +43,32 @@ def test_read_pairs_skips_comments_and_strips_leading_slash(tmp_path):
 
 
 def test_missing_root_and_list_named(tmp_path):
-    with pytest.raises(FileNotFoundError, match="nowhere"):
+    with pytest.raises(MissingError, match="nowhere"):
         voc.read_pairs(tmp_path / "nowhere", "lists/train.txt")
     root = small_folder(tmp_path)
-    with pytest.raises(FileNotFoundError, match="lists/val.txt"):
+    with pytest.raises(MissingError, match="lists/val.txt"):
         voc.read_pairs(root, "lists/val.txt")
 
 
 def test_bad_list_line_named(tmp_path):
     root = small_folder(tmp_path)
     (root / "lists/bad.txt").write_text("a.jpg a.png\na.jpg a.png extra\n")
-    with pytest.raises(ValueError, match=r"bad.txt, line 2"):
+    with pytest.raises(DataError, match=r"bad.txt, line 2"):
         voc.read_pairs(root, "lists/bad.txt")
     (root / "lists/empty.txt").write_text("\n")
-    with pytest.raises(ValueError, match="empty.txt lists no images"):
+    with pytest.raises(DataError, match="empty.txt lists no images"):
         voc.read_pairs(root, "lists/empty.txt")
 
 
 def test_missing_image_named(tmp_path):
-    with pytest.raises(FileNotFoundError, match="ghost.jpg"):
+    with pytest.raises(MissingError, match="ghost.jpg"):
         voc.load_image(tmp_path / "ghost.jpg")
 
 
 def test_corrupt_image_named(tmp_path):
     path = tmp_path / "broken.jpg"
     path.write_bytes(b"not a jpeg at all")
-    with pytest.raises(ValueError, match="broken.jpg.*corrupt"):
+    with pytest.raises(DataError, match="broken.jpg.*corrupt"):
         voc.load_image(path)
 
 
@@ -75,14 +76,14 @@ def test_truncated_image_named(tmp_path):
     path = tmp_path / "cut.png"
     write_mask(path, np.arange(64 * 64, dtype=np.uint8).reshape(64, 64))
     path.write_bytes(path.read_bytes()[:-40])
-    with pytest.raises(ValueError, match="cut.png"):
+    with pytest.raises(DataError, match="cut.png"):
         voc.load_mask(path, 20)
 
 
 def test_size_mismatch_names_both_files(tmp_path):
     write_image(tmp_path / "JPEGImages/x.jpg", 10, 12)
     write_mask(tmp_path / "SegmentationClass/x.png", np.zeros((12, 10), np.uint8))
-    with pytest.raises(ValueError, match=r"x\.jpg is 10x12 but its mask .*x\.png is 12x10"):
+    with pytest.raises(DataError, match=r"x\.jpg is 10x12 but its mask .*x\.png is 12x10"):
         voc.load_pair(tmp_path, "JPEGImages/x.jpg", "SegmentationClass/x.png", 20)
 
 
@@ -90,14 +91,29 @@ def test_mask_values_out_of_range_named(tmp_path):
     mask = np.zeros((5, 5), np.uint8)
     mask[0, 0], mask[1, 1] = 21, 255
     write_mask(tmp_path / "m.png", mask)
-    with pytest.raises(ValueError, match=r"m\.png holds values \[21\] outside 0..20"):
+    with pytest.raises(DataError, match=r"m\.png \(L\) holds the value\(s\) 21; .* only hold 0 "
+                       r"\(background\), 1\.\.20 \(class ids\) and 255"):
         voc.load_mask(tmp_path / "m.png", 20)
     assert voc.load_mask(tmp_path / "m.png", 80)[0, 0] == 21
 
 
+def test_sixteen_bit_masks_are_read_and_their_values_checked(tmp_path):
+    mask = np.zeros((5, 5), np.uint16)
+    mask[0, 0], mask[1, 1] = 3, 255
+    Image.fromarray(mask).save(tmp_path / "ok16.png")  # a 16-bit PNG of valid class ids
+    assert Image.open(tmp_path / "ok16.png").mode.startswith("I")
+    out = voc.load_mask(tmp_path / "ok16.png", 20)
+    assert out.dtype == np.uint8 and out[0, 0] == 3 and out[1, 1] == 255
+    mask[2, 2] = 300  # not a class id, and not a colour image either
+    Image.fromarray(mask).save(tmp_path / "bad16.png")
+    with pytest.raises(DataError, match=r"bad16\.png \(I;16\) holds the value\(s\) 300;") as err:
+        voc.load_mask(tmp_path / "bad16.png", 20)
+    assert "colour" not in str(err.value)
+
+
 def test_rgb_mask_rejected(tmp_path):
     write_image(tmp_path / "rgb.png", 5, 5)
-    with pytest.raises(ValueError, match="rgb.png has mode RGB"):
+    with pytest.raises(DataError, match=r"rgb\.png is a 3-channel RGB image; .*single-channel"):
         voc.load_mask(tmp_path / "rgb.png", 20)
 
 

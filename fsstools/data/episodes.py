@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import warnings
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, TypeVar
@@ -20,6 +21,7 @@ from fsstools import cache, paths
 from fsstools.artifacts import atomic_write_text, text_hash
 from fsstools.constants import IGNORE_INDEX
 from fsstools.data import splits, voc
+from fsstools.errors import ConfigError, DataError, MissingError
 
 Pair = tuple[str, str]
 FORMAT = "fsstools.episodes/1"
@@ -91,14 +93,18 @@ def _enough_images(
             f"{need} an episode needs (shots + 1 query)"
         )
         if not skip_small:
-            raise ValueError(
-                f"{message}; use fewer shots, a larger list, or skip_small=True "
-                "(--skip-small) to leave the class out"
+            raise DataError(
+                f"{message}; use fewer shots or a larger list, or leave such classes out with "
+                "skip_small (`fsstools episodes --skip-small`, `fsstools evaluate --set "
+                "skip_small=true`)"
             )
         warnings.warn(f"{message}; skipping it", stacklevel=3)
     kept = [c for c in classes if c not in small]
     if not kept:
-        raise ValueError(f"no test class has enough images in {where} for {need - 1} shot(s)")
+        raise DataError(
+            f"no test class has enough images in {where} for {need - 1} shot(s); use fewer "
+            "shots or a larger list"
+        )
     return kept, small
 
 
@@ -146,17 +152,17 @@ def sample_episodes(
     if random_shots is not None:
         lo, hi = random_shots
         if not 1 <= lo <= hi:
-            raise ValueError(
+            raise ConfigError(
                 f"random_shots must be (lo, hi) with 1 <= lo <= hi, got {random_shots}"
             )
         shots, random_shots = hi, (int(lo), int(hi))
     if shots < 1 or n_episodes < 1:
-        raise ValueError(f"shots and n_episodes must be >= 1, got {shots} and {n_episodes}")
+        raise ConfigError(f"shots and n_episodes must be >= 1, got {shots} and {n_episodes}")
     total = splits.n_classes(dataset)
     fold_classes = splits.test_classes(dataset, fold, scheme)  # also validates the arguments
     classes = sorted(set(classes)) if classes is not None else fold_classes
     if not classes or not all(1 <= c <= total for c in classes):
-        raise ValueError(f"classes must be ids in 1..{total} for {dataset}, got {classes}")
+        raise ConfigError(f"classes must be ids in 1..{total} for {dataset}, got {classes}")
 
     # Duplicate lines would let one image be both query and support.
     pairs = list(dict.fromkeys(voc.read_pairs(root, list_file)))
@@ -207,6 +213,7 @@ def ensure_episodes(
     scheme: str = "interleaved",
     classes: list[int] | None = None,
     min_fg: int | None = None,
+    skip_small: bool = False,
     force: bool = False,
 ) -> EpisodeList:
     """:func:`sample_episodes`, cached in the cache folder under a key of the list, the
@@ -214,7 +221,7 @@ def ensure_episodes(
     settings and the code version; reuse is announced."""
     pairs = list(dict.fromkeys(voc.read_pairs(root, list_file)))
     settings = dict(dataset=dataset, fold=fold, shots=shots, n_episodes=n_episodes, seed=seed,
-                    scheme=scheme, classes=classes, min_fg=min_fg)
+                    scheme=scheme, classes=classes, min_fg=min_fg, skip_small=skip_small)
     key = cache.cache_key(
         stage="episodes",
         masks=voc.class_index_key(root, pairs, splits.n_classes(dataset), min_fg),
@@ -240,16 +247,55 @@ def _pair(value: list[str]) -> Pair:
     return str(img), str(mask)
 
 
-def load_episodes(path: str | Path, root: str | Path | None = None) -> EpisodeList:
-    """Read an episode list saved by ``save_episodes`` and check its hash.
+def _check_episodes(el: EpisodeList, path: Path) -> None:
+    """Names, class ids and support counts of a loaded list (an edited file may break them)."""
+    try:
+        splits.test_classes(el.dataset, el.fold, el.scheme)
+    except ConfigError as err:
+        raise DataError(f"episode file {path}: {err}; re-create it with `fsstools episodes`"
+                        ) from None
+    total = splits.n_classes(el.dataset)
+    lo, hi = el.random_shots if el.random_shots is not None else (el.shots, el.shots)
+    if not el.episodes:
+        raise DataError(f"episode file {path} holds no episodes; re-create it with "
+                        "`fsstools episodes`")
+    for i, ep in enumerate(el.episodes):
+        problem = None
+        if not 1 <= ep.class_id <= total:
+            problem = f"class {ep.class_id} is not a {el.dataset} class id (1..{total})"
+        elif not lo <= len(ep.supports) <= hi:
+            want = f"{lo}..{hi}" if lo != hi else str(lo)
+            problem = f"it has {len(ep.supports)} support(s), the file says {want}"
+        elif ep.query[0] in {img for img, _ in ep.supports}:
+            problem = f"its query {ep.query[0]} is also one of its supports"
+        elif len({img for img, _ in ep.supports}) != len(ep.supports):
+            problem = "it lists the same support image twice"
+        if problem:
+            raise DataError(f"episode file {path}, episode {i}: {problem}; fix that episode or "
+                            "re-create the file with `fsstools episodes`")
+
+
+def load_episodes(
+    path: str | Path, root: str | Path | None = None, accept_edited: bool = False
+) -> EpisodeList:
+    """Read an episode list saved by ``save_episodes`` and check it.
 
     Args:
         path: the JSON file.
         root: data root to use instead of the saved one (data moved, other machine).
+        accept_edited: take a file whose episodes no longer match its stored hash (edited
+            on purpose); a warning names both hashes and the list gets its new hash, so
+            results keyed by it never mix with the original's.
+
+    Raises:
+        MissingError: no such file.
+        DataError: not an episode list, edited (without ``accept_edited``), or an episode
+            that cannot be a task (unknown class, wrong number of supports, query among the
+            supports).
     """
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(
+        raise MissingError(
             f"episode file {path} not found; create it with `fsstools episodes`"
         )
     try:
@@ -265,17 +311,94 @@ def load_episodes(path: str | Path, root: str | Path | None = None) -> EpisodeLi
         data["classes"] = tuple(data.pop("classes"))
         data["skipped"] = {int(c): n for c, n in data.pop("skipped").items()}
         el = EpisodeList(**data, episodes=episodes)
-    except (json.JSONDecodeError, KeyError, TypeError, ValueError) as err:
-        raise ValueError(
+    except (json.JSONDecodeError, KeyError, TypeError, ValueError, AttributeError) as err:
+        raise DataError(
             f"episode file {path} is not a valid episode list ({err}); re-create it with "
             "`fsstools episodes`"
         ) from err
-    if episode_hash(el) != el.hash:
-        raise ValueError(
-            f"episode file {path} does not match its hash {el.hash} (edited or corrupted); "
-            "re-create it with `fsstools episodes`"
+    actual = episode_hash(el)
+    if actual != el.hash:
+        if not accept_edited:
+            raise DataError(
+                f"episode file {path} does not match its hash {el.hash} (it was edited or "
+                "corrupted); if you edited it on purpose, accept it with --accept-edited "
+                "(accept_edited=True), else re-create it with `fsstools episodes`"
+            )
+        warnings.warn(
+            f"episode file {path} was edited (stored hash {el.hash}, now {actual}); using it "
+            f"as edited, under the new hash {actual}",
+            stacklevel=2,
         )
+        el = replace(el, hash=actual)
+    _check_episodes(el, path)
     return replace(el, root=str(root)) if root is not None else el
+
+
+def load_episode_files(
+    files: Sequence[str | Path],
+    dataset: str | None = None,
+    fold: int | None = None,
+    scheme: str = "interleaved",
+    accept_edited: bool = False,
+) -> dict[tuple[int, int], EpisodeList]:
+    """Saved episode lists for one study, keyed by (shots, seed), checked to fit together.
+
+    Args:
+        files: JSON files of ``fsstools episodes`` (relative paths: to the working folder).
+        dataset, fold, scheme: what the study evaluates; every file must hold such episodes
+            (None: those of the first file).
+        accept_edited: see :func:`load_episodes`.
+
+    Raises:
+        ConfigError: a file of another dataset, fold or scheme; random-shot lists; two files
+            with the same shots and seed; files drawn from different data roots.
+        MissingError: a file, or the data root it names, does not exist.
+        DataError: see :func:`load_episodes`.
+    """
+    lists: dict[tuple[int, int], EpisodeList] = {}
+    names: dict[tuple[int, int], str] = {}
+    for name in files:
+        el = load_episodes(paths.resolve(name), accept_edited=accept_edited)
+        if dataset is None or fold is None:
+            dataset, fold, scheme = el.dataset, el.fold, el.scheme
+        scheme_differs = dataset == "coco" and el.scheme != scheme  # only COCO has two
+        if (el.dataset, el.fold) != (dataset, fold) or scheme_differs:
+            fix = f"--set dataset={el.dataset} --set fold={el.fold}"
+            fix += f" --set scheme={el.scheme}" if el.dataset == "coco" else ""
+            raise ConfigError(
+                f"episode file {name} holds {el.dataset} fold {el.fold} episodes but the config "
+                f"evaluates {dataset} fold {fold}; make them agree, e.g. {fix}",
+                key="episodes",
+            )
+        if el.random_shots is not None:
+            raise ConfigError(
+                f"episode file {name} draws each episode's shots in {el.random_shots[0]}.."
+                f"{el.random_shots[1]}; evaluation scores fixed-shot lists: sample one with "
+                "`fsstools episodes --shots K`",
+                key="episodes",
+            )
+        if (el.shots, el.seed) in lists:
+            raise ConfigError(
+                f"episode files {names[el.shots, el.seed]} and {name} both hold {el.shots}-shot "
+                f"episodes of seed {el.seed}; results are labelled by (shots, seed): pass one "
+                "of them per evaluation",
+                key="episodes",
+            )
+        first = next(iter(lists.values()), el)
+        if el.root != first.root:
+            raise ConfigError(
+                f"episode files {next(iter(names.values()))} and {name} were drawn from "
+                f"different data roots ({first.root}, {el.root}); evaluate one root at a time",
+                key="episodes",
+            )
+        if not Path(el.root).is_dir():
+            raise MissingError(
+                f"episode file {name} reads its images under {el.root}, which does not exist; "
+                "if the data moved, set the file's \"root\" entry to the new folder (the "
+                "hash does not cover it)"
+            )
+        lists[el.shots, el.seed], names[el.shots, el.seed] = el, str(name)
+    return lists
 
 
 def episode_mask(full_mask: MaskT, class_id: int | torch.Tensor) -> MaskT:

@@ -9,6 +9,7 @@ The synthetic benchmark has 20 classes of its own and PASCAL's folds. Class ids 
 from __future__ import annotations
 
 from fsstools.data import synth_render
+from fsstools.errors import ConfigError
 
 PASCAL_CLASSES = (
     "aeroplane", "bicycle", "bird", "boat", "bottle",
@@ -50,11 +51,11 @@ _PASCAL_TO_COCO_NAME = {
 
 def _check(dataset: str, fold: int, scheme: str) -> None:
     if dataset not in DATASETS:
-        raise ValueError(f"unknown dataset {dataset!r}; valid datasets: {', '.join(DATASETS)}")
+        raise ConfigError(f"unknown dataset {dataset!r}; valid datasets: {', '.join(DATASETS)}")
     if scheme not in SCHEMES:
-        raise ValueError(f"unknown split scheme {scheme!r}; valid schemes: {', '.join(SCHEMES)}")
+        raise ConfigError(f"unknown split scheme {scheme!r}; valid schemes: {', '.join(SCHEMES)}")
     if not isinstance(fold, int) or isinstance(fold, bool) or not 0 <= fold < N_FOLDS:
-        raise ValueError(f"unknown fold {fold!r}; valid folds: 0, 1, 2, 3")
+        raise ConfigError(f"unknown fold {fold!r}; valid folds: 0, 1, 2, 3")
 
 
 def class_names(dataset: str) -> tuple[str, ...]:

@@ -20,18 +20,21 @@ from tqdm.auto import tqdm
 from fsstools import cache, paths
 from fsstools.artifacts import atomic_write_text
 from fsstools.constants import IGNORE_INDEX, min_fg_pixels
+from fsstools.errors import DataError, MissingError
 
 Pair = tuple[str, str]
 
 _VOC_MASK_DIRS = ("SegmentationClassAug", "SegmentationClass")
 _MAX_SHOWN = 10  # values or lines quoted in an error message
+_INTEGER_MODES = ("1", "L", "P", "I", "I;16", "I;16L", "I;16B", "I;16N")
+"""PIL modes of single-channel integer images: what a class-id mask can be stored as."""
 
 
 def resolve_list_file(root: str | Path, list_file: str | Path) -> Path:
     """Find a list file: absolute, else relative to ``root``, else relative to the cwd."""
     root, list_file = Path(root), Path(list_file)
     if not root.is_dir():
-        raise FileNotFoundError(
+        raise MissingError(
             f"data root {root} does not exist or is not a folder; pass the folder that holds "
             "JPEGImages/ and the mask folder (for synthetic data run `fsstools synth` first)"
         )
@@ -39,7 +42,7 @@ def resolve_list_file(root: str | Path, list_file: str | Path) -> Path:
     for path in candidates:
         if path.is_file():
             return path
-    raise FileNotFoundError(
+    raise MissingError(
         f"list file {candidates[0]} not found; pass a path relative to the data root {root} "
         "(e.g. lists/train.txt or ImageSets/Segmentation/train.txt) or an absolute path"
     )
@@ -61,25 +64,25 @@ def read_pairs(root: str | Path, list_file: str | Path) -> list[Pair]:
             # Some published lists start paths with "/" although they are root-relative.
             pairs.append((fields[0].lstrip("/"), fields[1].lstrip("/")))
         else:
-            raise ValueError(
+            raise DataError(
                 f"{path}, line {number}: expected 'image_path mask_path' or a VOC image id, "
                 f"got {line!r}; fix or remove that line"
             )
     if not pairs:
-        raise ValueError(f"list file {path} lists no images; point to a non-empty list")
+        raise DataError(f"list file {path} lists no images; point to a non-empty list")
     return pairs
 
 
 def _open(path: Path, what: str) -> Image.Image:
     if not path.is_file():
-        raise FileNotFoundError(
+        raise MissingError(
             f"{what} {path} not found; check the data root and the list file that names it"
         )
     try:
         img = Image.open(path)
         img.load()  # decode now so a truncated file fails here, not later
     except (UnidentifiedImageError, OSError, SyntaxError) as err:
-        raise ValueError(
+        raise DataError(
             f"cannot read {what} {path} ({err}); the file is corrupt or not an image: "
             "replace it or remove it from the list file"
         ) from err
@@ -92,24 +95,36 @@ def load_image(path: str | Path) -> np.ndarray:
 
 
 def load_mask(path: str | Path, n_classes: int) -> np.ndarray:
-    """A class-id mask as uint8 (H, W), checked to hold only 0..n_classes and 255."""
+    """A class-id mask as uint8 (H, W), checked to hold only 0..n_classes and 255.
+
+    Any single-channel integer PNG is read (8-bit grey or palette, 16-bit, bilevel), so a
+    mask saved with more bits than needed still works when its values are class ids.
+
+    Raises:
+        DataError: a colour (multi-channel) image, or values outside the allowed set (the
+            message lists the values found).
+    """
     path = Path(path)
     img = _open(path, "mask")
-    if img.mode not in ("L", "P"):
-        raise ValueError(
-            f"mask {path} has mode {img.mode}; masks must be single-channel class-id PNGs "
-            "(mode L or P, one class id per pixel), not colour-coded RGB images"
+    if img.mode not in _INTEGER_MODES:
+        raise DataError(
+            f"mask {path} is a {len(img.getbands())}-channel {img.mode} image; masks must be "
+            "single-channel class-id PNGs (one class id per pixel: 0 background, 255 ignore), "
+            "so convert colour-coded masks to class ids first"
         )
-    mask = np.array(img, dtype=np.uint8)
-    bad = (mask > n_classes) & (mask != IGNORE_INDEX)
+    values = np.array(img)
+    bad = (values > n_classes) & (values != IGNORE_INDEX)
     if bad.any():
-        values = np.unique(mask[bad]).tolist()[:_MAX_SHOWN]
-        raise ValueError(
-            f"mask {path} holds values {values} outside 0..{n_classes} and {IGNORE_INDEX}; "
-            "masks must hold class ids (0 background, 255 ignore): check that the dataset "
-            "and the mask folder match"
+        found = np.unique(values[bad]).tolist()
+        shown = ", ".join(map(str, found[:_MAX_SHOWN]))
+        shown += ", ..." if len(found) > _MAX_SHOWN else ""
+        raise DataError(
+            f"mask {path} ({img.mode}) holds the value(s) {shown}; a mask of this dataset may "
+            f"only hold 0 (background), 1..{n_classes} (class ids) and {IGNORE_INDEX} (ignore): "
+            "check that the dataset name matches the masks (e.g. COCO masks read as PASCAL) "
+            "and that the mask folder holds class ids"
         )
-    return mask
+    return values.astype(np.uint8)
 
 
 def load_pair(
@@ -120,7 +135,7 @@ def load_pair(
     image = load_image(root / img_rel)
     mask = load_mask(root / mask_rel, n_classes)
     if image.shape[:2] != mask.shape:
-        raise ValueError(
+        raise DataError(
             f"image {root / img_rel} is {image.shape[0]}x{image.shape[1]} but its mask "
             f"{root / mask_rel} is {mask.shape[0]}x{mask.shape[1]}; the list pairs the wrong "
             "files or the mask was resized: regenerate the mask or fix the list"
@@ -132,12 +147,14 @@ def _compute_index(
     root: Path, pairs: Sequence[Pair], n_classes: int, min_fg: int | None, desc: str
 ) -> dict[int, list[int]]:
     index: dict[int, list[int]] = {c: [] for c in range(1, n_classes + 1)}
-    for i, (_, mask_rel) in enumerate(tqdm(pairs, desc=desc, unit="mask")):
-        mask = load_mask(root / mask_rel, n_classes)
-        threshold = min_fg_pixels(mask.size) if min_fg is None else min_fg
-        counts = np.bincount(mask.ravel(), minlength=IGNORE_INDEX + 1)
-        for c in np.flatnonzero(counts[1 : n_classes + 1] >= threshold) + 1:
-            index[int(c)].append(i)
+    # A context, so the bar is closed on an error too and the error starts its own line.
+    with tqdm(pairs, desc=desc, unit="mask") as bar:
+        for i, (_, mask_rel) in enumerate(bar):
+            mask = load_mask(root / mask_rel, n_classes)
+            threshold = min_fg_pixels(mask.size) if min_fg is None else min_fg
+            counts = np.bincount(mask.ravel(), minlength=IGNORE_INDEX + 1)
+            for c in np.flatnonzero(counts[1 : n_classes + 1] >= threshold) + 1:
+                index[int(c)].append(i)
     return index
 
 
