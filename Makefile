@@ -1,10 +1,10 @@
-# The two entry points of the README: `make reproduce` (main job) and `make test`.
+# The entry points of the README: `make reproduce` (main job), `make test` (CI), `make lab`.
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install reproduce test lint clean
+.PHONY: install reproduce test lab lint clean
 
 install: $(STAMP)
 
@@ -19,8 +19,14 @@ $(STAMP): requirements.txt pyproject.toml
 reproduce: install
 	$(BIN)/fsstools reproduce
 
+# unit tests, papermill tests, nbval over every notebook, then the browser test of the
+# explorer (marked `browser`: skipped without Chromium; .ci/run installs it)
 test: install
 	$(BIN)/python -m pytest -q --durations=15 tests notebooks --nbval-lax
+
+# JupyterLab on the notebooks, with this project's kernel ("fsstools (.venv)")
+lab: install
+	$(BIN)/jupyter lab notebooks
 
 lint: install
 	$(BIN)/ruff check fsstools tests bench

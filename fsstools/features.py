@@ -26,6 +26,7 @@ from fsstools.artifacts import atomic_dir, file_hash
 from fsstools.data import splits, voc
 from fsstools.data.episodes import EpisodeList, episode_mask
 from fsstools.data.transforms import TestTransform
+from fsstools.errors import MissingError
 
 
 @dataclass
@@ -119,32 +120,37 @@ def extract(
     arrays: dict[str, np.ndarray] = {}
     row = 0
     bar = tqdm(total=n, desc="extract features", unit="img", disable=not progress)
-    for chunk in _batches(pairs, batch_size):
-        samples = [transform(*voc.load_pair(root, img, mask, n_classes)) for img, mask in chunk]
-        images = torch.stack([s["image"] for s in samples]).to(device)
-        feats = F.normalize(model.extract_features(images).float(), dim=1)  # (b, C, h, w)
-        masks = torch.stack([s["mask"] for s in samples])  # (b, H, W)
-        valid = torch.stack([s["valid"] for s in samples])
-        h, w = feats.shape[-2:]
-        small = F.interpolate(masks[:, None].float(), size=(h, w), mode="nearest")[:, 0]
-        small_valid = F.interpolate(valid[:, None].float(), size=(h, w), mode="nearest")[:, 0]
-        parts = {
-            "feats": feats.cpu().numpy().astype(dtype),
-            "masks_small": small.numpy().astype(np.uint8),
-            "valid_small": small_valid.numpy().astype(bool),
-            "masks_full": masks.numpy().astype(np.uint8),
-            "valid_full": valid.numpy().astype(bool),
-        }
-        if not arrays:
+    try:  # the bar is closed on an error too, so the error starts on a line of its own
+        for chunk in _batches(pairs, batch_size):
+            samples = [transform(*voc.load_pair(root, img, mask, n_classes))
+                       for img, mask in chunk]
+            images = torch.stack([s["image"] for s in samples]).to(device)
+            feats = F.normalize(model.extract_features(images).float(), dim=1)  # (b, C, h, w)
+            masks = torch.stack([s["mask"] for s in samples])  # (b, H, W)
+            valid = torch.stack([s["valid"] for s in samples])
+            h, w = feats.shape[-2:]
+            small = F.interpolate(masks[:, None].float(), size=(h, w), mode="nearest")[:, 0]
+            small_valid = F.interpolate(valid[:, None].float(), size=(h, w),
+                                        mode="nearest")[:, 0]
+            parts = {
+                "feats": feats.cpu().numpy().astype(dtype),
+                "masks_small": small.numpy().astype(np.uint8),
+                "valid_small": small_valid.numpy().astype(bool),
+                "masks_full": masks.numpy().astype(np.uint8),
+                "valid_full": valid.numpy().astype(bool),
+            }
+            if not arrays:
+                for name, part in parts.items():
+                    arrays[name] = np.lib.format.open_memmap(
+                        out_dir / f"{name}.npy", mode="w+", dtype=part.dtype,
+                        shape=(n, *part.shape[1:]),
+                    )
             for name, part in parts.items():
-                arrays[name] = np.lib.format.open_memmap(
-                    out_dir / f"{name}.npy", mode="w+", dtype=part.dtype, shape=(n, *part.shape[1:])
-                )
-        for name, part in parts.items():
-            arrays[name][row : row + len(chunk)] = part
-        row += len(chunk)
-        bar.update(len(chunk))
-    bar.close()
+                arrays[name][row : row + len(chunk)] = part
+            row += len(chunk)
+            bar.update(len(chunk))
+    finally:
+        bar.close()
     for arr in arrays.values():
         arr.flush()
     index = {img: i for i, (img, _) in enumerate(pairs)}
@@ -193,7 +199,7 @@ def ensure_features(
 
     checkpoint = Path(checkpoint)
     if not checkpoint.is_file():
-        raise FileNotFoundError(
+        raise MissingError(
             f"checkpoint {checkpoint} does not exist; train one with `fsstools train --config ...`"
         )
     key = cache_key(checkpoint, pairs, Path(root), size, dtype)
@@ -205,8 +211,8 @@ def ensure_features(
             return open_store(final, key)
         if final.exists():
             shutil.rmtree(final)
+        model = load_model(checkpoint, device)  # a bad checkpoint fails before any folder exists
         with atomic_dir(final) as tmp:
-            model = load_model(checkpoint, device)
             n_classes = splits.n_classes(dataset)
             extract(model, root, pairs, n_classes, size, tmp, device, batch_size, dtype, progress)
     return open_store(final, key)

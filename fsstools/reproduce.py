@@ -1,22 +1,41 @@
 """The main job: run every numbered notebook with papermill and collect one summary.
 
 Each notebook gets its parameters from ``configs/reproduce/<notebook stem>.yaml`` (full
-embedded-benchmark settings), then from ``--set key=value`` overrides, and writes its
-figures, CSVs and a ``summary.md`` fragment into its own output folder. A failing notebook
-is reported with its cell and does not stop the others.
+embedded-benchmark settings), then from ``--set key=value`` overrides, and an absolute
+``output_dir`` of its own, where it writes its figures, CSVs, ``parameters.json`` and a
+``summary.md`` fragment. The kernel runs in the folder ``fsstools reproduce`` was started
+from, so a relative path among the overrides means what it means on the command line.
+
+While a notebook runs, its progress streams to the terminal: one line per cell as it
+starts, and what the cell prints (a base model's training epochs, reused caches). Kernels
+talk to papermill over local IPC sockets, not TCP, so ipykernel has nothing to warn about.
+A failing notebook is reported with its cell and does not stop the others.
 """
 
 from __future__ import annotations
 
+import logging
+import os
+import re
+import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TextIO
 
 import yaml
 
 from fsstools import paths
 from fsstools.artifacts import atomic_write_text
+from fsstools.errors import ConfigError
+from fsstools.parameters import notebook_declarations
 from fsstools.report import SUMMARY_NAME
+
+CELL_START = re.compile(r"^Executing Cell (\d+)")
+"""What papermill logs (with log_output) when a cell starts; the number counts from 1."""
+INJECTED = "(parameters injected by papermill)"
+FIGURE_SUFFIX = ".png"
 
 
 @dataclass
@@ -34,17 +53,74 @@ def list_notebooks(only: list[str] | None = None) -> list[Path]:
     if only:
         books = [p for p in books if any(p.stem.startswith(o) for o in only)]
         if not books:
-            raise ValueError(f"no notebook in {folder} matches --only {only}")
+            names = ", ".join(p.stem for p in sorted(folder.glob("[0-9][0-9]_*.ipynb")))
+            raise ConfigError(f"no notebook in {folder} matches --only {' '.join(only)}; "
+                              f"the notebooks are {names}")
     return books
 
 
 def notebook_params(notebook: Path, out: Path, overrides: dict) -> dict:
+    """The reproduce config's parameters of ``notebook``, the ``overrides`` it declares (a
+    notebook rejects any other), and its output folder ``<out>/<notebook stem>``."""
     path = paths.configs_dir() / "reproduce" / f"{notebook.stem}.yaml"
     params = yaml.safe_load(path.read_text()) if path.is_file() else {}
     params = dict(params or {})
-    params.update(overrides)
-    params["output_dir"] = str(out / notebook.stem)
+    declared = notebook_declarations(notebook)
+    params.update({k: v for k, v in overrides.items() if k in declared})
+    params["output_dir"] = str(paths.resolve(out) / notebook.stem)
     return params
+
+
+def cell_titles(notebook: Path) -> list[str]:
+    """One short title per cell of ``notebook`` as papermill runs it (its injected
+    parameters cell included): the first line of code, or the heading of markdown."""
+    import nbformat
+
+    titles = []
+    for cell in nbformat.read(notebook, as_version=4).cells:
+        lines = [ln.strip() for ln in cell.source.splitlines() if ln.strip()]
+        first = lines[0] if lines else "(empty)"
+        titles.append(first if cell.cell_type == "code" else f"[{cell.cell_type}] {first}")
+        if "parameters" in cell.metadata.get("tags", []):
+            titles.append(INJECTED)
+    return titles
+
+
+class CellProgress(logging.Handler):
+    """Turns papermill's "Executing Cell N" log records into one line per started cell;
+    every other record (cell outputs, which arrive through :class:`StreamLines`) is dropped."""
+
+    def __init__(self, name: str, titles: list[str], write: Callable[[str], None]) -> None:
+        super().__init__(logging.INFO)
+        self.name, self.titles, self.write = name, titles, write
+
+    def emit(self, record: logging.LogRecord) -> None:
+        match = CELL_START.match(record.getMessage())
+        if match:
+            n = int(match.group(1))
+            title = self.titles[n - 1] if n <= len(self.titles) else ""
+            self.write(f"[{self.name}] cell {n}/{len(self.titles)}: {title[:80]}")
+
+
+class StreamLines:
+    """A file-like sink for a kernel's stdout or stderr: complete lines, indented, to
+    ``target``; a line rewritten in place (``\\r``, progress bars) shows its last state."""
+
+    def __init__(self, target: TextIO, indent: str = "    ") -> None:
+        self.target, self.indent, self.pending = target, indent, ""
+
+    def write(self, text: str) -> int:
+        *lines, self.pending = (self.pending + text).split("\n")
+        for line in lines:
+            line = line.rsplit("\r", 1)[-1]
+            if line.strip():
+                self.target.write(f"{self.indent}{line}\n")
+        self.target.flush()
+        return len(text)
+
+    def flush(self) -> None:
+        if self.pending.rsplit("\r", 1)[-1].strip():
+            self.write("\n")
 
 
 def _describe_failure(exc: Exception) -> str:
@@ -56,13 +132,35 @@ def _describe_failure(exc: Exception) -> str:
 
 
 def run_notebook(
-    notebook: Path, out: Path, overrides: dict, kernel: str = "python3"
+    notebook: Path, out: Path, overrides: dict, kernel: str = "python3",
+    stream: TextIO | None = None,
 ) -> NotebookRun:
-    import papermill as pm
+    """Run one notebook with its reproduce parameters and ``overrides``.
 
+    Args:
+        notebook: the notebook file.
+        out: the main job's folder; the notebook writes into ``out/<notebook stem>``.
+        overrides: parameter values over the reproduce config's.
+        kernel: Jupyter kernel name.
+        stream: where progress lines and the cells' printed output go (default stdout;
+            None in tests that want silence: pass ``io.StringIO()``).
+    """
+    import papermill as pm
+    from traitlets.config import Config
+
+    stream = sys.stdout if stream is None else stream
     params = notebook_params(notebook, out, overrides)
     out_dir = Path(params["output_dir"])
     out_dir.mkdir(parents=True, exist_ok=True)
+    kernel_config = Config()
+    kernel_config.KernelManager.transport = "ipc"  # local sockets: no unencrypted TCP
+    logger = logging.getLogger("papermill")
+    progress = CellProgress(notebook.stem, cell_titles(notebook),
+                            lambda line: print(line, file=stream, flush=True))
+    previous = logger.level
+    logger.addHandler(progress)
+    logger.setLevel(logging.INFO)
+    sink = StreamLines(stream)
     start = time.perf_counter()
     error = None
     try:
@@ -71,17 +169,30 @@ def run_notebook(
             str(out_dir / notebook.name),
             parameters=params,
             kernel_name=kernel,
-            cwd=str(out_dir),
+            cwd=os.getcwd(),
             progress_bar=False,
             log_output=True,
+            stdout_file=sink,
+            stderr_file=sink,
+            config=kernel_config,
         )
     except Exception as exc:  # any failure is reported per notebook; the others still run
         error = _describe_failure(exc)
+    finally:
+        sink.flush()
+        logger.removeHandler(progress)
+        logger.setLevel(previous)
     return NotebookRun(notebook.stem, time.perf_counter() - start, out_dir, error)
 
 
+def figures(folder: Path) -> list[Path]:
+    """The PNG figures a notebook wrote into ``folder``, in the order it wrote them."""
+    return sorted(folder.glob(f"*{FIGURE_SUFFIX}"), key=lambda p: (p.stat().st_mtime, p.name))
+
+
 def write_summary(runs: list[NotebookRun], out: Path) -> Path:
-    """Concatenate each notebook's summary fragment into ``out/summary.md``."""
+    """Concatenate each notebook's summary fragment into ``out/summary.md``, each followed
+    by links to that notebook's figures (relative to ``out``)."""
     lines = ["# fsstools main job: summary", ""]
     lines += ["| notebook | status | wall time (s) |", "|---|---|---|"]
     for r in runs:
@@ -92,6 +203,12 @@ def write_summary(runs: list[NotebookRun], out: Path) -> Path:
         fragment = r.output_dir / SUMMARY_NAME
         if fragment.is_file():
             lines += [fragment.read_text().rstrip(), ""]
+        pictures = figures(r.output_dir) if r.output_dir.is_dir() else []
+        if pictures:
+            lines += [f"Figures of {r.notebook}:", ""]
+            for png in pictures:
+                rel = Path(os.path.relpath(png, out)).as_posix()
+                lines += [f"![{r.notebook}: {png.stem}]({rel})", ""]
     return atomic_write_text(out / SUMMARY_NAME, "\n".join(lines) + "\n")
 
 
@@ -100,7 +217,7 @@ def reproduce(
 ) -> list[NotebookRun]:
     """Run the notebooks (``only``: those whose name starts with one of these prefixes) with
     their full parameters and ``overrides``; write ``<out>/summary.md``."""
-    out = out or paths.outputs_dir()
+    out = paths.resolve(out or paths.outputs_dir())
     books = list_notebooks(only)
     runs = []
     total = time.perf_counter()

@@ -1,11 +1,9 @@
-"""Recipes the notebooks call: profiles, data and base models on demand, scored studies.
+"""Recipes the notebooks call: parameters, data and base models on demand, scored studies.
 
-A *profile* says where the synthetic data lives and how base models are trained:
-
-- ``"quick"``: a small set under ``data/synth_quick`` and a short run
-  (``configs/synth/quick.yaml``); the notebooks' defaults, shared by all of them.
-- ``"full"``: the default set under ``data/synth`` and ``configs/synth/foldN.yaml``; what
-  ``fsstools reproduce`` injects.
+A notebook starts with :func:`start` (see :mod:`fsstools.profiles`), which checks its
+parameters, picks its data (a profile of the embedded benchmark, "quick" or "full", or a
+real data set) and makes its output folder; the recipes below then train or reuse base
+models, sample episodes, extract features and score methods.
 
 Every step is cached under a content key (data, class index, episodes, checkpoints,
 features, per-episode scores; see :mod:`fsstools.cache`), so a notebook run twice, or a
@@ -13,8 +11,8 @@ later notebook asking for the same method on the same episodes, reads results in
 recomputing them, and says so.
 
 Example:
-    >>> prof, out = setup("quick", "", "demo")  # doctest: +SKIP
-    >>> scores = evaluate_synth(prof, folds=[0], shots=[1], methods=["repri"],
+    >>> prof, out = start("03_shot_scaling", globals())  # doctest: +SKIP
+    >>> scores = evaluate_folds(prof, folds=[0], shots=[1], methods=["repri"],
     ...                         n_episodes=100)  # doctest: +SKIP
     >>> stats.fold_mean(scores.rows)[["method", "shots", "miou"]]  # doctest: +SKIP
 """
@@ -22,125 +20,43 @@ Example:
 from __future__ import annotations
 
 import dataclasses
-import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import torch
 
-from fsstools import config as config_lib
 from fsstools import evaluate, paths
+from fsstools.constants import IGNORE_INDEX
 from fsstools.data import splits, voc
-from fsstools.data.synthetic import SynthConfig, ensure_synth
+from fsstools.errors import MissingError
 from fsstools.evaluate import EvalConfig, MethodSpecs, Scores, Study
-from fsstools.features import ensure_features
-from fsstools.inference import METHODS, MethodConfig
+from fsstools.features import ensure_features, gather
+from fsstools.inference import METHODS, MethodConfig, query_valid_mask
+from fsstools.inference.classifier import normalize
+from fsstools.inference.losses import pixel_weights
 from fsstools.inspect import EpisodeView, display_image, episode_view, feature_pca
 from fsstools.models.checkpoints import checkpoint_meta
-from fsstools.training import TrainConfig, ensure_trained, run_directory
+from fsstools.profiles import DATASETS as DATASETS
+from fsstools.profiles import Profile as Profile
+from fsstools.profiles import ensure_base_model as ensure_base_model
+from fsstools.profiles import ensure_data as ensure_data
+from fsstools.profiles import get_profile as get_profile
+from fsstools.profiles import notebook_profile as notebook_profile
+from fsstools.profiles import real_profile as real_profile
+from fsstools.profiles import run_dir as run_dir
+from fsstools.profiles import setup as setup
+from fsstools.profiles import start as start
+from fsstools.profiles import train_config as train_config
+from fsstools.widgets import EpisodeExplorer
 
-
-@dataclass(frozen=True)
-class Profile:
-    """Where a notebook's synthetic data lives and how its base models are trained.
-
-    Attributes:
-        name: "quick" or "full".
-        synth_root: folder of the synthetic set (one sub-folder per style), absolute.
-        synth: the generating config.
-        train_config: training YAML (absolute); ``{fold}`` is replaced by the fold.
-    """
-
-    name: str
-    synth_root: Path
-    synth: SynthConfig
-    train_config: str
-
-    def style_root(self, style: str) -> Path:
-        """Data root of one visual style ("A": base training and in-domain tests, "B")."""
-        return self.synth_root / style
-
-
-def get_profile(name: str) -> Profile:
-    """The "quick" or the "full" profile."""
-    profiles = {
-        "quick": Profile("quick", paths.data_dir() / "synth_quick",
-                         SynthConfig(n_train=1200, n_val=400),
-                         str(paths.configs_dir() / "synth" / "quick.yaml")),
-        "full": Profile("full", paths.data_dir() / "synth", SynthConfig(),
-                        str(paths.configs_dir() / "synth" / "fold{fold}.yaml")),
-    }
-    if name not in profiles:
-        raise ValueError(f"unknown profile {name!r}; use one of {sorted(profiles)}")
-    return profiles[name]
-
-
-def setup(profile: str, output_dir: str | Path, notebook: str) -> tuple[Profile, Path]:
-    """Common first step of every notebook: the profile and the output folder.
-
-    Args:
-        profile: "quick" or "full".
-        output_dir: where results go; relative to the working folder (where papermill
-            runs); empty: ``<outputs>/<profile>/<notebook>``.
-        notebook: the notebook's name, for the default output folder.
-
-    Returns:
-        The profile and the output folder (absolute, created).
-    """
-    prof = get_profile(profile)
-    out = paths.resolve(output_dir) if output_dir else paths.outputs_dir() / profile / notebook
-    out.mkdir(parents=True, exist_ok=True)
-    print(f"profile {prof.name}: data {prof.synth_root}, base training "
-          f"{prof.train_config}; outputs in {out}")
-    return prof, out
-
-
-# ----------------------------------------------------------------------------- data, models
-
-
-def ensure_data(prof: Profile, progress: bool = True) -> Path:
-    """The profile's synthetic set (both styles), generated on first use."""
-    return ensure_synth(prof.synth_root, prof.synth, progress=progress)
-
-
-def train_config(prof: Profile, fold: int, overrides: Sequence[str] = ()) -> TrainConfig:
-    """The resolved base-training config of ``fold`` (style A of the profile's data)."""
-    path = prof.train_config.format(fold=fold)
-    extra = [f"data.fold={fold}", f"data.root={prof.style_root('A')}"]
-    if "{fold}" not in prof.train_config:  # one file for all folds: name the run per fold
-        extra.append(f"run.name=synth-{prof.name}-fold{fold}")
-    return config_lib.load(TrainConfig, path, [*extra, *overrides])
-
-
-def ensure_base_model(prof: Profile, fold: int, progress: bool = True) -> Path:
-    """Best checkpoint of the fold's base model: reused if trained, else trained now."""
-    ensure_data(prof, progress=False)
-    cfg = train_config(prof, fold)
-    run_dir = run_directory(cfg)
-    if (run_dir / "done").is_file():
-        return ensure_trained(cfg)  # announces the reuse
-    print(f"fold {fold}: training the base model ({cfg.run.epochs} epochs) into {run_dir}",
-          flush=True)
-    tic = time.perf_counter()
-    checkpoint = ensure_trained(cfg)
-    if progress:
-        print(f"fold {fold}: trained in {time.perf_counter() - tic:.0f} s", flush=True)
-    return checkpoint
-
-
-def _run_dir(prof: Profile, fold: int) -> Path:
-    run_dir = run_directory(train_config(prof, fold))
-    if not (run_dir / "done").is_file():
-        raise FileNotFoundError(f"{run_dir} holds no finished run; call "
-                                f"study.ensure_base_model(prof, {fold}) first")
-    return run_dir
+# ----------------------------------------------------------------------------- base models
 
 
 def training_history(prof: Profile, folds: Sequence[int]) -> pd.DataFrame:
     """metrics.csv of the folds' base-training runs, with a ``fold`` column."""
-    return pd.concat([pd.read_csv(_run_dir(prof, f) / "metrics.csv").assign(fold=f)
+    return pd.concat([pd.read_csv(run_dir(prof, f) / "metrics.csv").assign(fold=f)
                       for f in folds], ignore_index=True)
 
 
@@ -153,11 +69,12 @@ def base_class_scores(prof: Profile, folds: Sequence[int]) -> pd.DataFrame:
     """
     rows = []
     for fold in folds:
-        meta = checkpoint_meta(_run_dir(prof, fold) / "best.pt")
+        meta = checkpoint_meta(run_dir(prof, fold) / "best.pt")
         classes = [0, *meta["classes"]]  # position k of the IoU list is relabelled class k
         for cls, iou in zip(classes, meta["metrics"]["val_class_iou"], strict=True):
             rows.append({"fold": fold, "epoch": meta["epoch"], "class_id": cls,
-                         "name": splits.class_name("synth", cls), "iou": float(iou)})
+                         "name": splits.class_name(prof.train_dataset, cls),
+                         "iou": float(iou)})
     return pd.DataFrame(rows)
 
 
@@ -167,7 +84,7 @@ def base_model_table(prof: Profile, folds: Sequence[int]) -> pd.DataFrame:
     history = training_history(prof, folds)
     rows = []
     for fold in folds:
-        meta = checkpoint_meta(_run_dir(prof, fold) / "best.pt")
+        meta = checkpoint_meta(run_dir(prof, fold) / "best.pt")
         hist = history[history["fold"] == fold].sort_values("epoch")
         val = hist["val_miou"].dropna().to_numpy()
         rows.append({
@@ -185,7 +102,7 @@ def base_model_table(prof: Profile, folds: Sequence[int]) -> pd.DataFrame:
 # ----------------------------------------------------------------------------- studies
 
 
-def synth_study(
+def fold_study(
     prof: Profile,
     fold: int,
     shots: Sequence[int],
@@ -195,14 +112,18 @@ def synth_study(
     device: str = "cpu",
     progress: bool = True,
 ) -> Study:
-    """Episodes and features for the fold's base model (trained on style A) tested on
-    the validation images of ``style``."""
+    """Episodes and features for the fold's base model tested on the profile's test data
+    (for the embedded benchmark: the validation images of ``style``; the model is always
+    trained on style A)."""
     checkpoint = ensure_base_model(prof, fold, progress)
+    size = prof.synth.size if prof.synth is not None else train_config(prof, fold).data.val_size
     cfg = EvalConfig(
-        dataset="synth",
+        dataset=prof.test_dataset,
         root=str(prof.style_root(style)),
+        list_file=prof.list_file,
         fold=fold,
-        size=prof.synth.size,
+        coco_to_pascal=prof.dataset == "coco2pascal",
+        size=size,
         shots=tuple(shots),
         seeds=(seed,),
         n_episodes=n_episodes,
@@ -213,7 +134,7 @@ def synth_study(
     return evaluate.prepare(cfg, progress)
 
 
-def evaluate_synth(
+def evaluate_folds(
     prof: Profile,
     folds: Sequence[int],
     shots: Sequence[int],
@@ -224,11 +145,11 @@ def evaluate_synth(
     device: str = "cpu",
     trace: bool = False,
 ) -> Scores:
-    """:func:`fsstools.evaluate.score` over folds: base model of each fold, tested on
-    ``style``."""
+    """:func:`fsstools.evaluate.score` over folds: base model of each fold, tested on the
+    profile's test data (``style`` of the embedded benchmark)."""
     frames, traces = [], {}
     for fold in folds:
-        study = synth_study(prof, fold, shots, n_episodes, style, seed, device)
+        study = fold_study(prof, fold, shots, n_episodes, style, seed, device)
         scores = evaluate.score(study, methods, trace)
         frames.append(scores.rows)
         traces.update(scores.traces)
@@ -251,7 +172,7 @@ def domain_shift(
     frames = []
     for style in ("A", "B"):
         print(f"test style {style}:")
-        scores = evaluate_synth(prof, folds, shots, methods, n_episodes, style, device=device)
+        scores = evaluate_folds(prof, folds, shots, methods, n_episodes, style, device=device)
         frames.append(scores.rows.assign(domain=f"A -> {style}"))
     return pd.concat(frames, ignore_index=True)
 
@@ -272,27 +193,33 @@ def coco_to_pascal(
 
     Args:
         pascal_root: PASCAL VOC root holding ``list_file``; empty: skipped (returns None).
-        coco_train_config: training YAML with ``{fold}`` (e.g. configs/coco/fold{fold}.yaml),
-            trained (or reused) unless ``coco_checkpoint`` is given.
+        coco_train_config: training YAML with ``{fold}``, trained (or reused) unless
+            ``coco_checkpoint`` is given; empty: the shipped configs/coco/fold{fold}.yaml.
         coco_checkpoint: explicit checkpoint with ``{fold}``, or empty.
     """
     if not pascal_root:
         print("COCO -> PASCAL skipped: set pascal_root (and a COCO training config or "
               "checkpoint) to run it")
         return None
+    root = paths.resolve(pascal_root)
+    if not root.is_dir():
+        raise MissingError(f"parameter pascal_root: {root} is not a folder; pass the PASCAL "
+                           "VOC root (relative paths start where papermill runs)")
+    coco_train_config = coco_train_config or str(paths.configs_dir() / "coco" / "fold{fold}.yaml")
     frames = []
     for fold in folds:
         cfg = EvalConfig(
             dataset="pascal",
-            root=pascal_root,
+            root=str(root),
             list_file=list_file,
             fold=fold,
             coco_to_pascal=True,
             size=size,
             shots=tuple(shots),
             n_episodes=n_episodes,
-            checkpoint=coco_checkpoint.format(fold=fold) or None,
-            train_config=coco_train_config.format(fold=fold),
+            checkpoint=str(paths.resolve(coco_checkpoint.format(fold=fold)))
+            if coco_checkpoint else None,
+            train_config=str(paths.resolve(coco_train_config.format(fold=fold))),
             device=device,
         )
         rows = evaluate.score(evaluate.prepare(cfg), methods).rows
@@ -344,6 +271,59 @@ def study_episode(
     return episode_view(study.store, study.episode_lists[shots, seed], index, method, images)
 
 
+@dataclass(frozen=True)
+class Task:
+    """One task's pixels as columns, for a hand-written loop over the inference primitives
+    (notebook 00). Features are L2-normalised over channels; weights are 1/n on the n
+    pixels a loss term averages over and 0 elsewhere.
+
+    Attributes:
+        support_feats: (1, C, S*h*w) support features.
+        support_fg: (1, S*h*w) bool, True on foreground support pixels.
+        support_weights: (1, S*h*w) support CE weights (0 on pixels labelled 255).
+        query_feats: (1, C, h*w) query features.
+        query_valid: (1, h*w) bool, the query pixels that are not padding.
+        query_weights: (1, h*w) query weights (entropy, p_hat and the prior).
+        grid: (h, w), to reshape a (1, h*w) map.
+    """
+
+    support_feats: torch.Tensor
+    support_fg: torch.Tensor
+    support_weights: torch.Tensor
+    query_feats: torch.Tensor
+    query_valid: torch.Tensor
+    query_weights: torch.Tensor
+    grid: tuple[int, int]
+
+
+def task_tensors(study: Study, shots: int, index: int, seed: int = 0) -> Task:
+    """Task ``index`` of the (shots, seed) list as a :class:`Task` (the same pixels, masks
+    and weights RePRI's library loop uses, clean validity: padding only)."""
+    tb = gather(study.store, study.episode_lists[shots, seed], [index])
+    _, s, c, h, w = tb.support_feats.shape
+    support = normalize(tb.support_feats.permute(0, 2, 1, 3, 4).reshape(1, c, s * h * w))
+    labels = tb.support_masks.reshape(1, s * h * w)  # (1, S*h*w) in {0, 1, 255}
+    valid_q = query_valid_mask(tb.query_mask_small, tb.query_valid_small).reshape(1, h * w)
+    return Task(
+        support_feats=support,
+        support_fg=labels == 1,
+        support_weights=pixel_weights(labels != IGNORE_INDEX),
+        query_feats=normalize(tb.query_feats.reshape(1, c, h * w)),
+        query_valid=valid_q,
+        query_weights=pixel_weights(valid_q),
+        grid=(h, w),
+    )
+
+
+def explorer(prof: Profile, fold: int, shots: Sequence[int], n_episodes: int,
+             device: str = "cpu") -> EpisodeExplorer:
+    """The episode explorer over every test style of the profile (A and B for the embedded
+    benchmark: studies already prepared are read from the cache)."""
+    studies = {style: fold_study(prof, fold, shots, n_episodes, style, device=device,
+                                 progress=False) for style in prof.styles}
+    return EpisodeExplorer(studies)
+
+
 def pca_examples(
     prof: Profile, fold: int, n_images: int = 6, style: str = "A"
 ) -> dict[str, np.ndarray]:
@@ -354,13 +334,13 @@ def pca_examples(
     """
     checkpoint = ensure_base_model(prof, fold, progress=False)
     root = prof.style_root(style)
-    pairs = voc.read_pairs(root, "lists/val.txt")
-    store = ensure_features(checkpoint, root, pairs, "synth", prof.synth.size, progress=False)
-    rows = [store.index[img] for img, _ in pairs[:n_images]]
+    size = prof.synth.size if prof.synth is not None else train_config(prof, fold).data.val_size
+    pairs = voc.read_pairs(root, prof.list_file)[:n_images]
+    store = ensure_features(checkpoint, root, pairs, prof.test_dataset, size, progress=False)
+    rows = [store.index[img] for img, _ in pairs]
     return {
-        "images": np.stack(
-            [display_image(root, *pairs[i], "synth", prof.synth.size) for i in range(n_images)]
-        ),
+        "images": np.stack([display_image(root, *pair, prof.test_dataset, size)
+                            for pair in pairs]),
         "masks": np.asarray(store.masks_full[rows]),
         "pca": feature_pca(np.asarray(store.feats[rows])),
     }

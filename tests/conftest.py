@@ -14,6 +14,9 @@ def pytest_configure(config):
 
 
 def pytest_collection_modifyitems(config, items):
+    # the browser test runs notebook 00 with the quick defaults: after the notebooks' own
+    # runs (nbval included), it finds their data and base model in the shared cache
+    items.sort(key=lambda item: "browser" in item.keywords)
     if torch.cuda.is_available():
         return
     skip_gpu = pytest.mark.skip(reason="needs CUDA")

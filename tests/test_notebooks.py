@@ -1,12 +1,16 @@
-"""The numbered notebooks: structure rules, reproduce configs, and papermill runs.
+"""The numbered notebooks: structure rules, parameters, reproduce configs, papermill runs.
 
 nbval runs every notebook as stored (`pytest --nbval-lax notebooks/`); the papermill tests
-here inject non-default parameters and check the numbers the notebooks record as CSV.
+here inject non-default parameters and check the numbers the notebooks record as CSV, the
+parameters they record as JSON, and the errors a bad parameter gives.
 """
 
 from __future__ import annotations
 
 import ast
+import json
+import subprocess
+import sys
 from pathlib import Path
 
 import nbformat
@@ -14,8 +18,10 @@ import pandas as pd
 import pytest
 import yaml
 
-from fsstools import study
+from fsstools import parameters, paths, study
 from fsstools.data import splits
+from fsstools.errors import ConfigError, MissingError
+from tests.fixtures import make_voc_folder
 
 REPO = Path(__file__).resolve().parent.parent
 NOTEBOOKS = sorted((REPO / "notebooks").glob("[0-9][0-9]_*.ipynb"))
@@ -23,6 +29,12 @@ ALLOWED_IMPORTS = {"fsstools", "pandas", "matplotlib", "IPython"}
 NOTEBOOK_LAYER = {"fsstools.study", "fsstools.stats", "fsstools.report", "fsstools.plots",
                   "fsstools.widgets"}
 """What notebooks import from fsstools: the recipes, statistics, reporting, plots, widgets."""
+TEACHING_LAYER = {"00_walkthrough": {"fsstools.inference"}}
+"""Notebooks that may also import the inference primitives (00 runs RePRI's loop by hand)."""
+DATA_PARAMETERS = ("profile", "dataset", "data_root", "train_config")
+"""The parameters of the notebooks that run on the embedded benchmark or real data."""
+REAL_DATA_NOTEBOOKS = {"00_walkthrough", "01_base_training", "02_loss_ablations",
+                       "03_shot_scaling", "05_proportion_prior"}
 
 
 def _read(path: Path) -> nbformat.NotebookNode:
@@ -36,7 +48,7 @@ def _parameters_cells(nb: nbformat.NotebookNode) -> list:
 def _parameters(nb: nbformat.NotebookNode) -> dict:
     (cell,) = _parameters_cells(nb)
     return {
-        stmt.targets[0].id: ast.literal_eval(stmt.value) for stmt in ast.parse(cell.source).body
+        stmt.target.id: ast.literal_eval(stmt.value) for stmt in ast.parse(cell.source).body
     }
 
 
@@ -77,20 +89,53 @@ def test_notebook_structure(path):
                 if isinstance(node, ast.ImportFrom) and node.module == "fsstools":
                     names = [f"fsstools.{a.name}" for a in node.names]
                 fs = {n for n in names if n.startswith("fsstools")}
-                assert fs <= NOTEBOOK_LAYER, f"{path.name} imports {fs - NOTEBOOK_LAYER}"
+                allowed = NOTEBOOK_LAYER | TEACHING_LAYER.get(path.stem, set())
+                assert fs <= allowed, f"{path.name} imports {fs - allowed}"
         assert "sys.path" not in cell.source
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
-def test_parameters_cell_holds_plain_assignments(path):
-    (cell,) = _parameters_cells(_read(path))
+def test_parameters_cell_holds_annotated_literals_with_help(path):
+    nb = _read(path)
+    (cell,) = _parameters_cells(nb)
     for stmt in ast.parse(cell.source).body:
-        assert isinstance(stmt, ast.Assign) and len(stmt.targets) == 1
-        assert isinstance(stmt.targets[0], ast.Name)
+        assert isinstance(stmt, ast.AnnAssign) and isinstance(stmt.target, ast.Name)
         ast.literal_eval(stmt.value)  # raises on calls, names, arithmetic on names
-    params = _parameters(_read(path))
+        assert stmt.lineno == stmt.end_lineno, "one line per parameter: papermill reads lines"
+    declared = parameters.parse_declarations(cell.source)
+    for d in declared.values():
+        assert parameters.fits(d.default, d.annotation), d
+        assert d.help, f"{path.name}: {d.name} has no help comment"
+    # what `papermill --help-notebook` shows: every parameter with its type and its help
+    from papermill.translators import PythonTranslator
+
+    shown = {p.name: p for p in PythonTranslator.inspect(cell)}
+    assert list(shown) == list(declared)
+    for name, p in shown.items():
+        assert p.inferred_type_name == declared[name].annotation
+        assert p.help == declared[name].help
+    params = _parameters(nb)
     assert params["profile"] == "quick"
-    assert params["output_dir"] == ""  # default: <outputs>/quick/<notebook>
+    assert params["output_dir"] == ""  # default: <outputs>/quick/<notebook>-<hash>
+    if path.stem in REAL_DATA_NOTEBOOKS:
+        assert all(n in params for n in DATA_PARAMETERS)
+        assert params["dataset"] == "synth" and params["data_root"] == ""
+    # the first code cell after the parameters checks them
+    code = [c for c in nb.cells if c.cell_type == "code"]
+    first = ast.parse(code[2].source).body[0]
+    assert "study.start" in ast.unparse(first) and path.stem in ast.unparse(first)
+
+
+def test_help_notebook_lists_types_and_help():
+    out = subprocess.run(
+        [sys.executable, "-m", "papermill", "--help-notebook",
+         str(REPO / "notebooks" / "03_shot_scaling.ipynb")],
+        capture_output=True, text=True, check=True,
+    ).stdout
+    assert "Unknown type" not in out
+    for line in ("shots: list[int] (default [1, 5, 10])", "n_episodes: int (default 200)",
+                 "shot counts to evaluate", "dataset: str"):
+        assert line in out, out
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
@@ -110,17 +155,26 @@ def test_reproduce_config_matches_parameters(path):
 # ----------------------------------------------------------------------------- papermill
 
 
-def _execute(name: str, out_dir: Path, **params) -> None:
+def _execute(name: str, out_dir: Path, output_dir: str | None = None, **params
+             ) -> nbformat.NotebookNode:
+    """Run a notebook with papermill in ``out_dir`` (its working folder); results go to
+    ``output_dir`` (default ``out_dir``; "" for the notebook's own default)."""
     import papermill as pm
 
-    pm.execute_notebook(
+    return pm.execute_notebook(
         str(REPO / "notebooks" / f"{name}.ipynb"),
         str(out_dir / f"{name}.ipynb"),
-        parameters={**params, "output_dir": str(out_dir)},
+        parameters={**params, "output_dir": str(out_dir) if output_dir is None else output_dir},
         cwd=str(out_dir),
         kernel_name="python3",
         progress_bar=False,
     )
+
+
+def _stray_values(nb: nbformat.NotebookNode) -> list[str]:
+    """Values a cell shows because its last line returns one (e.g. a PosixPath)."""
+    return [o["data"]["text/plain"] for c in nb.cells if c.cell_type == "code"
+            for o in c.get("outputs", []) if o.get("output_type") == "execute_result"]
 
 
 def _check_summary(summary: pd.DataFrame, methods: list[str], shots: list[int]) -> None:
@@ -148,7 +202,13 @@ def _check_summary(summary: pd.DataFrame, methods: list[str], shots: list[int]) 
 @pytest.mark.slow
 def test_papermill_loss_ablations_records_csv(tmp_path):
     methods, shots, n = ["inductive", "ce", "repri"], [1], 24
-    _execute("02_loss_ablations", tmp_path, methods=methods, shots=shots, n_episodes=n, n_boot=50)
+    nb = _execute("02_loss_ablations", tmp_path, methods=methods, shots=shots, n_episodes=n,
+                  n_boot=50)
+    assert _stray_values(nb) == []
+    recorded = json.loads((tmp_path / parameters.RECORD_NAME).read_text())
+    assert recorded["parameters"]["methods"] == methods
+    assert sorted(recorded["injected"]) == sorted(
+        ["methods", "shots", "n_episodes", "n_boot", "output_dir"])
     summary = pd.read_csv(tmp_path / "summary.csv")
     _check_summary(summary, methods, shots)
     episodes = pd.read_csv(tmp_path / "episodes.csv")
@@ -203,3 +263,238 @@ def test_papermill_domain_shift_runs_coco_to_pascal_when_given_data(tmp_path):
     drop = pd.read_csv(tmp_path / "drop.csv")
     assert set(drop["method"]) == set(methods) and "drop_points" in drop
     assert "COCO-20i -> PASCAL" in (tmp_path / "summary.md").read_text()
+
+
+# ----------------------------------------------------------------------------- parameters
+
+
+DECLARED = '''shots: list[int] = [1, 5]  # shot counts to evaluate
+n_episodes: int = 200  # tasks per shot count
+lr: float = 0.5  # a step size
+data_root: str = ""  # where the data is
+output_dir: str = ""  # results folder
+'''
+
+
+def _namespace(injected: str = "", **values) -> dict:
+    history = ["", "import pandas", DECLARED]
+    if injected:
+        history.append(f"# Parameters\n{injected}")
+    history.append('prof, out = study.start("demo", globals())')
+    ns = {"shots": [1, 5], "n_episodes": 200, "lr": 0.5, "data_root": "", "output_dir": ""}
+    return {**ns, **values, "In": history}
+
+
+def test_check_accepts_declared_values_and_hashes_them():
+    params = parameters.check("demo", _namespace("n_episodes = 20\nlr = 1", n_episodes=20, lr=1))
+    assert params["n_episodes"] == 20 and params["lr"] == 1  # an int fits a float
+    assert params.injected == ("n_episodes", "lr")
+    assert params.declared["shots"].help == "shot counts to evaluate"
+    other = parameters.check("demo", _namespace(n_episodes=21))
+    assert len(params.key) == parameters.HASH_LENGTH and params.key != other.key
+    moved = parameters.check("demo", _namespace(n_episodes=20, lr=1, output_dir="/elsewhere"))
+    assert moved.key == params.key  # where results go is not what they are
+
+
+@pytest.mark.parametrize("name, value, expected", [
+    ("shots", 5, "expected list[int] (shot counts to evaluate), got 5 (int); pass a list"),
+    ("shots", [1, "5"], "expected list[int]"),
+    ("n_episodes", 20.5, "expected int (tasks per shot count), got 20.5 (float)"),
+    ("n_episodes", True, "expected int"),
+    ("data_root", 3, "expected str"),
+])
+def test_check_names_the_parameter_and_its_type(name, value, expected):
+    with pytest.raises(ConfigError, match=r"parameter " + name) as err:
+        parameters.check("demo", _namespace(f"{name} = {value!r}", **{name: value}))
+    assert expected in str(err.value)
+
+
+def test_check_rejects_unknown_parameters():
+    with pytest.raises(ConfigError, match="has no parameter shot") as err:
+        parameters.check("demo", _namespace("shot = [5]", shot=[5]))
+    assert "shots" in str(err.value)  # lists what the notebook takes
+
+
+def test_check_without_history_reads_the_notebook_file():
+    ns = {k: v for k, v in _parameters(_read(REPO / "notebooks" / "03_shot_scaling.ipynb")).items()}
+    params = parameters.check("03_shot_scaling", ns)
+    assert params["shots"] == [1, 5, 10] and params.injected == ()
+    with pytest.raises(ConfigError, match="parameter folds"):
+        parameters.check("03_shot_scaling", {**ns, "folds": 0})
+
+
+def test_recorded_parameters_resolve_paths_against_the_working_folder(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    params = parameters.check("demo", _namespace("data_root = 'voc'", data_root="voc"))
+    path = params.record(tmp_path / "out")
+    recorded = json.loads(path.read_text())
+    assert recorded["parameters"]["data_root"] == str(tmp_path / "voc")
+    assert recorded["parameters"]["output_dir"] == ""  # empty stays empty
+    assert recorded["declared"]["lr"] == {"type": "float", "default": 0.5, "help": "a step size"}
+
+
+def test_start_makes_a_hashed_default_folder_and_checks_values(outputs):
+    ns = _parameters(_read(REPO / "notebooks" / "03_shot_scaling.ipynb"))
+    _, out = study.start("03_shot_scaling", ns)
+    key = parameters.check("03_shot_scaling", ns).key
+    assert out == outputs / "quick" / f"03_shot_scaling-{key}"
+    assert json.loads((out / "parameters.json").read_text())["key"] == key
+    with pytest.raises(ConfigError, match="parameter folds: fold 7"):
+        study.start("03_shot_scaling", {**ns, "folds": [7]})
+    with pytest.raises(ConfigError, match="parameter methods: unknown method 'repi'"):
+        study.start("03_shot_scaling", {**ns, "methods": ["repi"]})
+    with pytest.raises(ConfigError, match="parameter data_root: dataset pascal needs"):
+        study.start("03_shot_scaling", {**ns, "dataset": "pascal"})
+    with pytest.raises(MissingError, match="parameter data_root: .*nowhere"):
+        study.start("03_shot_scaling", {**ns, "dataset": "pascal", "data_root": "/nowhere"})
+    with pytest.raises(ConfigError, match="parameter dataset: 'voc'"):
+        study.start("03_shot_scaling", {**ns, "dataset": "voc", "data_root": "/x"})
+
+
+# ----------------------------------------------------------------------------- papermill: errors, sweeps, real data
+
+
+@pytest.mark.notebooks
+@pytest.mark.slow
+def test_papermill_wrong_type_or_unknown_parameter_fails_naming_it(tmp_path):
+    from papermill.exceptions import PapermillExecutionError
+
+    with pytest.raises(PapermillExecutionError) as err:
+        _execute("03_shot_scaling", tmp_path, shots=5)
+    assert err.value.ename == "ConfigError"
+    assert "parameter shots of notebook 03_shot_scaling: expected list[int]" in err.value.evalue
+    with pytest.raises(PapermillExecutionError) as err:
+        _execute("03_shot_scaling", tmp_path, n_shots=[5])
+    assert "has no parameter n_shots" in err.value.evalue
+
+
+@pytest.mark.notebooks
+@pytest.mark.slow
+def test_papermill_sweep_writes_one_folder_per_setting(tmp_path):
+    """Two runs that differ in shots and set no output_dir: two folders, each with its
+    parameters, under <outputs>/quick/03_shot_scaling-<hash>."""
+    folders = []
+    for k in (1, 2):
+        run = tmp_path / f"shots{k}"
+        run.mkdir()
+        nb = _execute("03_shot_scaling", run, output_dir="", shots=[k], methods=["inductive"],
+                      n_episodes=10, n_boot=20)
+        assert _stray_values(nb) == []
+        key = parameters.check("03_shot_scaling", {
+            **_parameters(_read(REPO / "notebooks" / "03_shot_scaling.ipynb")),
+            "shots": [k], "methods": ["inductive"], "n_episodes": 10, "n_boot": 20}).key
+        folder = paths.outputs_dir() / "quick" / f"03_shot_scaling-{key}"
+        recorded = json.loads((folder / parameters.RECORD_NAME).read_text())
+        assert recorded["parameters"]["shots"] == [k]
+        assert set(pd.read_csv(folder / "summary.csv")["shots"]) == {k}
+        folders.append(folder)
+    assert folders[0] != folders[1]
+
+
+TINY_PASCAL_CONFIG = """\
+# a tiny PSPNet on the tiny PASCAL-layout folder of the test: seconds on a CPU
+data:
+  dataset: pascal
+  train_list: lists/train.txt
+  val_list: lists/val.txt
+  crop_size: 32
+  val_size: 32
+  scale: [1.0, 1.0]
+  rotation: 0.0
+model:
+  arch: small
+  pretrained: null
+  widths: [4, 8, 8, 8]
+  stem_width: 4
+  bottleneck_dim: 8
+  bins: [1, 2]
+optim:
+  lr: 0.05
+  batch_size: 4
+run:
+  name: tiny-pascal
+  epochs: 1
+  workers: 0
+  threads: 1
+  amp: fp32
+  progress: false
+  val_batch_size: 8
+"""
+
+
+@pytest.mark.notebooks
+@pytest.mark.slow
+def test_papermill_loss_ablations_on_pascal_layout_data(tmp_path, outputs):
+    """02 on real-data parameters: a tiny PASCAL-layout folder (SegmentationClassAug and
+    reference list files) and a tiny training config, all given relative to the folder
+    papermill runs in."""
+    root = make_voc_folder(tmp_path / "voc", list_name="train", mask_dir="SegmentationClassAug")
+    (root / "lists" / "val.txt").write_text((root / "lists" / "train.txt").read_text())
+    (tmp_path / "tiny.yaml").write_text(TINY_PASCAL_CONFIG)
+    methods, n = ["inductive", "ce", "repri"], 6
+    nb = _execute("02_loss_ablations", tmp_path, output_dir="results", dataset="pascal",
+                  data_root="voc", train_config="tiny.yaml", methods=methods, shots=[1],
+                  n_episodes=n, n_boot=20)
+    assert _stray_values(nb) == []
+    out = tmp_path / "results"
+    episodes = pd.read_csv(out / "episodes.csv")
+    assert len(episodes) == len(methods) * n
+    assert set(episodes["class_id"]) <= set(splits.test_classes("pascal", 0))
+    _check_summary(pd.read_csv(out / "summary.csv"), methods, [1])
+    recorded = json.loads((out / parameters.RECORD_NAME).read_text())["parameters"]
+    assert recorded["data_root"] == str(root) and recorded["dataset"] == "pascal"
+    assert recorded["train_config"] == str(tmp_path / "tiny.yaml")
+    # trained from tiny.yaml, its run named per fold (one config file serves every fold)
+    assert list((outputs / "runs").glob("pascal-fold0-*/done"))
+    # a missing root is named by its parameter
+    from papermill.exceptions import PapermillExecutionError
+
+    with pytest.raises(PapermillExecutionError) as err:
+        _execute("02_loss_ablations", tmp_path, dataset="pascal", data_root="no_such_root",
+                 train_config="tiny.yaml")
+    assert err.value.ename == "MissingError"
+    assert "parameter data_root" in err.value.evalue and "no_such_root" in err.value.evalue
+
+
+# ----------------------------------------------------------------------------- reproduce
+
+
+def _tiny_notebook(path: Path) -> Path:
+    nb = nbformat.v4.new_notebook()
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3",
+                                 "language": "python"}
+    nb.cells = [
+        nbformat.v4.new_markdown_cell("# tiny"),
+        nbformat.v4.new_code_cell('epochs: int = 2  # epochs to print\n'
+                                  'output_dir: str = ""  # results folder',
+                                  metadata={"tags": ["parameters"]}),
+        nbformat.v4.new_code_cell("import time\nfor e in range(1, epochs + 1):\n"
+                                  "    print(f'epoch {e}/{epochs} loss 0.5', flush=True)\n"
+                                  "    time.sleep(0.2)"),
+        nbformat.v4.new_code_cell("open(output_dir + '/fig.png', 'wb').write(b'png')\n"
+                                  "open(output_dir + '/summary.md', 'w').write('## tiny\\n')"),
+    ]
+    nbformat.write(nb, path)
+    return path
+
+
+@pytest.mark.slow
+def test_reproduce_streams_cells_and_output_over_ipc(tmp_path, capfd):
+    import io
+
+    from fsstools import reproduce
+
+    book = _tiny_notebook(tmp_path / "07_tiny.ipynb")
+    stream = io.StringIO()
+    run = reproduce.run_notebook(book, tmp_path / "out", {"epochs": 3, "shots": [1]},
+                                 stream=stream)
+    assert run.error is None, run.error
+    lines = stream.getvalue().splitlines()
+    assert "[07_tiny] cell 3/5: (parameters injected by papermill)" in lines
+    assert "[07_tiny] cell 4/5: import time" in lines
+    assert [ln.strip() for ln in lines if "epoch " in ln] == [
+        f"epoch {e}/3 loss 0.5" for e in (1, 2, 3)]
+    assert "without encryption" not in capfd.readouterr().err  # IPC, not TCP
+    summary = reproduce.write_summary([run], tmp_path / "out").read_text()
+    assert "## tiny" in summary
+    assert "![07_tiny: fig](07_tiny/fig.png)" in summary

@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
-from matplotlib.collections import PolyCollection
+from matplotlib.collections import PolyCollection, QuadMesh
+from matplotlib.container import BarContainer
 from matplotlib.figure import Figure
 
 from fsstools import inspect, plots, report
@@ -63,8 +64,12 @@ def tiny_view(shots: int = 2) -> inspect.EpisodeView:
 def test_bar_ci_draws_one_bar_per_group_with_intervals():
     fig = plots.bar_ci(summary_rows(), title="t")
     ax = fig.axes[0]
-    heights = sorted(p.get_height() for p in ax.patches)
+    bars = [c for c in ax.containers if isinstance(c, BarContainer)]
+    heights = sorted(p.get_height() for c in bars for p in c)
     assert heights == pytest.approx([50, 55, 60, 65])  # percent
+    # the intervals are the precomputed columns: repri 5-shot is 65 [63, 68]
+    caps = [seg for c in ax.collections for seg in getattr(c, "get_segments", list)()]
+    assert any(np.allclose(sorted(seg[:, 1]), [63, 68]) for seg in caps)
     assert [t.get_text() for t in ax.get_xticklabels()] == ["CE from query-mean bias", "RePRI (paper text)"]
     assert [t.get_text() for t in ax.get_legend().get_texts()] == ["shots=1", "shots=5"]
     assert ax.get_ylabel() == "mIoU (%)"
@@ -145,12 +150,17 @@ def test_training_curves_and_class_heatmap():
         }
     )
     fig = plots.training_curves(history)
-    assert len(fig.axes) == 3 and len(fig.axes[0].lines) == 2
+    drawn = [ln for ln in fig.axes[0].lines if len(ln.get_xdata())]
+    assert len(fig.axes) == 3 and len(drawn) == 2
+    assert list(drawn[1].get_ydata()) == pytest.approx([1.1, 0.6])
     scores = pd.DataFrame({"fold": [0, 0], "class_id": [0, 7], "iou": [0.9, 0.4]})
     heat = plots.class_iou_heatmap(scores)
-    grid = np.ma.filled(heat.axes[0].images[0].get_array().astype(float), np.nan)
-    assert grid[0, 7] == pytest.approx(40)
+    (mesh,) = [c for c in heat.axes[0].collections if isinstance(c, QuadMesh)]
+    grid = np.ma.filled(mesh.get_array().astype(float), np.nan).reshape(1, 21)
+    assert grid[0, 7] == pytest.approx(40) and grid[0, 0] == pytest.approx(90)
     assert np.isnan(grid[0, 1])  # novel class of the fold: blank
+    labels = [t.get_text() for t in heat.axes[0].get_xticklabels()]
+    assert labels[0] == "bg" and len(labels) == 21
 
 
 def test_overlay_darkens_background_and_greys_ignored():
@@ -176,3 +186,28 @@ def test_episode_figures_and_pca_panel(tmp_path):
     path = report.save_figure(walk, tmp_path, "walk")
     assert path.read_bytes()[:4] == b"\x89PNG"
     assert isinstance(walk, Figure) and walk.canvas is not None
+
+
+def test_explorer_panel_shows_the_task_and_its_traces():
+    view = tiny_view(shots=2)
+    fig = plots.explorer_panel(view)
+    titles = [ax.get_title() for ax in fig.axes]
+    assert titles[:4] == ["support 1", "support 2", "query + ground truth", "prediction, IoU 0%"]
+    assert "final p(foreground)" in titles
+    loss_ax = next(ax for ax in fig.axes if ax.get_title().startswith("loss terms"))
+    assert len(loss_ax.lines) == len(plots.images.EXPLORER_TRACES)
+    prior_ax = next(ax for ax in fig.axes if ax.get_title().startswith("foreground prior"))
+    true_line = [ln for ln in prior_ax.lines if ln.get_linestyle() == ":"]
+    assert true_line and true_line[0].get_ydata()[0] == pytest.approx(0.25)
+    assert fig.get_layout_engine() is None  # a redraw is one draw pass
+    many = plots.explorer_panel(tiny_view(shots=7))
+    assert "support 1 of 7" in [ax.get_title() for ax in many.axes]
+
+
+def test_probability_maps_one_panel_per_iteration():
+    view = tiny_view()
+    maps = {10: np.full((2, 2), 0.9), 0: np.zeros((2, 2))}
+    fig = plots.probability_maps(maps, view)
+    titles = [ax.get_title() for ax in fig.axes]
+    assert titles[:3] == ["query + ground truth", "t = 0", "t = 10"]  # sorted by iteration
+    assert fig.axes[2].images[0].get_array()[0, 0] == pytest.approx(0.9)

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from fsstools.config import ConfigError, from_dict, to_dict
+from fsstools.errors import did_you_mean
 
 AUTO = "auto"
 """Loss weight meaning 1 / shots, the paper's choice for the entropy and KL terms."""
@@ -157,26 +158,29 @@ def resolve_method(
         m = spec
     elif isinstance(spec, str):
         if spec not in METHODS:
-            raise ValueError(f"unknown method {spec!r}; known methods: {', '.join(METHODS)}")
+            raise ConfigError(f"unknown method {spec!r}{did_you_mean(spec, METHODS)}; known "
+                              f"methods: {', '.join(METHODS)}, or a variant such as "
+                              "{name: repri_tpi2, base: repri, t_pi: [2]}")
         m = METHODS[spec]
     elif isinstance(spec, Mapping):
         fields = dict(spec)
         name = fields.get("name")
         if not isinstance(name, str) or not name:
-            raise ValueError(f"method variant {fields} needs a 'name' (its label)")
+            raise ConfigError(f"method variant {fields} needs a 'name' (its label)")
         base = fields.pop("base", name if name in METHODS else None)
         if base is not None and base not in METHODS:
-            raise ValueError(
-                f"method variant {name!r}: unknown base {base!r}; known methods: "
+            raise ConfigError(
+                f"method variant {name!r}: unknown base {base!r}{did_you_mean(base, METHODS)}; "
+                "known methods: "
                 f"{', '.join(METHODS)}"
             )
         data = {**to_dict(METHODS[base] if base else MethodConfig()), **fields}
         try:
             m = from_dict(MethodConfig, data, where=f"method {name}")
         except ConfigError as err:
-            raise ValueError(str(err)) from None
+            raise ConfigError(str(err)) from None
     else:
-        raise ValueError(f"a method is a name, a MethodConfig or a mapping, got {spec!r}")
+        raise ConfigError(f"a method is a name, a MethodConfig or a mapping, got {spec!r}")
     return dataclasses.replace(m, reference=True) if reference else m
 
 
@@ -194,6 +198,6 @@ def resolve_methods(
     out: dict[str, MethodConfig] = {}
     for m in items:
         if m.name in out:
-            raise ValueError(f"method label {m.name!r} is used twice; give each a unique name")
+            raise ConfigError(f"method label {m.name!r} is used twice; give each a unique name")
         out[m.name] = m
     return out

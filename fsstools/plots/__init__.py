@@ -2,8 +2,10 @@
 
 Figures are built with ``matplotlib.figure.Figure`` and an Agg canvas, never through
 pyplot: they work without a display, whatever backend a notebook uses, and nothing stays
-registered once a figure is saved (``fsstools.report.save_figure``) and dropped. Scores are
-fractions in the DataFrames and shown in percent.
+registered once a figure is saved (``fsstools.report.save_figure``) and dropped. seaborn
+draws the marks and the theme (applied per figure, never globally); intervals are always
+the precomputed columns of :mod:`fsstools.stats`. Scores are fractions in the DataFrames
+and shown in percent.
 
 Example:
     >>> import pandas as pd
@@ -17,8 +19,10 @@ from fsstools.plots.images import (
     class_mask_rgb,
     episode_panel,
     episode_walkthrough,
+    explorer_panel,
     overlay,
     pca_panel,
+    probability_maps,
     show_mask,
 )
 from fsstools.plots.scores import (
@@ -42,10 +46,12 @@ __all__ = [
     "difference_plot",
     "episode_panel",
     "episode_walkthrough",
+    "explorer_panel",
     "new_figure",
     "overlay",
     "pca_panel",
     "prior_error_hist",
+    "probability_maps",
     "shot_curves",
     "show_mask",
     "trace_curves",

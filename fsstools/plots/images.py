@@ -3,12 +3,21 @@ the feature PCA panel."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import numpy as np
 from matplotlib.figure import Figure
 
 from fsstools.constants import IGNORE_INDEX
 from fsstools.inspect import EpisodeView, mask_iou
-from fsstools.plots.style import BACKGROUND_DIM, CONTOUR_COLOUR, TERM_LABELS, new_figure
+from fsstools.plots.style import (
+    BACKGROUND_DIM,
+    CONTOUR_COLOUR,
+    PROB_CMAP,
+    TERM_LABELS,
+    new_figure,
+    themed,
+)
 
 
 def class_mask_rgb(mask: np.ndarray) -> np.ndarray:
@@ -172,4 +181,93 @@ def episode_walkthrough(view: EpisodeView) -> Figure:
         f"class {view.class_id} ({view.class_name}), {view.shots}-shot, {view.method.name}",
         fontsize=11,
     )
+    return fig
+
+
+def probability_maps(maps: Mapping[int, np.ndarray], view: EpisodeView) -> Figure:
+    """p(foreground) on the query's feature grid after a few iterations, with the query and
+    the outline of its ground truth.
+
+    Args:
+        maps: iteration t -> (h, w) foreground probabilities of the classifier after t steps.
+        view: the episode (query image and mask) the maps belong to.
+    """
+    n = len(maps)
+    fig = new_figure(2.3 * (n + 1), 2.7)
+    axes = fig.subplots(1, n + 1)
+    show_mask(axes[0], view.query_image, view.query_mask, "query + ground truth")
+    height, width = view.query_mask.shape
+    fg = view.query_mask.astype(np.int64) == 1
+    image = None
+    for ax, (t, probs) in zip(axes[1:], sorted(maps.items()), strict=True):
+        # the grid covers the padded image: stretch it over the same extent as the mask
+        image = ax.imshow(np.asarray(probs), cmap=PROB_CMAP, vmin=0, vmax=1,
+                          interpolation="nearest", extent=(0, width, height, 0))
+        if fg.any() and not fg.all():
+            ax.contour(fg, levels=[0.5], colors=[CONTOUR_COLOUR], linewidths=0.8)
+        ax.set_title(f"t = {t}", fontsize=9)
+        _clean(ax)
+    if image is not None:
+        fig.colorbar(image, ax=list(axes[1:]), fraction=0.03, label="p(foreground)")
+    fig.suptitle(f"class {view.class_id} ({view.class_name}), {view.shots}-shot: "
+                 "p(foreground) of the query after t iterations", fontsize=10)
+    return fig
+
+
+EXPLORER_TRACES = ("ce", "entropy", "kl", "loss")
+EXPLORER_MAX_SUPPORTS = 5
+"""Supports drawn by the explorer (the others are named in the title)."""
+
+
+@themed
+def explorer_panel(view: EpisodeView) -> Figure:
+    """The explorer's view of one task: supports, query with ground truth, prediction;
+    the final p(foreground), the loss terms and the prior over the iterations.
+
+    Laid out on a fixed grid (no layout engine), so a redraw costs one draw pass.
+    """
+    s = len(view.support_images)
+    shown = min(s, EXPLORER_MAX_SUPPORTS)
+    cols = max(shown + 2, 5)
+    fig = new_figure(1.9 * cols, 4.4, layout=None)
+    grid = fig.add_gridspec(2, cols, left=0.05, right=0.98, top=0.86, bottom=0.1,
+                            wspace=0.3, hspace=0.4)
+    for i in range(shown):
+        name = f"support {i + 1}" + (f" of {s}" if s > shown else "")
+        show_mask(fig.add_subplot(grid[0, i]), view.support_images[i], view.support_masks[i],
+                  name)
+    show_mask(fig.add_subplot(grid[0, shown]), view.query_image, view.query_mask,
+              "query + ground truth")
+    show_mask(fig.add_subplot(grid[0, shown + 1]), view.query_image, view.prediction,
+              f"prediction, IoU {100 * view.final_iou:.0f}%")
+
+    ax = fig.add_subplot(grid[1, 0])
+    ax.imshow(view.probs, cmap=PROB_CMAP, vmin=0, vmax=1, interpolation="nearest")
+    ax.set_title("final p(foreground)", fontsize=9)
+    _clean(ax)
+    tr = view.traces
+    t = np.arange(len(tr["loss"]))
+    split = 1 + (cols - 1) // 2
+    ax = fig.add_subplot(grid[1, 1:split])
+    for term, colour in zip(EXPLORER_TRACES, ("#1f77b4", "#17becf", "#9467bd", "black"),
+                            strict=True):
+        ax.plot(t, tr[term], color=colour, label=TERM_LABELS[term], marker="." if len(t) < 3
+                else None)
+    ax.set_xlabel("iteration", fontsize=8)
+    ax.set_title("loss terms (unweighted), weighted total", fontsize=9)
+    ax.legend(fontsize=6, loc="upper right")
+    ax.tick_params(labelsize=7)
+    ax = fig.add_subplot(grid[1, split:])
+    ax.plot(t, tr["pi"], color="#d62728", label="prior pi")
+    ax.plot(t, tr["fg_share"], color="#ff7f0e", label="p_hat foreground")
+    ax.axhline(view.true_share, color="#d62728", linestyle=":", label="true share")
+    top = max(float(np.max(tr["pi"])), float(np.max(tr["fg_share"])), view.true_share)
+    ax.set_ylim(0, min(1.0, 1.2 * top + 0.02))
+    ax.set_xlabel("iteration", fontsize=8)
+    ax.set_title("foreground prior and predicted share", fontsize=9)
+    ax.legend(fontsize=6, loc="upper right")
+    ax.tick_params(labelsize=7)
+    fig.suptitle(f"class {view.class_id} ({view.class_name}), {view.shots}-shot, task "
+                 f"{view.index}: {view.method.steps} steps, initial IoU "
+                 f"{100 * view.initial_iou:.0f}% -> {100 * view.final_iou:.0f}%", fontsize=10)
     return fig

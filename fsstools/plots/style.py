@@ -1,13 +1,22 @@
-"""Shared look of the figures: labels, colours, and a pyplot-free Figure."""
+"""Shared look of the figures: seaborn's theme, labels, colours, and a pyplot-free Figure."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import functools
+from collections.abc import Callable, Sequence
+from typing import ParamSpec, TypeVar
 
 import numpy as np
 import pandas as pd
+import seaborn as sns
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+
+THEME_STYLE = "whitegrid"
+THEME_CONTEXT = "notebook"
+THEME_FONT_SCALE = 0.8
+"""seaborn's theme for every figure, applied while a figure is built (:func:`themed`), never
+set globally, so importing fsstools leaves the user's matplotlib settings alone."""
 
 VALUE_LABELS = {"miou": "mIoU (%)", "fbiou": "FB-IoU (%)"}
 TERM_LABELS = {
@@ -32,6 +41,8 @@ METHOD_COLOURS = {
     "oracle_repri": "#2ca02c",
     "oracle_repri_weights": "#98df8a",
 }
+PROB_CMAP = "viridis"
+"""Colour map of foreground probabilities."""
 CONTOUR_COLOUR = "#ffe135"
 """Outline of foreground masks and predictions."""
 BACKGROUND_DIM = 0.35
@@ -50,9 +61,39 @@ CYCLE = [
 ]
 
 
-def new_figure(width: float, height: float) -> Figure:
-    """A Figure with an Agg canvas, independent of pyplot."""
-    fig = Figure(figsize=(width, height), layout="constrained")
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+def themed(build: Callable[P, R]) -> Callable[P, R]:
+    """Run a figure-building function inside seaborn's theme (style and context).
+
+    matplotlib reads most style settings when an artist is created, so a figure built in
+    the theme keeps its look when it is saved or drawn later, outside of it.
+    """
+
+    @functools.wraps(build)
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+        with sns.axes_style(THEME_STYLE), sns.plotting_context(THEME_CONTEXT,
+                                                                font_scale=THEME_FONT_SCALE):
+            return build(*args, **kwargs)
+
+    return wrapper
+
+
+def percent(df: pd.DataFrame, columns: Sequence[str]) -> pd.DataFrame:
+    """A copy of ``df`` with ``columns`` (fractions) in percent."""
+    return df.assign(**{c: 100 * df[c] for c in columns})
+
+
+def new_figure(width: float, height: float, layout: str | None = "constrained") -> Figure:
+    """A Figure with an Agg canvas, independent of pyplot.
+
+    Args:
+        layout: matplotlib's layout engine; None for a fixed grid (no layout pass at each
+            draw: the explorer redraws that way).
+    """
+    fig = Figure(figsize=(width, height), layout=layout)
     FigureCanvasAgg(fig)
     return fig
 

@@ -1,0 +1,301 @@
+"""Where a notebook's data lives and how its base models are trained: profiles, the
+notebook's first step (:func:`start`), and base models on demand.
+
+A *profile* is the embedded benchmark at one size or a real data set:
+
+- ``"quick"``: a small synthetic set under ``data/synth_quick`` and a short run
+  (``configs/synth/quick.yaml``); the notebooks' defaults, shared by all of them.
+- ``"full"``: the default synthetic set under ``data/synth`` and
+  ``configs/synth/foldN.yaml``; what ``fsstools reproduce`` injects.
+- ``dataset="pascal" | "coco" | "coco2pascal"`` with ``data_root``: that data set's test
+  list and the base-training recipe of ``configs/pascal`` or ``configs/coco`` (or the
+  notebook's ``train_config``); coco2pascal tests COCO-trained models on the PASCAL
+  classes they never saw, so ``data_root`` is the PASCAL root and the COCO root is the one
+  the training config names.
+
+The notebooks reach all of this through :mod:`fsstools.study`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from fsstools import config as config_lib
+from fsstools import parameters, paths
+from fsstools.data import splits
+from fsstools.data.synthetic import SynthConfig, ensure_synth
+from fsstools.errors import ConfigError, MissingError
+from fsstools.inference import resolve_methods
+from fsstools.training import TrainConfig, ensure_trained, run_directory
+
+DATASETS = ("synth", "pascal", "coco", "coco2pascal")
+"""What a notebook's ``dataset`` parameter may name."""
+REAL_TRAIN_CONFIGS = {"pascal": "pascal/fold{fold}.yaml", "coco": "coco/fold{fold}.yaml",
+                      "coco2pascal": "coco/fold{fold}.yaml"}
+"""Shipped base-training recipes (under configs/) of the real data sets."""
+REAL_TEST_LISTS = {"pascal": "lists/val.txt", "coco": "lists/val2014.txt",
+                   "coco2pascal": "lists/val.txt"}
+"""Test lists of the real data sets, relative to ``data_root``."""
+FOLD_PARAMETERS = ("fold", "folds", "coco_folds")
+AT_LEAST_ONE = ("n_episodes", "n_boot", "walk_shots", "n_pca_images", "coco_n_episodes",
+                "coco_size", "shots", "sensitivity_shots")
+"""Parameters (or lists of them) that must be >= 1."""
+METHOD_PARAMETERS = ("methods",)
+SUBSETS = {"walk_shots": "shots", "sensitivity_shots": "shots"}
+"""Parameters whose values must be among another's (a shot count that has episodes)."""
+
+
+@dataclass(frozen=True)
+class Profile:
+    """Where a notebook's data lives and how its base models are trained.
+
+    Attributes:
+        name: "quick" or "full" (embedded benchmark), else the real data set's name.
+        synth_root: folder of the synthetic set (one sub-folder per style), absolute; None
+            for real data.
+        synth: the generating config (None for real data).
+        train_config: training YAML (absolute); ``{fold}`` is replaced by the fold.
+        dataset: "synth", "pascal", "coco" or "coco2pascal".
+        data_root: root of the real test data (absolute), None for the embedded benchmark.
+        list_file: test list, relative to the test root.
+    """
+
+    name: str
+    synth_root: Path | None
+    synth: SynthConfig | None
+    train_config: str
+    dataset: str = "synth"
+    data_root: Path | None = None
+    list_file: str = "lists/val.txt"
+
+    @property
+    def train_dataset(self) -> str:
+        """The class table the base model is trained on."""
+        return "coco" if self.dataset == "coco2pascal" else self.dataset
+
+    @property
+    def test_dataset(self) -> str:
+        """The class table of the test images."""
+        return "pascal" if self.dataset == "coco2pascal" else self.dataset
+
+    @property
+    def n_classes(self) -> int:
+        """Classes of the training data set (background not counted)."""
+        return splits.n_classes(self.train_dataset)
+
+    @property
+    def styles(self) -> tuple[str, ...]:
+        """Test styles: the synthetic set's visual domains, or the one real data set."""
+        return tuple(self.synth.styles) if self.synth is not None else ("A",)
+
+    def style_root(self, style: str) -> Path:
+        """Data root of one visual style ("A": base training and in-domain tests, "B"); real
+        data has one style, "A", its ``data_root``."""
+        if self.synth_root is not None:
+            return self.synth_root / style
+        if style != "A":
+            raise ConfigError(f"style {style!r} exists only in the embedded benchmark; with "
+                              f"dataset {self.dataset} test style A (the data set itself)")
+        return self.data_root
+
+
+def get_profile(name: str) -> Profile:
+    """The "quick" or the "full" profile."""
+    profiles = {
+        "quick": Profile("quick", paths.data_dir() / "synth_quick",
+                         SynthConfig(n_train=1200, n_val=400),
+                         str(paths.configs_dir() / "synth" / "quick.yaml")),
+        "full": Profile("full", paths.data_dir() / "synth", SynthConfig(),
+                        str(paths.configs_dir() / "synth" / "fold{fold}.yaml")),
+    }
+    if name not in profiles:
+        raise ConfigError(f"unknown profile {name!r}; use one of {sorted(profiles)}",
+                          key="profile")
+    return profiles[name]
+
+
+def real_profile(dataset: str, data_root: str | Path, train_config: str = "") -> Profile:
+    """The profile of a real data set (the notebooks' ``dataset`` and ``data_root``).
+
+    Args:
+        dataset: "pascal", "coco" or "coco2pascal" (COCO-trained models tested on PASCAL).
+        data_root: root of the test data (relative: to the working folder), holding the
+            test list (:data:`REAL_TEST_LISTS`) and the images and masks it names.
+        train_config: base-training YAML with ``{fold}``; empty: the shipped recipe.
+
+    Raises:
+        ConfigError: an unknown dataset, or no data_root.
+        MissingError: the root or its test list does not exist.
+    """
+    if dataset not in REAL_TRAIN_CONFIGS:
+        raise ConfigError(f"parameter dataset: {dataset!r} is not one of {', '.join(DATASETS)}",
+                          key="dataset")
+    if not data_root:
+        raise ConfigError(f"parameter data_root: dataset {dataset} needs the data set's root "
+                          "(e.g. papermill -p data_root /data/VOC2012); see the README's "
+                          "'Real data' section", key="data_root")
+    root = paths.resolve(data_root)
+    if not root.is_dir():
+        raise MissingError(f"parameter data_root: {root} is not a folder; pass the root of the "
+                           f"{dataset} data (relative paths start where papermill runs)")
+    list_file = REAL_TEST_LISTS[dataset]
+    if not (root / list_file).is_file():
+        raise MissingError(f"parameter data_root: {root} holds no test list {list_file} "
+                           "(one 'image mask' pair per line, relative to the root; see "
+                           "data/README.md)")
+    config = (str(paths.resolve(train_config)) if train_config
+              else str(paths.configs_dir() / REAL_TRAIN_CONFIGS[dataset]))
+    return Profile(dataset, None, None, config, dataset, root, list_file)
+
+
+def notebook_profile(profile: str = "quick", dataset: str = "synth", data_root: str = "",
+                     train_config: str = "") -> Profile:
+    """The profile a notebook's parameters describe (embedded benchmark or real data)."""
+    if dataset == "synth":
+        if data_root:
+            raise ConfigError("parameter data_root: only for real data; set dataset to "
+                              "pascal, coco or coco2pascal (or leave data_root empty)",
+                              key="data_root")
+        prof = get_profile(profile)
+        if train_config:
+            prof = dataclasses.replace(prof, train_config=str(paths.resolve(train_config)))
+        return prof
+    return real_profile(dataset, data_root, train_config)
+
+
+def _check_values(params: parameters.Parameters) -> None:
+    """Values that have the right type but cannot be right (a fold 7, 0 episodes)."""
+    for name in FOLD_PARAMETERS:
+        for fold in np.atleast_1d(params.get(name, [])):
+            if not 0 <= int(fold) < splits.N_FOLDS:
+                raise ConfigError(f"parameter {name}: fold {fold} does not exist; folds are "
+                                  "0, 1, 2, 3", key=name)
+    for name in AT_LEAST_ONE:
+        values = np.atleast_1d(params.get(name, []))
+        if (values < 1).any():
+            raise ConfigError(f"parameter {name}: {params[name]} must be >= 1", key=name)
+    for name, among in SUBSETS.items():
+        if name in params.values and among in params.values:
+            missing = set(np.atleast_1d(params[name]).tolist()) - set(params[among])
+            if missing:
+                raise ConfigError(f"parameter {name}: {sorted(missing)} not in {among} "
+                                  f"{params[among]}; add it there", key=name)
+    for name in METHOD_PARAMETERS:
+        if name in params.values:
+            try:
+                resolve_methods(params[name])
+            except ValueError as err:
+                raise ConfigError(f"parameter {name}: {err}", key=name) from None
+
+
+def start(notebook: str, namespace: Mapping[str, Any]) -> tuple[Profile, Path]:
+    """First step of every notebook: check its parameters, pick its data, make its output
+    folder and record the parameters there as ``parameters.json``.
+
+    Args:
+        notebook: the notebook's stem, e.g. "03_shot_scaling".
+        namespace: the notebook's ``globals()`` (parameters and IPython's history).
+
+    Returns:
+        The profile and the output folder: ``output_dir`` (relative: to the working folder,
+        where papermill runs), or ``<outputs>/<profile>/<notebook>-<hash of the parameters>``.
+
+    Raises:
+        ConfigError, MissingError: a parameter that is unknown, of the wrong type, out of
+            range or naming missing data; the message names it.
+    """
+    params = parameters.check(notebook, namespace)
+    _check_values(params)
+    prof = notebook_profile(params.get("profile", "quick"), params.get("dataset", "synth"),
+                            params.get("data_root", ""), params.get("train_config", ""))
+    folds = params.get("folds", [params.get("fold", 0)])
+    for fold in folds:
+        path = Path(prof.train_config.format(fold=fold))
+        if not path.is_file():
+            raise MissingError(f"parameter train_config: {path} (fold {fold}) does not exist")
+    output_dir = params.get("output_dir", "")
+    out = (paths.resolve(output_dir) if output_dir
+           else paths.outputs_dir() / prof.name / f"{notebook}-{params.key}")
+    out.mkdir(parents=True, exist_ok=True)
+    record = params.record(out)
+    where = (f"data {prof.synth_root}" if prof.synth_root is not None
+             else f"{prof.dataset} data {prof.data_root}")
+    print(f"{notebook}: profile {prof.name}, {where}, base training {prof.train_config}; "
+          f"outputs in {out} (parameters in {record.name})")
+    return prof, out
+
+
+def setup(profile: str, output_dir: str | Path, notebook: str) -> tuple[Profile, Path]:
+    """The profile and the output folder, without parameter checks (see :func:`start`).
+
+    Args:
+        profile: "quick" or "full".
+        output_dir: where results go; relative to the working folder (where papermill
+            runs); empty: ``<outputs>/<profile>/<notebook>``.
+        notebook: the folder name under the profile when ``output_dir`` is empty.
+
+    Returns:
+        The profile and the output folder (absolute, created).
+    """
+    prof = get_profile(profile)
+    out = paths.resolve(output_dir) if output_dir else paths.outputs_dir() / profile / notebook
+    out.mkdir(parents=True, exist_ok=True)
+    return prof, out
+
+
+# ----------------------------------------------------------------------------- data, models
+
+
+def ensure_data(prof: Profile, progress: bool = True) -> Path:
+    """The profile's synthetic set (both styles), generated on first use; real data: its
+    root, which must exist."""
+    if prof.synth is None:
+        if not prof.data_root.is_dir():
+            raise MissingError(f"data root {prof.data_root} does not exist")
+        return prof.data_root
+    return ensure_synth(prof.synth_root, prof.synth, progress=progress)
+
+
+def train_config(prof: Profile, fold: int, overrides: Sequence[str] = ()) -> TrainConfig:
+    """The resolved base-training config of ``fold``: on style A of the profile's data, on
+    the real data set's root, or (coco2pascal) on the COCO root the config names."""
+    path = prof.train_config.format(fold=fold)
+    extra = [f"data.fold={fold}"]
+    if prof.dataset != "coco2pascal":
+        extra.append(f"data.root={prof.style_root('A')}")
+    if "{fold}" not in prof.train_config:  # one file for all folds: name the run per fold
+        extra.append(f"run.name={'synth-' if prof.synth else ''}{prof.name}-fold{fold}")
+    return config_lib.load(TrainConfig, path, [*extra, *overrides])
+
+
+def ensure_base_model(prof: Profile, fold: int, progress: bool = True) -> Path:
+    """Best checkpoint of the fold's base model: reused if trained, else trained now."""
+    ensure_data(prof, progress=False)
+    cfg = train_config(prof, fold)
+    run_dir = run_directory(cfg)
+    if (run_dir / "done").is_file():
+        return ensure_trained(cfg)  # announces the reuse
+    print(f"fold {fold}: training the base model ({cfg.run.epochs} epochs) into {run_dir}",
+          flush=True)
+    tic = time.perf_counter()
+    checkpoint = ensure_trained(cfg)
+    if progress:
+        print(f"fold {fold}: trained in {time.perf_counter() - tic:.0f} s", flush=True)
+    return checkpoint
+
+
+def run_dir(prof: Profile, fold: int) -> Path:
+    run_dir = run_directory(train_config(prof, fold))
+    if not (run_dir / "done").is_file():
+        raise FileNotFoundError(f"{run_dir} holds no finished run; call "
+                                f"study.ensure_base_model(prof, {fold}) first")
+    return run_dir
+
+
