@@ -188,15 +188,38 @@ def announce_reuse(what: str, path: Path) -> None:
 @contextlib.contextmanager
 def locked(name: str) -> Iterator[None]:
     """Hold an exclusive lock named ``name`` (a file under ``paths.locks_dir()``), so that
-    two processes asking for the same artifact build it once. A no-op without ``fcntl``."""
+    two processes asking for the same artifact build it once. A no-op without ``fcntl``.
+
+    The lock file is removed on release (and its folders, when empty), so a finished or
+    failed command leaves nothing behind. Removal happens while the lock is held, and a
+    process that wakes up holding a file no longer at the path tries again on a fresh one:
+    two processes never hold "the" lock at once.
+    """
     if fcntl is None:
         yield
         return
     folder = paths.locks_dir()
-    folder.mkdir(parents=True, exist_ok=True)
-    with open(folder / f"{name}.lock", "a") as handle:
+    path = folder / f"{name}.lock"
+    while True:
+        folder.mkdir(parents=True, exist_ok=True)
+        try:
+            handle = open(path, "a")  # noqa: SIM115 (closed below, after the unlock)
+        except FileNotFoundError:  # the folder was removed between mkdir and open
+            continue
         fcntl.flock(handle, fcntl.LOCK_EX)
         try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
+            current = os.stat(path).st_ino == os.fstat(handle.fileno()).st_ino
+        except FileNotFoundError:
+            current = False
+        if current:
+            break
+        handle.close()  # the holder before us removed this file: lock the new one
+    try:
+        yield
+    finally:
+        path.unlink(missing_ok=True)
+        fcntl.flock(handle, fcntl.LOCK_UN)
+        handle.close()
+        for empty in (folder, folder.parent):  # the locks folder, then the cache folder
+            with contextlib.suppress(OSError):  # not empty: in use, stop there
+                empty.rmdir()

@@ -71,3 +71,42 @@ def test_reuse_is_announced_in_one_line(tmp_path, capsys):
     cache.announce_reuse("scores", tmp_path / "x.csv")
     out = capsys.readouterr().out
     assert out.count("\n") == 1 and out.startswith(f"reusing scores from {tmp_path / 'x.csv'}")
+
+
+def _hold(name: str, log: str, outputs: str) -> None:
+    """Child process: take the lock, record entry and exit times around a short hold."""
+    import time
+
+    os.environ["FSSTOOLS_OUTPUTS"] = outputs
+    with cache.locked(name):
+        with open(log, "a") as f:
+            f.write(f"in {time.monotonic()}\n")
+        time.sleep(0.2)
+        with open(log, "a") as f:
+            f.write(f"out {time.monotonic()}\n")
+
+
+def test_lock_is_exclusive_across_processes_and_leaves_no_file(outputs, tmp_path):
+    import multiprocessing as mp
+
+    log = tmp_path / "log"
+    ctx = mp.get_context("spawn")
+    procs = [ctx.Process(target=_hold, args=("stage-x", str(log), str(outputs)))
+             for _ in range(3)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(60)
+        assert p.exitcode == 0
+    events = [line.split() for line in log.read_text().splitlines()]
+    # holds never overlap: the log alternates in, out, in, out, ...
+    assert [kind for kind, _ in events] == ["in", "out"] * 3
+    assert not (outputs / "cache").exists()  # lock file and its empty folders removed
+
+
+def test_lock_keeps_a_cache_folder_in_use(outputs):
+    (outputs / "cache" / "scores").mkdir(parents=True)
+    with cache.locked("y"):
+        assert (outputs / "cache" / "locks" / "y.lock").is_file()
+    assert not (outputs / "cache" / "locks").exists()
+    assert (outputs / "cache" / "scores").is_dir()

@@ -2,9 +2,9 @@
 
 Each case runs one ``fsstools`` command in-process and checks what a tool owes its user:
 exit status 2, one ``error:`` line (no traceback) naming the thing at fault, and nothing
-left behind: no result, run or episode file, no temporary file, no feature folder; only
-lock files (persistent by design: flock needs the file) and finished cache entries of the
-stages that did succeed (the class index) may appear.
+left behind: no result, run or episode file, no temporary file, no feature folder, no lock
+file or empty folder; only finished cache entries of the stages that did succeed (the class
+index) may appear.
 """
 
 from __future__ import annotations
@@ -39,7 +39,6 @@ model: {{arch: small, widths: [4, 8, 8, 8], stem_width: 4, bottleneck_dim: 8, bi
 optim: {{batch_size: 4}}
 run: {{name: tiny, workers: 0, threads: 1, amp: fp32, epochs: 1, progress: false}}
 """
-LOCK = re.compile(r"cache(/locks(/[^/]+\.lock)?)?")  # a lock file and its folders
 CACHE_STAGE = re.compile(r"cache(/[^/]+)?")  # the cache folder and its stage folders
 CLASS_INDEX = re.compile(r"cache/class_index/\w+\.json")
 FEATURES = re.compile(r"cache/features/\w+(/[\w.]+)?")
@@ -239,6 +238,21 @@ def unknown_notebook_parameter(w: World):
         "--set n_episode", "did you mean 'n_episodes'"], ()
 
 
+def device_this_machine_lacks(w: World):
+    argv = ["train", "--config", str(w.train_yaml), "--set", "run.device=cuda:3"]
+    return argv, ["run.device='cuda:3'", "CUDA device(s)", "run.device=cpu"], ()
+
+
+def device_that_is_not_a_device(w: World):
+    argv = ["train", "--config", str(w.train_yaml), "--set", "run.device=gpu"]
+    return argv, ["run.device='gpu' is not a torch device"], ()
+
+
+def training_fold_that_does_not_exist(w: World):
+    argv = ["train", "--config", str(w.train_yaml), "--set", "data.fold=4"]
+    return argv, ["unknown fold 4", "valid folds: 0, 1, 2, 3"], ()
+
+
 def unknown_notebook(w: World):
     return ["reproduce", "--only", "99"], ["matches --only 99", "00_walkthrough"], ()
 
@@ -250,6 +264,7 @@ CASES: list[Case] = [
     corrupt_image, image_and_mask_sizes_differ, support_without_foreground, edited_episode_file,
     episode_file_of_another_fold, too_few_images_for_the_shots, missing_config_file,
     bad_method_variant, value_that_is_not_yaml, unknown_notebook_parameter, unknown_notebook,
+    device_this_machine_lacks, device_that_is_not_a_device, training_fold_that_does_not_exist,
 ]
 
 
@@ -279,7 +294,7 @@ def test_a_bad_input_fails_like_a_tool(case, world, outputs, capsys):
 
     after = snapshot(outputs, world.work)
     new = sorted(set(after) - set(before))
-    allowed = (LOCK, *may_appear)
+    allowed = may_appear
     for entry in new:
         where, rel = entry.split(":", 1)
         assert where == "0" and any(p.fullmatch(rel) for p in allowed), f"left behind: {entry}"

@@ -26,6 +26,7 @@ from tqdm.auto import tqdm
 from fsstools.artifacts import atomic_write, atomic_write_text
 from fsstools.constants import IGNORE_INDEX
 from fsstools.data.splits import COCO_CLASSES
+from fsstools.errors import ConfigError, DataError
 
 SPLITS = ("train2014", "val2014")
 
@@ -45,7 +46,7 @@ def category_map(categories: list[dict[str, Any]]) -> dict[int, int]:
     ordered = sorted(categories, key=lambda cat: cat["id"])
     names = tuple(cat["name"] for cat in ordered)
     if names != COCO_CLASSES:
-        raise ValueError(
+        raise DataError(
             f"the annotation file's {len(names)} categories do not match the 80 COCO classes "
             "in category-id order; use the COCO 2014 instances_<split>.json annotations"
         )
@@ -95,7 +96,7 @@ def write_masks(
         The list file, ``out/lists/<split>.txt``.
     """
     if split not in SPLITS:
-        raise ValueError(f"unknown COCO split {split!r}; valid splits: {', '.join(SPLITS)}")
+        raise ConfigError(f"unknown COCO split {split!r}; valid splits: {', '.join(SPLITS)}")
     _mask_api()  # fail before the slow JSON load
     coco_root = Path(coco_root)
     out = Path(out) if out is not None else coco_root

@@ -19,6 +19,7 @@ from torch.utils.data import Dataset
 from fsstools.constants import IGNORE_INDEX
 from fsstools.data import splits, voc
 from fsstools.data.transforms import to_tensors
+from fsstools.errors import DataError
 
 Transform = Callable[[np.ndarray, np.ndarray], dict[str, Any]]
 
@@ -79,7 +80,7 @@ class BaseTrainDataset(Dataset):
         index = voc.class_index(root, pairs, self.n_classes, min_fg)
         keep = sorted({i for c in self.base_classes for i in index[c]})
         if not keep:
-            raise ValueError(
+            raise DataError(
                 f"no image of {list_file} under {root} holds a base class of {dataset} fold "
                 f"{fold}; check the dataset name and the list, or lower min_fg"
             )

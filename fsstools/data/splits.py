@@ -49,7 +49,8 @@ _PASCAL_TO_COCO_NAME = {
 }
 
 
-def _check(dataset: str, fold: int, scheme: str) -> None:
+def check_split(dataset: str, fold: int, scheme: str) -> None:
+    """Raise a ConfigError naming an unknown dataset, fold or split scheme."""
     if dataset not in DATASETS:
         raise ConfigError(f"unknown dataset {dataset!r}; valid datasets: {', '.join(DATASETS)}")
     if scheme not in SCHEMES:
@@ -60,7 +61,7 @@ def _check(dataset: str, fold: int, scheme: str) -> None:
 
 def class_names(dataset: str) -> tuple[str, ...]:
     """Names of the classes of ``dataset``; class id ``i + 1`` has name ``[i]``."""
-    _check(dataset, 0, SCHEMES[0])
+    check_split(dataset, 0, SCHEMES[0])
     if dataset == "synth":
         return tuple(synth_render.class_names())
     return COCO_CLASSES if dataset == "coco" else PASCAL_CLASSES
@@ -85,7 +86,7 @@ def test_classes(dataset: str, fold: int, scheme: str = "interleaved") -> list[i
         scheme: COCO-20i scheme, "interleaved" or "contiguous". PASCAL-5i (and synth) has a
             single split, so the scheme is checked but otherwise ignored there.
     """
-    _check(dataset, fold, scheme)
+    check_split(dataset, fold, scheme)
     total = n_classes(dataset)
     per_fold = total // N_FOLDS
     if dataset == "coco" and scheme == "interleaved":

@@ -31,7 +31,7 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler, RandomSamp
 from fsstools import cache, paths
 from fsstools import config as config_lib
 from fsstools.artifacts import atomic_torch_save, atomic_write_text
-from fsstools.data import voc
+from fsstools.data import splits, voc
 from fsstools.errors import ConflictError
 from fsstools.models import PSPNet
 from fsstools.models.checkpoints import CHECKPOINT_FORMAT
@@ -205,7 +205,11 @@ def main(cfg: TrainConfig, data: TrainData | None = None) -> Path:
         cfg: the resolved configuration.
         data: datasets to use instead of ``build_data(cfg.data)`` (tests, notebooks); their
             ``fingerprint`` stands for the data in the run's key.
+
+    Raises:
+        ConfigError: an unknown fold, split scheme or device, before anything is read.
     """
+    splits.check_split(cfg.data.dataset, cfg.data.fold, cfg.data.scheme)
     ctx = init_distributed(cfg.run.device)
     run_dir = run_directory(cfg, None if data is None else data.fingerprint)
     # A second process asking for the same run (two notebooks, say) waits, then reuses it.

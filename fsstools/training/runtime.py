@@ -14,6 +14,8 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
+from fsstools.errors import ConfigError
+
 
 def seed_everything(seed: int) -> None:
     random.seed(seed)
@@ -82,9 +84,25 @@ class DistContext:
 
 
 def resolve_device(name: str) -> torch.device:
+    """``run.device`` as a torch device ("auto": CUDA if there is one, else the CPU).
+
+    Raises:
+        ConfigError: not a device name, or a CUDA device this machine does not have.
+    """
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
+    try:
+        device = torch.device(name)
+    except (RuntimeError, ValueError):
+        raise ConfigError(f"run.device={name!r} is not a torch device; use auto, cpu, cuda or "
+                          "cuda:<index>", key="run.device") from None
+    if device.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        index = device.index or 0
+        if index >= count:
+            raise ConfigError(f"run.device={name!r} but this machine has {count} CUDA "
+                              "device(s); use --set run.device=cpu (or auto)", key="run.device")
+    return device
 
 
 def init_distributed(device: str) -> DistContext:
