@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pandas as pd
 import pytest
 from matplotlib.collections import PolyCollection, QuadMesh
+from matplotlib.colors import to_rgb
 from matplotlib.container import BarContainer
 from matplotlib.figure import Figure
 
 from fsstools import inspect, plots, report
 from fsstools.inference import METHODS
-from fsstools.plots.style import BACKGROUND_DIM
+from fsstools.plots.style import BACKGROUND_DIM, CONTOUR_COLOUR
 
 
 def summary_rows(methods=("ce", "repri"), shots=(1, 5)) -> pd.DataFrame:
@@ -195,7 +198,7 @@ def test_explorer_panel_shows_the_task_and_its_traces():
     assert titles[:4] == ["support 1", "support 2", "query + ground truth", "prediction, IoU 0%"]
     assert "final p(foreground)" in titles
     loss_ax = next(ax for ax in fig.axes if ax.get_title().startswith("loss terms"))
-    assert len(loss_ax.lines) == len(plots.images.EXPLORER_TRACES)
+    assert len(loss_ax.lines) == len(plots.explorer.EXPLORER_TRACES)
     prior_ax = next(ax for ax in fig.axes if ax.get_title().startswith("foreground prior"))
     true_line = [ln for ln in prior_ax.lines if ln.get_linestyle() == ":"]
     assert true_line and true_line[0].get_ydata()[0] == pytest.approx(0.25)
@@ -211,3 +214,81 @@ def test_probability_maps_one_panel_per_iteration():
     titles = [ax.get_title() for ax in fig.axes]
     assert titles[:3] == ["query + ground truth", "t = 0", "t = 10"]  # sorted by iteration
     assert fig.axes[2].images[0].get_array()[0, 0] == pytest.approx(0.9)
+
+
+def test_outlined_paints_the_inner_boundary_only():
+    image = np.full((8, 8, 3), 255, np.uint8)
+    mask = np.zeros((8, 8), np.int64)
+    mask[2:6, 2:6] = 1
+    out = plots.outlined(image, mask)
+    yellow = np.all(np.isclose(out, to_rgb(CONTOUR_COLOUR)), axis=-1)
+    ring = np.zeros((8, 8), bool)
+    ring[2:6, 2:6] = True
+    ring[3:5, 3:5] = False
+    assert (yellow == ring).all()  # 1 pixel wide at this size, inside the mask
+    assert out[3, 3].tolist() == [1.0, 1.0, 1.0]
+    full = plots.outlined(image, np.ones((8, 8), np.int64))  # no edge inside the frame
+    assert not np.all(np.isclose(full, to_rgb(CONTOUR_COLOUR)), axis=-1).any()
+    wide = plots.images.mask_boundary(np.pad(np.ones((8, 8), bool), 4), width=2)
+    assert wide.sum() == 8 * 8 - 4 * 4
+
+
+def varied_view(seed: int, shots: int = 2, steps: int = 20) -> inspect.EpisodeView:
+    """A task with noisy pictures, a shifted prediction and random traces of ``steps + 1``
+    values, so that anything left over from another view shows in the drawing."""
+    rng = np.random.default_rng(seed)
+    size = 32
+    mask = np.zeros((size, size), np.int64)
+    mask[4 + seed : 20 + seed, 6:26] = 1
+    base = tiny_view(shots)
+    traces = {k: rng.uniform(0, 1 + 3 * seed, steps + 1) for k in base.traces}
+    traces["pi"] = traces["fg_share"] = rng.uniform(0, 0.6, steps + 1)
+    return dataclasses.replace(
+        base,
+        index=seed,
+        query_image=rng.integers(0, 255, (size, size, 3), dtype=np.uint8),
+        query_mask=mask,
+        support_images=rng.integers(0, 255, (shots, size, size, 3), dtype=np.uint8),
+        support_masks=np.stack([np.roll(mask, i, axis=1) for i in range(shots)]),
+        initial=mask == 1,
+        prediction=np.roll(mask == 1, 3 * seed, axis=0),
+        probs=rng.uniform(0, 1, (4, 4)),
+        traces=traces,
+        true_share=0.1 + 0.1 * seed,
+    )
+
+
+def assert_same_picture(a: np.ndarray, b: np.ndarray) -> None:
+    """Equal up to antialiasing at the edge of a pasted legend (see ExplorerPanel.render)."""
+    assert a.shape == b.shape
+    differs = np.abs(a.astype(int) - b.astype(int)).max(axis=-1) > 8
+    assert differs.mean() < 0.002, f"{differs.sum()} pixels differ"
+
+
+def test_explorer_panel_updated_in_place_draws_what_a_new_one_draws():
+    panel = plots.ExplorerPanel(varied_view(0, steps=0), dpi=40)  # one point: markers
+    first = panel.render()
+    fig = panel.fig
+    # another task and longer traces: pictures, markers, limits, titles all change
+    other = varied_view(1)
+    panel.update(other)
+    drawn = panel.render()
+    assert panel.fig is fig
+    assert_same_picture(drawn, plots.ExplorerPanel(other, dpi=40).render())
+    assert (np.abs(drawn.astype(int) - first).max(axis=-1) > 8).mean() > 0.05
+    # the same task under other settings: drawn over the saved rest of the figure
+    tr = other.traces
+    setting = dataclasses.replace(other, prediction=~other.prediction, probs=other.probs.T,
+                                  true_share=0.5, traces={k: v[::-1] * 2 for k, v in tr.items()})
+    panel.update(setting)
+    again = panel.render()
+    assert_same_picture(again, plots.ExplorerPanel(setting, dpi=40).render())
+    assert (np.abs(again.astype(int) - drawn).max(axis=-1) > 8).mean() > 0.02
+    # another task with traces as long: the saved rest of the figure is stale
+    third = varied_view(2)
+    panel.update(third)
+    assert_same_picture(panel.render(), plots.ExplorerPanel(third, dpi=40).render())
+    # a new figure is saved whole: nothing is left animated by the partial draws
+    assert not any(a.get_animated() for a in fig.findobj())
+    with pytest.raises(ValueError, match="build a new ExplorerPanel"):
+        panel.update(varied_view(0, shots=3))

@@ -15,11 +15,12 @@ Example:
     'mIoU (%)'
 """
 
+from fsstools.plots.explorer import ExplorerPanel, explorer_panel
 from fsstools.plots.images import (
     class_mask_rgb,
     episode_panel,
     episode_walkthrough,
-    explorer_panel,
+    outlined,
     overlay,
     pca_panel,
     probability_maps,
@@ -38,6 +39,7 @@ from fsstools.plots.scores import (
 from fsstools.plots.style import colours, new_figure
 
 __all__ = [
+    "ExplorerPanel",
     "bar_ci",
     "class_iou_heatmap",
     "class_mask_rgb",
@@ -48,6 +50,7 @@ __all__ = [
     "episode_walkthrough",
     "explorer_panel",
     "new_figure",
+    "outlined",
     "overlay",
     "pca_panel",
     "prior_error_hist",

@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 import numpy as np
+from matplotlib.colors import to_rgb
 from matplotlib.figure import Figure
 
 from fsstools.constants import IGNORE_INDEX
@@ -16,7 +17,6 @@ from fsstools.plots.style import (
     PROB_CMAP,
     TERM_LABELS,
     new_figure,
-    themed,
 )
 
 
@@ -59,6 +59,34 @@ def overlay(image: np.ndarray, mask: np.ndarray, dim: float = BACKGROUND_DIM) ->
     out[m != 1] *= dim
     ignore = m == IGNORE_INDEX
     out[ignore] = 0.5 * out[ignore] + 0.25
+    return out
+
+
+OUTLINE_SHARE = 1 / 64
+"""Width of a mask's outline as a share of the image side (2 pixels of a 128-pixel image):
+about 1.5 screen pixels in the explorer's ~100-pixel panels, so it survives the downsampling."""
+
+
+def mask_boundary(fg: np.ndarray, width: int = 1) -> np.ndarray:
+    """The inner boundary of a (H, W) bool mask: pixels of ``fg`` within ``width`` steps
+    (4-neighbourhood) of a pixel outside it. The image border does not count as outside,
+    so, like a contour, the outline stops at the frame, and a full or empty mask has none."""
+    inner = fg
+    for _ in range(width):
+        p = np.pad(inner, 1, mode="edge")
+        inner = inner & p[:-2, 1:-1] & p[2:, 1:-1] & p[1:-1, :-2] & p[1:-1, 2:]
+    return fg & ~inner
+
+
+def outlined(image: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """:func:`overlay` with the foreground's outline painted in: (H, W, 3) floats in [0, 1].
+
+    One picture instead of an image plus a contour set, so the explorer's redraw replaces
+    pixels instead of building and laying out contour artists.
+    """
+    out = overlay(image, mask)
+    width = max(1, round(OUTLINE_SHARE * max(mask.shape)))
+    out[mask_boundary(mask.astype(np.int64) == 1, width)] = to_rgb(CONTOUR_COLOUR)
     return out
 
 
@@ -211,63 +239,4 @@ def probability_maps(maps: Mapping[int, np.ndarray], view: EpisodeView) -> Figur
         fig.colorbar(image, ax=list(axes[1:]), fraction=0.03, label="p(foreground)")
     fig.suptitle(f"class {view.class_id} ({view.class_name}), {view.shots}-shot: "
                  "p(foreground) of the query after t iterations", fontsize=10)
-    return fig
-
-
-EXPLORER_TRACES = ("ce", "entropy", "kl", "loss")
-EXPLORER_MAX_SUPPORTS = 5
-"""Supports drawn by the explorer (the others are named in the title)."""
-
-
-@themed
-def explorer_panel(view: EpisodeView) -> Figure:
-    """The explorer's view of one task: supports, query with ground truth, prediction;
-    the final p(foreground), the loss terms and the prior over the iterations.
-
-    Laid out on a fixed grid (no layout engine), so a redraw costs one draw pass.
-    """
-    s = len(view.support_images)
-    shown = min(s, EXPLORER_MAX_SUPPORTS)
-    cols = max(shown + 2, 5)
-    fig = new_figure(1.9 * cols, 4.4, layout=None)
-    grid = fig.add_gridspec(2, cols, left=0.05, right=0.98, top=0.86, bottom=0.1,
-                            wspace=0.3, hspace=0.4)
-    for i in range(shown):
-        name = f"support {i + 1}" + (f" of {s}" if s > shown else "")
-        show_mask(fig.add_subplot(grid[0, i]), view.support_images[i], view.support_masks[i],
-                  name)
-    show_mask(fig.add_subplot(grid[0, shown]), view.query_image, view.query_mask,
-              "query + ground truth")
-    show_mask(fig.add_subplot(grid[0, shown + 1]), view.query_image, view.prediction,
-              f"prediction, IoU {100 * view.final_iou:.0f}%")
-
-    ax = fig.add_subplot(grid[1, 0])
-    ax.imshow(view.probs, cmap=PROB_CMAP, vmin=0, vmax=1, interpolation="nearest")
-    ax.set_title("final p(foreground)", fontsize=9)
-    _clean(ax)
-    tr = view.traces
-    t = np.arange(len(tr["loss"]))
-    split = 1 + (cols - 1) // 2
-    ax = fig.add_subplot(grid[1, 1:split])
-    for term, colour in zip(EXPLORER_TRACES, ("#1f77b4", "#17becf", "#9467bd", "black"),
-                            strict=True):
-        ax.plot(t, tr[term], color=colour, label=TERM_LABELS[term], marker="." if len(t) < 3
-                else None)
-    ax.set_xlabel("iteration", fontsize=8)
-    ax.set_title("loss terms (unweighted), weighted total", fontsize=9)
-    ax.legend(fontsize=6, loc="upper right")
-    ax.tick_params(labelsize=7)
-    ax = fig.add_subplot(grid[1, split:])
-    ax.plot(t, tr["pi"], color="#d62728", label="prior pi")
-    ax.plot(t, tr["fg_share"], color="#ff7f0e", label="p_hat foreground")
-    ax.axhline(view.true_share, color="#d62728", linestyle=":", label="true share")
-    top = max(float(np.max(tr["pi"])), float(np.max(tr["fg_share"])), view.true_share)
-    ax.set_ylim(0, min(1.0, 1.2 * top + 0.02))
-    ax.set_xlabel("iteration", fontsize=8)
-    ax.set_title("foreground prior and predicted share", fontsize=9)
-    ax.legend(fontsize=6, loc="upper right")
-    ax.tick_params(labelsize=7)
-    fig.suptitle(f"class {view.class_id} ({view.class_name}), {view.shots}-shot, task "
-                 f"{view.index}: {view.method.steps} steps, initial IoU "
-                 f"{100 * view.initial_iou:.0f}% -> {100 * view.final_iou:.0f}%", fontsize=10)
     return fig
