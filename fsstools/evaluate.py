@@ -16,7 +16,7 @@ import dataclasses
 import json
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -26,7 +26,7 @@ import torch
 
 from fsstools import cache, metrics, paths, stats
 from fsstools import config as config_lib
-from fsstools.artifacts import atomic_torch_save, atomic_write_text
+from fsstools.artifacts import atomic_torch_save, atomic_write_text, file_hash
 from fsstools.data import splits, voc
 from fsstools.data.episodes import EpisodeList, ensure_episodes, load_episode_files
 from fsstools.errors import ConfigError, DataError, MissingError
@@ -47,12 +47,17 @@ from fsstools.inference import (
 )
 
 if TYPE_CHECKING:
+    from torch import nn
+
     from fsstools.training import TrainConfig
 
 WHOLE_LIST_LIMIT = 5000
 """Test lists up to this many images get features for every image, so that every study on
 the same checkpoint and data shares one feature cache; longer lists (COCO) only the images
 their episodes use."""
+
+CHECKPOINT_HASH_LENGTH = 16
+"""Hex digits of a checkpoint's content hash in the key of scores that run its model."""
 
 MethodSpecs = Sequence[str | MethodConfig | Mapping[str, Any]] | Mapping[str, MethodConfig]
 TraceKey = tuple[str, int, int, int]
@@ -61,12 +66,17 @@ TraceKey = tuple[str, int, int, int]
 
 @dataclass(frozen=True)
 class Study:
-    """Episodes and cached features of one evaluation, ready for any number of methods."""
+    """Episodes and cached features of one evaluation, ready for any number of methods.
+
+    ``models`` holds what :func:`peer_model` loaded from ``checkpoint`` (once per Study).
+    """
 
     cfg: EvalConfig
     checkpoint: Path
     episode_lists: dict[tuple[int, int], EpisodeList]  # (shots, seed) -> episodes
     store: FeatureStore
+    models: dict[str, tuple[nn.Module, str]] = field(default_factory=dict, compare=False,
+                                                     repr=False)
 
 
 @dataclass(frozen=True)
@@ -75,7 +85,10 @@ class Scores:
 
     Attributes:
         rows: one row per (method, fold, shots, seed, episode): class_id, foreground and
-            background intersection and union, pi, true_share, pred_share.
+            background intersection and union, pi, true_share, pred_share. ``pi`` is the
+            prior in force at the end (without KL term: the predicted share of the initial
+            classifier); NaN for the peers' own inference ("panet", "pfenet"), which has
+            no prior: their predicted share is ``pred_share``.
         traces: (method, fold, shots, seed) -> name -> (T, E) per-iteration values.
     """
 
@@ -201,8 +214,13 @@ def score_episodes(
     device: str | torch.device = "cpu",
     batch_tasks: int | None = None,
     trace: bool = False,
+    model: nn.Module | None = None,
 ) -> tuple[pd.DataFrame, dict[str, torch.Tensor] | None]:
     """Run ``method`` on every episode and score it at the padded image size (no cache).
+
+    Args:
+        model: the PFENet-style peer whose features ``store`` holds, for ``pfenet``
+            (:func:`peer_model`); unused by every other method.
 
     Returns:
         One row per episode (episode, class_id, fg/bg intersection and union, pi, true_share,
@@ -227,6 +245,7 @@ def score_episodes(
             valid,
             query_mask=tb.query_mask_small,
             trace=trace,
+            model=model,
         )
         finite = torch.isfinite(out.logits).flatten(1).all(dim=1)
         if not bool(finite.all()):
@@ -255,7 +274,38 @@ def score_episodes(
     return rows, ({k: torch.cat(v, dim=1) for k, v in traces.items()} if trace else None)
 
 
+def peer_model(study: Study) -> tuple[nn.Module, str]:
+    """The PFENet-style peer of ``study.checkpoint`` and the checkpoint's content hash,
+    loaded on ``study.cfg.device`` once per Study.
+
+    Raises:
+        ConfigError: the checkpoint holds another model (a base PSPNet, a PANet-style
+            peer): ``pfenet`` is that peer's own head and exists only with it.
+    """
+    if "pfenet" not in study.models:
+        from fsstools.models.checkpoints import load_model
+        from fsstools.models.pfenet import PFENet
+
+        model = load_model(study.checkpoint, study.cfg.device)
+        if not isinstance(model, PFENet):
+            raise ConfigError(
+                f"method pfenet is the PFENet-style peer's own head, but checkpoint "
+                f"{study.checkpoint} holds a {type(model).__name__} model; score pfenet on the "
+                "best.pt of a PFENet-style run (`fsstools train --config "
+                "configs/synth/episodic_pfenet.yaml --set episodic.trunk=<the fold's base "
+                "best.pt>`), or score panet (PANet's prototype classifier, any features) or "
+                "repri on this checkpoint",
+                key="methods",
+            )
+        study.models["pfenet"] = (model, file_hash(study.checkpoint, CHECKPOINT_HASH_LENGTH))
+    return study.models["pfenet"]
+
+
 def _score_path(study: Study, shots: int, seed: int, method: MethodConfig) -> Path:
+    # A method that runs the checkpoint's model keys on its bytes too: the features' key
+    # holds them when the features come from that checkpoint, which a hand-built Study
+    # need not guarantee.
+    model = {"checkpoint": peer_model(study)[1]} if method.classifier == "pfenet" else {}
     key = cache.cache_key(
         stage="scores",
         features=study.store.key,
@@ -263,6 +313,7 @@ def _score_path(study: Study, shots: int, seed: int, method: MethodConfig) -> Pa
         method=config_lib.to_dict(dataclasses.replace(method, name="")),
         device=torch.device(study.cfg.device).type,
         code=cache.code_version(__name__),
+        **model,
     )
     return paths.cache_dir("scores") / f"{key}.csv"
 
@@ -287,6 +338,8 @@ def score(
     """
     cfg = study.cfg
     chosen = resolve_methods(cfg.methods if methods is None else methods, cfg.reference)
+    if any(m.classifier == "pfenet" for m in chosen.values()):
+        peer_model(study)  # a checkpoint of another kind stops here, before any scoring
     frames, traces = [], {}
     for (shots, seed), episodes in study.episode_lists.items():
         for label, m in chosen.items():
@@ -298,8 +351,9 @@ def score(
                 rows = pd.read_csv(path)
                 tr = torch.load(trace_path, weights_only=True) if trace else None
             else:
+                model = peer_model(study)[0] if m.classifier == "pfenet" else None
                 rows, tr = score_episodes(study.store, episodes, m, cfg.device, cfg.batch_tasks,
-                                          trace)
+                                          trace, model)
                 if tr is not None:
                     atomic_torch_save({k: v.float() for k, v in tr.items()}, trace_path)
                 atomic_write_text(path, rows.to_csv(index=False))

@@ -32,6 +32,7 @@ from fsstools import parameters, paths
 from fsstools.data import splits
 from fsstools.data.synthetic import SynthConfig, ensure_synth
 from fsstools.errors import ConfigError, MissingError
+from fsstools.eval_config import EvalConfig
 from fsstools.inference import resolve_methods
 from fsstools.training import TrainConfig, ensure_trained, run_directory
 
@@ -43,13 +44,14 @@ REAL_TRAIN_CONFIGS = {"pascal": "pascal/fold{fold}.yaml", "coco": "coco/fold{fol
 REAL_TEST_LISTS = {"pascal": "lists/val.txt", "coco": "lists/val2014.txt",
                    "coco2pascal": "lists/val.txt"}
 """Test lists of the real data sets, relative to ``data_root``."""
-FOLD_PARAMETERS = ("fold", "folds", "coco_folds")
+FOLD_PARAMETERS = ("fold", "folds", "coco_folds", "peer_folds")
 AT_LEAST_ONE = ("n_episodes", "n_boot", "walk_shots", "n_pca_images", "coco_n_episodes",
                 "coco_size", "shots", "sensitivity_shots")
 """Parameters (or lists of them) that must be >= 1."""
 METHOD_PARAMETERS = ("methods",)
-SUBSETS = {"walk_shots": "shots", "sensitivity_shots": "shots"}
-"""Parameters whose values must be among another's (a shot count that has episodes)."""
+SUBSETS = {"walk_shots": "shots", "sensitivity_shots": "shots", "peer_folds": "folds"}
+"""Parameters whose values must be among another's (a shot count that has episodes, a fold
+that is evaluated)."""
 
 
 @dataclass(frozen=True)
@@ -299,3 +301,25 @@ def run_dir(prof: Profile, fold: int) -> Path:
     return run_dir
 
 
+def eval_config(prof: Profile, fold: int, checkpoint: str | Path, shots: Sequence[int],
+                n_episodes: int, style: str = "A", seed: int = 0, device: str = "cpu"
+                ) -> EvalConfig:
+    """The evaluation of ``checkpoint`` on the fold's novel classes of the profile's test
+    data (``style`` of the embedded benchmark), at the profile's test size. Any checkpoint
+    of the fold gets the same episode lists: they are keyed by the data, the fold, the
+    shots, the count and the seed, never by the model."""
+    size = prof.synth.size if prof.synth is not None else train_config(prof, fold).data.val_size
+    return EvalConfig(
+        dataset=prof.test_dataset,
+        root=str(prof.style_root(style)),
+        list_file=prof.list_file,
+        fold=fold,
+        coco_to_pascal=prof.dataset == "coco2pascal",
+        size=size,
+        shots=tuple(shots),
+        seeds=(seed,),
+        n_episodes=n_episodes,
+        checkpoint=str(checkpoint),
+        train_config=None,
+        device=device,
+    )

@@ -34,6 +34,8 @@ METHOD_LABELS = {
     "repri_reference": "RePRI (reference code)",
     "oracle_repri": "Oracle-RePRI (authors' config)",
     "oracle_repri_weights": "Oracle-RePRI at RePRI's weights",
+    "panet": "PANet prototypes (inductive)",
+    "pfenet": "PFENet-style head (own inference)",
 }
 """What each method uses: "inductive" methods never read the query; "query-mean bias"
 starts from RePRI's initial classifier, whose bias is the mean query score."""

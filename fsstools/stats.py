@@ -190,7 +190,7 @@ def trace_table(
     """
     pooled: dict[tuple[str, int, str], list[torch.Tensor]] = {}
     for (method, _, shots, _), tr in traces.items():
-        if next(iter(tr.values())).shape[0] < 2:  # no step (inductive): nothing to follow
+        if not tr or next(iter(tr.values())).shape[0] < 2:  # no step (inductive, peers)
             continue
         for term in terms:
             if term in tr:

@@ -42,6 +42,7 @@ from fsstools.profiles import DATASETS as DATASETS
 from fsstools.profiles import Profile as Profile
 from fsstools.profiles import ensure_base_model as ensure_base_model
 from fsstools.profiles import ensure_data as ensure_data
+from fsstools.profiles import eval_config as eval_config
 from fsstools.profiles import get_profile as get_profile
 from fsstools.profiles import notebook_profile as notebook_profile
 from fsstools.profiles import real_profile as real_profile
@@ -116,21 +117,7 @@ def fold_study(
     (for the embedded benchmark: the validation images of ``style``; the model is always
     trained on style A)."""
     checkpoint = ensure_base_model(prof, fold, progress)
-    size = prof.synth.size if prof.synth is not None else train_config(prof, fold).data.val_size
-    cfg = EvalConfig(
-        dataset=prof.test_dataset,
-        root=str(prof.style_root(style)),
-        list_file=prof.list_file,
-        fold=fold,
-        coco_to_pascal=prof.dataset == "coco2pascal",
-        size=size,
-        shots=tuple(shots),
-        seeds=(seed,),
-        n_episodes=n_episodes,
-        checkpoint=str(checkpoint),
-        train_config=None,
-        device=device,
-    )
+    cfg = eval_config(prof, fold, checkpoint, shots, n_episodes, style, seed, device)
     return evaluate.prepare(cfg, progress)
 
 

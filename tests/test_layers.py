@@ -28,8 +28,8 @@ LAYERS: list[tuple[str, ...]] = [
     ("fsstools.report",),
     ("fsstools.plots",),
     ("fsstools.widgets",),
-    ("fsstools.parameters", "fsstools.profiles",
-     "fsstools.study"),  # recipes: what notebooks call, with stats, report, plots, widgets
+    ("fsstools.parameters", "fsstools.profiles", "fsstools.study",
+     "fsstools.meta"),  # recipes: what notebooks call, with stats, report, plots, widgets
     ("fsstools.reproduce",),
     ("fsstools.cli",),
 ]

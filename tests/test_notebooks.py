@@ -18,7 +18,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from fsstools import parameters, paths, study
+from fsstools import meta, parameters, paths, study
 from fsstools.data import splits
 from fsstools.errors import ConfigError, MissingError
 from tests.fixtures import make_voc_folder
@@ -26,8 +26,8 @@ from tests.fixtures import make_voc_folder
 REPO = Path(__file__).resolve().parent.parent
 NOTEBOOKS = sorted((REPO / "notebooks").glob("[0-9][0-9]_*.ipynb"))
 ALLOWED_IMPORTS = {"fsstools", "pandas", "matplotlib", "IPython"}
-NOTEBOOK_LAYER = {"fsstools.study", "fsstools.stats", "fsstools.report", "fsstools.plots",
-                  "fsstools.widgets"}
+NOTEBOOK_LAYER = {"fsstools.study", "fsstools.meta", "fsstools.stats", "fsstools.report",
+                  "fsstools.plots", "fsstools.widgets"}
 """What notebooks import from fsstools: the recipes, statistics, reporting, plots, widgets."""
 TEACHING_LAYER = {"00_walkthrough": {"fsstools.inference"}}
 """Notebooks that may also import the inference primitives (00 runs RePRI's loop by hand)."""
@@ -52,9 +52,9 @@ def _parameters(nb: nbformat.NotebookNode) -> dict:
     }
 
 
-def test_six_notebooks_are_there():
+def test_seven_notebooks_are_there():
     stems = [p.stem[:2] for p in NOTEBOOKS]
-    assert stems == ["00", "01", "02", "03", "04", "05"]
+    assert stems == ["00", "01", "02", "03", "04", "05", "06"]
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
@@ -263,6 +263,41 @@ def test_papermill_domain_shift_runs_coco_to_pascal_when_given_data(tmp_path):
     drop = pd.read_csv(tmp_path / "drop.csv")
     assert set(drop["method"]) == set(methods) and "drop_points" in drop
     assert "COCO-20i -> PASCAL" in (tmp_path / "summary.md").read_text()
+
+
+@pytest.mark.notebooks
+@pytest.mark.slow
+def test_papermill_meta_learning_records_csv(tmp_path):
+    """06 with other shots and episode counts: every arm scored on the same episodes, the
+    peers without a prior, the 2x2, the paired contrasts and the closing notes recorded
+    (the quick peers are trained once and cached, shared with nbval's run of 06)."""
+    shots, n = [1, 3], 16
+    nb = _execute("06_meta_learning", tmp_path, shots=shots, n_episodes=n, n_boot=50,
+                  peer_folds=[0])
+    assert _stray_values(nb) == []
+    recorded = json.loads((tmp_path / parameters.RECORD_NAME).read_text())
+    assert recorded["parameters"]["peer_folds"] == [0] and "peer_folds" in recorded["injected"]
+    arms = [a.label for a in meta.ARMS]
+    _check_summary(pd.read_csv(tmp_path / "summary.csv"), arms, shots)
+    episodes = pd.read_csv(tmp_path / "episodes.csv")
+    assert len(episodes) == len(arms) * len(shots) * n
+    assert set(episodes["training"]) == set(meta.TRAININGS)
+    tasks = episodes.sort_values(["shots", "episode"]).groupby("method")["class_id"].apply(tuple)
+    assert tasks.nunique() == 1  # the very same tasks for every arm
+    peers = episodes["peer_method"].isin(["panet", "pfenet"])
+    assert episodes.loc[peers, "pi"].isna().all() and episodes.loc[~peers, "pi"].notna().all()
+    diffs = pd.read_csv(tmp_path / "differences.csv")
+    assert len(diffs) == len(meta.CONTRASTS) * len(shots)
+    assert (diffs["miou_low"] <= diffs["miou"] + 1e-9).all()
+    grid = pd.read_csv(tmp_path / "two_by_two.csv")
+    assert list(grid["training"]) == ["ce", "episodic-panet"]
+    assert list(grid.columns[1:]) == ["1-shot prototype", "1-shot repri", "3-shot prototype",
+                                      "3-shot repri"]
+    models = pd.read_csv(tmp_path / "models.csv")
+    assert set(models["training"]) == set(meta.TRAININGS)
+    text = (tmp_path / "summary.md").read_text()
+    assert "## 06 Meta-learning" in text and "3-shot, RePRI against PFENet-style" in text
+    assert (tmp_path / "shot_curves.png").stat().st_size > 0
 
 
 # ----------------------------------------------------------------------------- parameters

@@ -20,6 +20,8 @@ from fsstools.errors import did_you_mean
 
 AUTO = "auto"
 """Loss weight meaning 1 / shots, the paper's choice for the entropy and KL terms."""
+CLASSIFIERS = ("cosine", "panet", "pfenet")
+"""What predicts the query (see :attr:`MethodConfig.classifier`)."""
 
 
 @dataclass(frozen=True)
@@ -52,6 +54,17 @@ class MethodConfig:
         reference: reproduce the reference code: ``iterations - 1`` steps, 1 added to the KL
             weight at each re-estimation, bias initialised over all query pixels (the caller
             also passes ``query_valid_mask(..., reference=True)``).
+        classifier: what predicts the query. "cosine": the per-task cosine classifier
+            (prototype ``w``, bias ``b``) fitted by the loop, i.e. every method of RePRI's
+            family, the inductive baselines included. The meta-learned peers' own
+            inference, one forward pass without fitting or prior (``iterations`` must be 0):
+            "panet", PANet's prototype classifier (foreground and background prototypes by
+            masked average pooling of the support, shots averaged; ``tau * cos`` with each,
+            softmax over the two; ``tau`` is PANet's scale, 20). It has no parameter, so it
+            runs on any features: on the PANet-style peer's it is that peer's own inference,
+            on a base model's it is PANet's classifier on cross-entropy features. "pfenet",
+            the PFENet-style peer's own head, which needs that model (the study loads it
+            from its checkpoint; any other checkpoint is refused).
     """
 
     name: str = "repri"
@@ -66,8 +79,17 @@ class MethodConfig:
     t_pi: tuple[int, ...] = (10,)
     bias_init: Literal["query", "support"] = "query"
     reference: bool = False
+    classifier: Literal["cosine", "panet", "pfenet"] = "cosine"
 
     def __post_init__(self) -> None:
+        if self.classifier not in CLASSIFIERS:
+            raise ValueError(f"MethodConfig.classifier={self.classifier!r}: use one of "
+                             f"{', '.join(CLASSIFIERS)}")
+        if self.classifier != "cosine" and (self.iterations != 0 or self.prior != "estimate"):
+            raise ValueError(
+                f"MethodConfig {self.name!r}: the {self.classifier} classifier is one forward "
+                "pass of the peer (no fitting, no prior): set iterations=0 and no oracle prior"
+            )
         for field in ("ent_weight", "kl_weight"):
             value = getattr(self, field)
             if value != AUTO and not (isinstance(value, (int, float)) and value >= 0):
@@ -92,7 +114,10 @@ class MethodConfig:
     @property
     def inductive(self) -> bool:
         """True when nothing the method computes depends on the query: the bias comes from
-        the support and no loss term reads the query (its predictions are the output)."""
+        the support and no loss term reads the query (its predictions are the output); the
+        peers' own inference is one forward pass of the query, so it is inductive."""
+        if self.classifier != "cosine":
+            return True
         _, ent, kl = self.loss_weights(1)
         return self.bias_init == "support" and ent == 0 and kl == 0
 
@@ -133,6 +158,12 @@ METHODS: dict[str, MethodConfig] = {
                                  kl_weight=1.0, prior="oracle", t_pi=()),
     # The same oracle prior at RePRI's own settings (50 iterations, weights 1/K).
     "oracle_repri_weights": MethodConfig(name="oracle_repri_weights", prior="oracle", t_pi=()),
+    # The meta-learned peers' own inference (fsstools.inference.peers): one forward pass,
+    # no fitting and no foreground prior (their rows report pi as NaN).
+    "panet": MethodConfig(name="panet", classifier="panet", iterations=0, ent_weight=0.0,
+                          kl_weight=0.0, t_pi=()),
+    "pfenet": MethodConfig(name="pfenet", classifier="pfenet", iterations=0, ent_weight=0.0,
+                           kl_weight=0.0, t_pi=()),
 }
 """The methods of the study; :func:`resolve_method` gives the reference-compatible variant of
 any of them and variants with other settings."""

@@ -17,9 +17,13 @@ from dataclasses import dataclass
 from typing import Literal
 
 import torch
+from torch import nn
 
-from fsstools.inference import fit, stacked
+from fsstools.inference import fit, peers, stacked
 from fsstools.inference.config import MethodConfig
+
+PEER_CHUNK = 64
+"""Tasks per forward pass of a peer's own inference (bounds the normalised copies)."""
 
 
 @dataclass
@@ -27,19 +31,23 @@ class InferenceResult:
     """What a method returns for B tasks.
 
     Attributes:
-        logits: (B, h, w) ``tau * cos - b`` of the final classifier on the query grid.
-        pi: (B,) foreground prior in force at the end.
-        prototype: (B, C) final prototype ``w``; bias: (B,) final bias ``b``.
+        logits: (B, h, w) ``tau * cos - b`` of the final classifier on the query grid (the
+            peers: foreground minus background logit, so ``sigmoid`` is their softmax).
+        pi: (B,) foreground prior in force at the end; for a method without KL term the
+            predicted share of its initial classifier; NaN for the peers, which have none.
+        prototype: (B, C) final prototype ``w``; bias: (B,) final bias ``b``; both None for
+            the peers' own inference.
         traces: None, or name -> (T, B) per-iteration values, T = steps + 1 (row t: the
             classifier after t steps, with the prior and KL weight used for the next step):
             "loss", "ce", "entropy", "kl" (unweighted terms), "kl_weight", "pi", "fg_share"
             (p_hat_fg) and, given the query mask, "iou" (foreground IoU at feature resolution).
+            The peers take no step: an empty dict.
     """
 
     logits: torch.Tensor
     pi: torch.Tensor
-    prototype: torch.Tensor
-    bias: torch.Tensor
+    prototype: torch.Tensor | None
+    bias: torch.Tensor | None
     traces: dict[str, torch.Tensor] | None = None
 
 
@@ -57,8 +65,10 @@ def run_method(
     memory_budget: int | None = None,
     workers: int | None = None,
     impl: Literal["fast", "autograd"] = "fast",
+    model: nn.Module | None = None,
 ) -> InferenceResult:
-    """Fit one classifier per task on its support and unlabelled query, predict the query.
+    """Fit one classifier per task on its support and unlabelled query, predict the query;
+    or, for the peers (``cfg.classifier`` "panet" / "pfenet"), run their own inference.
 
     Features may be a large CPU tensor (even memory-mapped): only one chunk of tasks is
     converted, normalised and moved to ``device`` at a time.
@@ -83,17 +93,22 @@ def run_method(
         impl: "fast" (closed-form gradients; chunks of small tasks share each operation,
             a large task alone is streamed one shot at a time) or "autograd" (the
             straightforward whole-chunk autograd loop, for checking).
+        model: the PFENet-style peer whose cached features these are (``cfg.classifier ==
+            "pfenet"`` only; it runs on its own device).
 
     Returns:
         :class:`InferenceResult` on the device of ``support_feats``; float64 inputs are
-        computed in float64, anything else in float32.
+        computed in float64 (the peers: always float32), anything else in float32.
 
     Raises:
         ValueError: a task without foreground support pixel or without valid query pixel,
-            the oracle prior without ``query_mask``, or inconsistent shapes.
+            the oracle prior without ``query_mask``, inconsistent shapes, or "pfenet"
+            without ``model``.
     """
     fit.check_inputs(cfg, support_feats, support_masks, query_feats, query_valid, query_mask)
     compute = torch.device(device) if device is not None else support_feats.device
+    if cfg.classifier != "cosine":
+        return _run_peer(cfg, support_feats, support_masks, query_feats, compute, trace, model)
     dtype = torch.float64 if support_feats.dtype == torch.float64 else torch.float32
     chunk = chunk_size or fit.default_chunk(support_feats, compute, memory_budget)
     spans = fit.spans(support_feats.shape[0], chunk)
@@ -117,6 +132,26 @@ def run_method(
     else:
         results = [one(span) for span in spans]
     return _concat(results, support_feats.device)
+
+
+def _run_peer(cfg: MethodConfig, support_feats: torch.Tensor, support_masks: torch.Tensor,
+              query_feats: torch.Tensor, compute: torch.device, trace: bool,
+              model: nn.Module | None) -> InferenceResult:
+    """A peer's own inference, ``PEER_CHUNK`` tasks at a time (see :mod:`.peers`)."""
+    if cfg.classifier == "pfenet":
+        if model is None:
+            raise ValueError(f"method {cfg.name!r} is the PFENet-style peer's own head: pass "
+                             "its model (load_model of its checkpoint) as model=")
+        logits = peers.pfenet_logits(model, support_feats, support_masks, query_feats,
+                                     chunk_size=PEER_CHUNK)
+    else:
+        parts = [peers.panet_logits(support_feats[a:e].to(compute),
+                                    support_masks[a:e].to(compute),
+                                    query_feats[a:e].to(compute), scale=cfg.tau)
+                 for a, e in fit.spans(support_feats.shape[0], PEER_CHUNK)]
+        logits = torch.cat(parts).to(support_feats.device)  # (B, h, w)
+    nan = torch.full(logits.shape[:1], float("nan"), device=logits.device)  # no prior
+    return InferenceResult(logits, nan, None, None, {} if trace else None)
 
 
 def _concat(results: list[InferenceResult], device: torch.device) -> InferenceResult:

@@ -1,0 +1,355 @@
+"""Does a good transductive inference beat meta-learning? The recipe of notebook 06.
+
+The paper's title is a claim against meta-learning: cross-entropy base training plus a good
+transductive inference (RePRI) is on par with episodically trained methods at 1 shot and
+ahead by more as shots grow. Here both families run in one harness, per fold:
+
+- the fold's cross-entropy (CE) base model, as every other notebook uses it;
+- the PANet-style peer, trained episodically end to end from the base model's
+  initialisation with the base model's budget (``configs/synth/episodic_panet*.yaml``);
+- the PFENet-style peer, a head trained episodically on the *frozen trunk of the fold's CE
+  base model* (PFENet freezes an ImageNet backbone, which is not available offline).
+
+All of them are scored on the very same saved episodes (episode lists are keyed by the
+data, fold, shots, count and seed, never by the model), through the one scoring pipeline
+(:func:`fsstools.evaluate.score`, cached per method, episodes and features), so every
+difference below is paired. The 2x2 {CE, episodic PANet} x {prototype inference, RePRI}
+separates what the training buys from what the inference buys; RePRI runs on the PANet
+peer's features through the same feature cache and inference code as on the CE model's.
+
+Example:
+    >>> prof = get_profile("quick")  # doctest: +SKIP
+    >>> result = meta_study(prof, folds=[0], shots=[1, 5], n_episodes=100)  # doctest: +SKIP
+    >>> contrasts(result.rows)[["contrast", "shots", "miou"]]  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+
+from fsstools import config as config_lib
+from fsstools import evaluate, paths, stats
+from fsstools.errors import ConfigError
+from fsstools.inference import METHODS
+from fsstools.models.checkpoints import checkpoint_meta
+from fsstools.profiles import Profile, ensure_base_model, ensure_data, eval_config
+from fsstools.training import TrainConfig, ensure_trained, run_directory
+
+PEERS = ("panet", "pfenet")
+PEER_CONFIGS = {"quick": "synth/episodic_{peer}_quick.yaml", "full": "synth/episodic_{peer}.yaml"}
+"""Episodic training configs of each profile of the embedded benchmark (under configs/)."""
+TRAININGS = {"ce": "cross-entropy base training", "episodic-panet": "episodic, end to end",
+             "frozen-pfenet": "episodic head on the frozen CE trunk"}
+"""The ``training`` column's values and what each means."""
+
+
+@dataclass(frozen=True)
+class Arm:
+    """One (training, inference) cell of the comparison.
+
+    Attributes:
+        label: the ``method`` column (unique over arms).
+        training: key of :data:`TRAININGS`.
+        inference: "prototype" (inductive prototypes: never fitted on the query), "repri"
+            or "pfenet-head" (the PFENet-style peer's own head).
+        method: the method of :data:`fsstools.inference.METHODS` that scores it.
+    """
+
+    label: str
+    training: str
+    inference: str
+    method: str
+
+
+ARMS = (
+    Arm("CE + prototype", "ce", "prototype", "inductive"),
+    Arm("CE + RePRI", "ce", "repri", "repri"),
+    Arm("PANet + prototypes (own)", "episodic-panet", "prototype", "panet"),
+    Arm("PANet + RePRI", "episodic-panet", "repri", "repri"),
+    Arm("PFENet + head (own)", "frozen-pfenet", "pfenet-head", "pfenet"),
+)
+"""CE's prototype is the inductive baseline (prototype and bias from the support alone);
+PANet's own inference is its two-prototype softmax, inductive too."""
+CONTRASTS = (
+    ("CE + RePRI", "PFENet + head (own)", "the paper's claim: RePRI against PFENet"),
+    ("CE + RePRI", "PANet + prototypes (own)", "RePRI against PANet, each as published"),
+    ("PANet + prototypes (own)", "CE + prototype", "episodic training, under prototypes"),
+    ("PANet + RePRI", "CE + RePRI", "episodic training, under RePRI"),
+    ("CE + RePRI", "CE + prototype", "RePRI over prototypes, on CE features"),
+    ("PANet + RePRI", "PANet + prototypes (own)", "RePRI over prototypes, on PANet features"),
+)
+"""(a, b, what it isolates): the paired differences a - b the notebook reports."""
+
+
+@dataclass(frozen=True)
+class MetaResult:
+    """Per-episode rows of every arm and the checkpoints behind them.
+
+    Attributes:
+        rows: :func:`fsstools.evaluate.score` rows (``method`` = the arm's label) with
+            ``training``, ``inference`` and ``peer_method`` columns.
+        checkpoints: (training, fold) -> best.pt of the model scored.
+    """
+
+    rows: pd.DataFrame
+    checkpoints: dict[tuple[str, int], Path]
+
+
+def peer_train_config(prof: Profile, fold: int, peer: str, trunk: str | Path | None = None,
+                      overrides: Sequence[str] = ()) -> TrainConfig:
+    """The resolved episodic training config of a peer on ``fold`` of the profile's data.
+
+    Args:
+        peer: "panet" or "pfenet".
+        trunk: the fold's base checkpoint (pfenet only: its trunk is frozen).
+        overrides: ``key=value`` settings on top (tests shrink the model and the run).
+
+    Raises:
+        ConfigError: a profile of real data (no episodic config ships for it), an unknown
+            peer, or pfenet without a trunk.
+    """
+    if prof.name not in PEER_CONFIGS or prof.synth is None:
+        raise ConfigError(f"the meta-learning study runs on the embedded benchmark (profile "
+                          f"quick or full), not on {prof.name!r}: no episodic training config "
+                          "ships for real data", key="profile")
+    if peer not in PEERS:
+        raise ConfigError(f"peer {peer!r} is not one of {', '.join(PEERS)}")
+    if peer == "pfenet" and trunk is None:
+        raise ConfigError("the PFENet-style peer needs the fold's base checkpoint as trunk")
+    path = paths.configs_dir() / PEER_CONFIGS[prof.name].format(peer=peer)
+    quick = "quick-" if prof.name == "quick" else ""
+    extra = [f"data.fold={fold}", f"data.root={prof.style_root('A')}",
+             f"run.name=synth-{quick}{peer}-fold{fold}"]
+    if trunk is not None:
+        extra.append(f"episodic.trunk={Path(trunk).resolve()}")
+    return config_lib.load(TrainConfig, path, [*extra, *overrides])
+
+
+def ensure_peer(prof: Profile, fold: int, peer: str, trunk: str | Path | None = None,
+                overrides: Sequence[str] = (), progress: bool = True) -> Path:
+    """Best checkpoint of the fold's peer: reused if trained (announced), else trained now."""
+    ensure_data(prof, progress=False)
+    cfg = peer_train_config(prof, fold, peer, trunk, overrides)
+    if (run_directory(cfg) / "done").is_file():
+        return ensure_trained(cfg)
+    print(f"fold {fold}: training the {peer}-style peer ({cfg.run.epochs} epochs of "
+          f"{cfg.episodic.episodes_per_epoch} tasks) into {run_directory(cfg)}", flush=True)
+    tic = time.perf_counter()
+    checkpoint = ensure_trained(cfg)
+    if progress:
+        print(f"fold {fold}: {peer}-style peer trained in {time.perf_counter() - tic:.0f} s",
+              flush=True)
+    return checkpoint
+
+
+def meta_study(
+    prof: Profile,
+    folds: Sequence[int],
+    shots: Sequence[int],
+    n_episodes: int,
+    peer_folds: Sequence[int] | None = None,
+    seed: int = 0,
+    device: str = "cpu",
+    peer_overrides: Sequence[str] = (),
+) -> MetaResult:
+    """Train (cached) the peers per fold and score every arm of :data:`ARMS` on the same
+    saved episodes.
+
+    Args:
+        folds: folds of the CE and PFENet-style arms.
+        peer_folds: folds on which the PANet-style peer is trained and scored (its
+            training costs as much as a base model's); None: all of ``folds``.
+        peer_overrides: settings on top of both peers' training configs (tests).
+
+    Raises:
+        ConfigError: a peer fold outside ``folds``, or a profile of real data.
+        RuntimeError: the studies of one fold did not get the same episode lists.
+    """
+    peer_folds = list(folds) if peer_folds is None else list(peer_folds)
+    outside = sorted(set(peer_folds) - set(folds))
+    if outside:
+        raise ConfigError(f"peer_folds {outside} are not among folds {list(folds)}; add them "
+                          "there or leave them out", key="peer_folds")
+    arms = {t: {a.label: METHODS[a.method] for a in ARMS if a.training == t} for t in TRAININGS}
+    frames, checkpoints = [], {}
+    for fold in folds:
+        base = ensure_base_model(prof, fold)
+        models = {"ce": base}  # in TRAININGS order, so rows come in ARMS order
+        if fold in peer_folds:
+            models["episodic-panet"] = ensure_peer(prof, fold, "panet", None, peer_overrides)
+        models["frozen-pfenet"] = ensure_peer(prof, fold, "pfenet", base, peer_overrides)
+        hashes = {}
+        for training, checkpoint in models.items():
+            cfg = eval_config(prof, fold, checkpoint, shots, n_episodes, seed=seed,
+                              device=device)
+            st = evaluate.prepare(cfg)
+            hashes[training] = {k: el.hash for k, el in st.episode_lists.items()}
+            frames.append(evaluate.score(st, arms[training]).rows)
+            checkpoints[training, fold] = checkpoint
+        if len({tuple(sorted(h.items())) for h in hashes.values()}) != 1:
+            raise RuntimeError(f"fold {fold}: the models were scored on different episode "
+                               f"lists ({hashes}); paired differences need the same ones")
+    rows = pd.concat(frames, ignore_index=True)
+    by_label = {a.label: a for a in ARMS}
+    rows.insert(1, "training", rows["method"].map(lambda m: by_label[m].training))
+    rows.insert(2, "inference", rows["method"].map(lambda m: by_label[m].inference))
+    rows.insert(3, "peer_method", rows["method"].map(lambda m: by_label[m].method))
+    return MetaResult(rows, checkpoints)
+
+
+def summarize(rows: pd.DataFrame, n_boot: int = 1000) -> pd.DataFrame:
+    """Fold means per arm and shots (:func:`fsstools.stats.fold_mean`), arms in
+    :data:`ARMS` order; ``n_folds`` tells an arm scored on fewer folds."""
+    summary = stats.fold_mean(rows, by=("method", "training", "inference", "shots"),
+                              n_boot=n_boot)
+    order = summary["method"].map({a.label: i for i, a in enumerate(ARMS)})
+    return (summary.assign(_order=order).sort_values(["_order", "shots"])
+            .drop(columns="_order").reset_index(drop=True))
+
+
+def contrasts(rows: pd.DataFrame, n_boot: int = 1000) -> pd.DataFrame:
+    """The paired differences of :data:`CONTRASTS` (each on the folds both arms share).
+
+    Returns:
+        Rows: contrast ("a vs b"), isolates, a, b, shots, n_folds, and for miou and fbiou
+        the difference a - b (fractions) with its paired 95% interval; contrasts whose arms
+        were not both scored are left out.
+    """
+    out = []
+    for a, b, what in CONTRASTS:
+        common = set(rows.loc[rows["method"] == a, "fold"]) & set(
+            rows.loc[rows["method"] == b, "fold"])
+        sub = rows[rows["method"].isin([a, b]) & rows["fold"].isin(common)]
+        if not common:
+            continue
+        diff = stats.differences(sub, reference=b, by=("shots",), n_boot=n_boot)
+        out.append(diff.drop(columns="method").assign(contrast=f"{a} vs {b}", isolates=what,
+                                                      a=a, b=b))
+    table = pd.concat(out, ignore_index=True)
+    first = ["contrast", "isolates", "a", "b", "shots", "n_folds"]
+    return table[first + [c for c in table.columns if c not in first]]
+
+
+def two_by_two(summary: pd.DataFrame) -> pd.DataFrame:
+    """The 2x2 of mIoU (%, 95% interval): rows CE and episodic PANet training, columns
+    prototype and RePRI inference, per shot count."""
+    cells = summary[summary["training"].isin(["ce", "episodic-panet"])]
+    cells = cells.assign(cell=[f"{100 * r.miou:.1f} [{100 * r.miou_low:.1f}, "
+                               f"{100 * r.miou_high:.1f}]" for r in cells.itertuples()],
+                         column=[f"{r.shots}-shot {r.inference}" for r in cells.itertuples()])
+    table = cells.pivot(index="training", columns="column", values="cell")
+    columns = [f"{k}-shot {inf}" for k in sorted(cells["shots"].unique())
+               for inf in ("prototype", "repri")]
+    return table.reindex(index=[t for t in TRAININGS if t in table.index],
+                         columns=[c for c in columns if c in table.columns])
+
+
+def peer_training_table(checkpoints: dict[tuple[str, int], Path]) -> pd.DataFrame:
+    """Per model: epochs, selected epoch, its validation score and the training time.
+
+    The validation scores differ by training: the CE model's is the 16-way segmentation
+    mIoU of the base classes, the peers' the mIoU of 1-shot base-class episodes; neither
+    ever looks at a novel class.
+    """
+    rows = []
+    for (training, fold), checkpoint in checkpoints.items():
+        meta = checkpoint_meta(checkpoint)
+        history = pd.read_csv(Path(checkpoint).parent / "metrics.csv")
+        val = history["val_miou"].dropna().to_numpy()
+        rows.append({
+            "training": training, "fold": fold, "epochs": int(history["epoch"].max()),
+            "selected_epoch": meta["epoch"], "val_miou": meta["metrics"]["val_miou"],
+            "last_epoch_gain_points": 100 * (val[-1] - val[-2]) if len(val) > 1 else None,
+            "train_minutes": float(history["time_s"].sum()) / 60, "run": str(
+                Path(checkpoint).parent.name),
+        })  # fmt: skip
+    return pd.DataFrame(rows)
+
+
+def _points(r: pd.Series) -> str:
+    return f"{100 * r.miou:+.1f} [{100 * r.miou_low:+.1f}, {100 * r.miou_high:+.1f}]"
+
+
+def _verdict(r: pd.Series, ahead: str, behind: str) -> str:
+    if r.miou_low > 0:
+        return ahead
+    if r.miou_high < 0:
+        return behind
+    return "no difference the episodes resolve"
+
+
+def _half_width(r: pd.Series) -> float:
+    return (r.miou_high - r.miou_low) / 2
+
+
+def _claim_note(first: pd.Series, last: pd.Series, lo: int, hi: int) -> str:
+    """The paper's claim checked on RePRI minus PFENet-style at the fewest and most shots.
+
+    Whether the gap widens compares its change with the half-widths of the two intervals
+    combined in quadrature: the shot counts use independent episode lists, so their
+    differences vary independently (an approximation of the change's 95% interval).
+    """
+    if first.miou_high < 0:
+        start, first_half = "behind", False
+    else:
+        start, first_half = ("ahead of" if first.miou_low > 0 else "on par with"), True
+    change = last.miou - first.miou
+    margin = (_half_width(first) ** 2 + _half_width(last) ** 2) ** 0.5
+    trend = ("widens" if change > margin else "narrows" if change < -margin
+             else "changes by less than its uncertainty")
+    second_half = change > margin
+    holds = {(True, True): "holds", (True, False): "holds for its 1-shot half only",
+             (False, True): "holds for its growth half only",
+             (False, False): "does not hold"}[first_half, second_half]
+    return (f"**The paper's claim** (on par at 1 shot, ahead by more as shots grow) {holds} "
+            f"here: at {lo} shot(s) RePRI is {start} the PFENet-style peer "
+            f"({_points(first)}), and from {lo} to {hi} shots the gap {trend} "
+            f"({100 * change:+.1f} +- {100 * margin:.1f} points).")
+
+
+def reading(summary: pd.DataFrame, diffs: pd.DataFrame) -> list[str]:
+    """The closing notes of notebook 06 as markdown bullets, written from the numbers.
+
+    Args:
+        summary: :func:`summarize` of the rows.
+        diffs: :func:`contrasts` of the same rows.
+    """
+    notes = []
+    score = summary.set_index(["method", "shots"])
+    shots = sorted(summary["shots"].unique())
+    claim = diffs[diffs["a"].eq("CE + RePRI") & diffs["b"].eq("PFENet + head (own)")]
+    claim = claim.set_index("shots")
+    for k in shots:
+        if k not in claim.index:
+            continue
+        r, p = score.loc[("CE + RePRI", k)], score.loc[("PFENet + head (own)", k)]
+        notes.append(
+            f"**{k}-shot, RePRI against PFENet-style:** {100 * r.miou:.1f} vs "
+            f"{100 * p.miou:.1f} mIoU, paired difference {_points(claim.loc[k])} points: "
+            f"{_verdict(claim.loc[k], 'RePRI ahead', 'PFENet-style ahead')}.")
+    if len(shots) > 1:
+        lo, hi = shots[0], shots[-1]
+        gains = [f"{label} {100 * (score.loc[(label, hi)].miou - score.loc[(label, lo)].miou):+.1f}"
+                 for label in dict.fromkeys(summary["method"])
+                 if (label, lo) in score.index and (label, hi) in score.index]
+        notes.append(f"**Gain from {lo} to {hi} shots** (points of mIoU): {', '.join(gains)}. "
+                     "The paper, 1 to 5 shots: RePRI +7.7, PFENet +1.1.")
+        if lo in claim.index and hi in claim.index:
+            notes.append(_claim_note(claim.loc[lo], claim.loc[hi], lo, hi))
+    for a, b, what in CONTRASTS[2:]:
+        sel = diffs[diffs["a"].eq(a) & diffs["b"].eq(b)].sort_values("shots")
+        if len(sel):
+            per_shot = "; ".join(f"{_points(r)} at {r.shots}-shot" for _, r in sel.iterrows())
+            notes.append(f"**{what[0].upper()}{what[1:]}** ({a} minus {b}): {per_shot}.")
+    folds = summary.groupby("method")["n_folds"].first()
+    fewer = folds[folds < folds.max()]
+    if len(fewer):
+        notes.append(f"{', '.join(fewer.index)}: averaged over {int(fewer.min())} of "
+                     f"{int(folds.max())} folds (peer_folds); the contrasts with them use "
+                     "those folds only.")
+    return [f"- {n}" for n in notes]

@@ -1,0 +1,307 @@
+"""The peers' own inference through the one scoring pipeline, and the meta-learning recipe
+(fsstools.meta) on a tiny synthetic profile."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+import torch.nn.functional as F
+
+from fsstools import config as config_lib
+from fsstools import evaluate, meta, stats
+from fsstools.data.synthetic import SynthConfig
+from fsstools.errors import ConfigError
+from fsstools.evaluate import Study, score_episodes
+from fsstools.features import gather
+from fsstools.inference import METHODS, query_valid_mask, resolve_method, run_method
+from fsstools.inference.peers import PANET_SCALE
+from fsstools.models import ModelConfig, PSPNet
+from fsstools.models.checkpoints import CHECKPOINT_FORMAT, PFENET_FORMAT
+from fsstools.models.pfenet import PFENet, PFENetConfig
+from fsstools.profiles import Profile
+from tests.tiny import FEATURE_GRID, IMAGE_SIZE, tiny_study
+
+TINY_MODEL = ModelConfig(arch="small", widths=(4, 8, 8, 8), stem_width=4, bottleneck_dim=8,
+                         bins=(1, 2))
+TINY_PFENET = PFENetConfig(reduce_dim=8, bins=(4, 2))
+TRUNK_INPUT = 32
+"""Image side whose small-trunk features lie on the tiny stores' 4x4 grid (stride 8)."""
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """Tiny tensors: one thread avoids OpenMP waits on a shared, busy machine."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def with_feats(st: Study, feats: np.ndarray, checkpoint=None) -> Study:
+    store = dataclasses.replace(st.store, feats=feats.astype(np.float32))
+    return Study(st.cfg, checkpoint or st.checkpoint, st.episode_lists, store)
+
+
+def pfenet_checkpoint(path, seed: int = 0) -> PFENet:
+    """Save a tiny PFENet-style peer as an fsstools checkpoint at ``path``; returns it."""
+    torch.manual_seed(seed)
+    model = PFENet(TINY_MODEL, TINY_PFENET).eval()
+    torch.save({"format": PFENET_FORMAT, "model": model.state_dict(),
+                "model_config": config_lib.to_dict(TINY_MODEL),
+                "pfenet_config": config_lib.to_dict(TINY_PFENET)}, path)
+    return model
+
+
+def pfenet_study(tmp_path, seed: int = 0) -> tuple[Study, PFENet]:
+    """tiny_study with the features a tiny PFENet's trunk gives random images, as the
+    feature cache would store them, and that PFENet's checkpoint."""
+    path = tmp_path / "pfenet.pt"
+    model = pfenet_checkpoint(path, seed)
+    st = tiny_study(shots=(1, 2))
+    images = torch.randn(len(st.store.index), 3, TRUNK_INPUT, TRUNK_INPUT,
+                         generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        feats = F.normalize(model.extract_features(images), dim=1).numpy()
+    assert feats.shape[-1] == FEATURE_GRID
+    return with_feats(st, feats, path), model
+
+
+# ----------------------------------------------------------------------------- methods
+
+
+def test_peer_methods_are_registered_inductive_and_take_no_step():
+    for name in ("panet", "pfenet"):
+        m = METHODS[name]
+        assert m.classifier == name and m.inductive and m.iterations == 0
+    assert resolve_method({"name": "panet10", "base": "panet", "tau": 10}).tau == 10
+    with pytest.raises(ValueError, match="one forward pass"):
+        resolve_method({"name": "x", "base": "panet", "iterations": 5})
+    with pytest.raises(ValueError, match="classifier"):
+        resolve_method({"name": "x", "classifier": "hsnet"})
+
+
+def test_pfenet_without_its_model_is_refused_by_run_method():
+    tb = gather(tiny_study().store, tiny_study().episode_lists[1, 0], range(2))
+    valid = query_valid_mask(tb.query_mask_small, tb.query_valid_small)
+    with pytest.raises(ValueError, match="pass its model"):
+        run_method(METHODS["pfenet"], tb.support_feats, tb.support_masks, tb.query_feats, valid)
+
+
+def test_panet_scores_separable_features_perfectly_and_reports_no_prior():
+    """Foreground cells carry e0, the rest e1: PANet's prototypes separate them exactly."""
+    st = tiny_study(shots=(1, 2))
+    masks = np.asarray(st.store.masks_small)
+    feats = np.zeros_like(np.asarray(st.store.feats))
+    feats[:, 0] = masks > 0
+    feats[:, 1] = masks == 0
+    st = with_feats(st, feats)
+    for k in (1, 2):
+        el = st.episode_lists[k, 0]
+        tb = gather(st.store, el, range(len(el.episodes)))
+        valid = query_valid_mask(tb.query_mask_small, tb.query_valid_small)
+        out = run_method(METHODS["panet"], tb.support_feats, tb.support_masks, tb.query_feats,
+                         valid)
+        expected = PANET_SCALE * (2.0 * (tb.query_mask_small == 1) - 1)  # +-20 per cell
+        assert torch.allclose(out.logits, expected, atol=1e-4)
+        rows, traces = score_episodes(st.store, el, METHODS["panet"], trace=True)
+        assert len(rows) == len(st.store.index) and traces == {}
+        # exact on the grid; at image size only the bilinear border of the object moves
+        assert (rows["fg_inter"] / rows["fg_union"]).min() > 0.9
+        assert rows["pi"].isna().all()  # no prior: the predicted share is pred_share
+        share = (2 * 2) / FEATURE_GRID**2  # the class holds 2x2 of the 4x4 cells
+        assert np.allclose(rows["pred_share"], share, atol=0.02)
+
+
+def test_pfenet_rows_are_the_models_own_prediction(tmp_path, outputs):
+    st, model = pfenet_study(tmp_path)
+    rows = evaluate.score(st, ["pfenet"], progress=False).rows
+    assert rows["pi"].isna().all() and len(rows) == 2 * len(st.store.index)
+    for k in (1, 2):
+        el = st.episode_lists[k, 0]
+        tb = gather(st.store, el, range(len(el.episodes)))
+        with torch.no_grad():
+            logits = model(tb.support_feats, tb.support_masks, tb.query_feats)["logits"]
+        up = F.interpolate((logits[:, 1] - logits[:, 0])[:, None], size=(IMAGE_SIZE,) * 2,
+                           mode="bilinear", align_corners=True)[:, 0]
+        pred, gt = (up > 0).numpy(), tb.query_mask.numpy()
+        scored = gt != 255
+        expected_inter = ((pred & (gt == 1)) & scored).sum((1, 2))
+        expected_union = ((pred | (gt == 1)) & scored).sum((1, 2))
+        got = rows[rows["shots"] == k].sort_values("episode")
+        assert np.array_equal(got["fg_inter"], expected_inter)
+        assert np.array_equal(got["fg_union"], expected_union)
+
+
+def test_pfenet_scores_are_keyed_by_the_checkpoint(tmp_path, outputs, capsys):
+    st, _ = pfenet_study(tmp_path)
+    first = evaluate.score(st, ["pfenet", "panet"]).rows
+    again = evaluate.score(st, ["pfenet", "panet"]).rows
+    assert capsys.readouterr().out.count("reused from") == 4
+    pd.testing.assert_frame_equal(first, again)
+    pfenet_checkpoint(st.checkpoint, seed=1)  # other weights, same path and features
+    fresh = Study(st.cfg, st.checkpoint, st.episode_lists, st.store)
+    evaluate.score(fresh, ["pfenet", "panet"])
+    out = capsys.readouterr().out
+    assert out.count("reused from") == 2  # panet's scores do not depend on the checkpoint
+    assert all("reused" not in line for line in out.splitlines() if " pfenet " in line)
+
+
+def test_pfenet_on_a_base_checkpoint_is_a_config_error_naming_the_fix(tmp_path, outputs):
+    path = tmp_path / "base.pt"
+    torch.save({"format": CHECKPOINT_FORMAT, "model": PSPNet(TINY_MODEL, 16).state_dict(),
+                "model_config": config_lib.to_dict(TINY_MODEL), "n_classes": 16}, path)
+    st = dataclasses.replace(tiny_study(), checkpoint=path)
+    with pytest.raises(ConfigError, match=r"method pfenet .* holds a PSPNet model") as err:
+        evaluate.score(st, ["repri", "pfenet"], progress=False)
+    assert "episodic_pfenet.yaml" in str(err.value) and err.value.key == "methods"
+    assert not list((outputs / "cache" / "scores").glob("*.csv"))  # refused before scoring
+    rows = evaluate.score(st, ["panet"], progress=False).rows  # PANet's classifier: any features
+    assert len(rows) == 2 * 8
+
+
+def test_traces_of_a_peer_are_empty_and_the_trace_table_skips_them(outputs):
+    scores = evaluate.score(tiny_study(), ["panet", "repri"], trace=True, progress=False)
+    assert scores.traces[("panet", 0, 1, 0)] == {}
+    table = stats.trace_table(scores.traces)
+    assert set(table["method"]) == {"repri"}
+
+
+# ----------------------------------------------------------------------------- the recipe
+
+
+TINY_BASE = """\
+data:
+  dataset: synth
+  crop_size: 32
+  val_size: 32
+  scale: [1.0, 1.0]
+  rotation: 0.0
+model:
+  arch: small
+  pretrained: null
+  widths: [4, 8, 8, 8]
+  stem_width: 4
+  bottleneck_dim: 8
+  bins: [1, 2]
+optim:
+  name: adamw
+  lr: 0.01
+  batch_size: 4
+run:
+  name: tiny
+  epochs: 1
+  workers: 0
+  threads: 1
+  amp: fp32
+  progress: false
+  val_batch_size: 16
+"""
+TINY_PEERS = ("model.arch=small", "model.widths=[4,8,8,8]", "model.stem_width=4",
+              "model.bottleneck_dim=8", "model.bins=[1,2]", "data.crop_size=32",
+              "data.val_size=32", "data.scale=[1.0,1.0]", "optim.batch_size=4", "run.epochs=1",
+              "run.workers=0", "run.threads=1", "run.amp=fp32", "run.progress=false",
+              "run.channels_last=false", "run.preload=false", "run.val_batch_size=8",
+              "episodic.episodes_per_epoch=8", "episodic.val_episodes=8",
+              "episodic.pfenet.reduce_dim=8", "episodic.pfenet.bins=[4,2]")
+
+
+@pytest.fixture
+def tiny_profile(tmp_path):
+    (tmp_path / "tiny.yaml").write_text(TINY_BASE)
+    return Profile("quick", tmp_path / "tiny", SynthConfig(n_train=24, n_val=120, size=32,
+                                                           styles=("A",)),
+                   str(tmp_path / "tiny.yaml"))
+
+
+@pytest.mark.filterwarnings("ignore:.*too few")
+def test_recipe_scores_every_arm_on_the_same_episodes(tiny_profile, outputs):
+    n = 6
+    result = meta.meta_study(tiny_profile, folds=[0], shots=[1, 2], n_episodes=n,
+                             peer_overrides=TINY_PEERS)
+    rows = result.rows
+    assert list(dict.fromkeys(rows["method"])) == [a.label for a in meta.ARMS]
+    assert len(rows) == len(meta.ARMS) * 2 * n
+    assert set(rows["training"]) == set(meta.TRAININGS)
+    assert set(rows["inference"]) == {"prototype", "repri", "pfenet-head"}
+    # the very same tasks for every arm
+    tasks = rows.groupby("method")[["shots", "episode", "class_id"]].apply(
+        lambda g: tuple(map(tuple, g.sort_values(["shots", "episode"]).to_numpy())))
+    assert tasks.nunique() == 1
+    peers = rows["peer_method"].isin(["panet", "pfenet"])
+    assert rows.loc[peers, "pi"].isna().all() and rows.loc[~peers, "pi"].notna().all()
+    assert {t for t, _ in result.checkpoints} == set(meta.TRAININGS)
+    assert len({str(p) for p in result.checkpoints.values()}) == 3  # three models
+
+    summary = meta.summarize(rows, n_boot=20)
+    assert list(dict.fromkeys(summary["method"])) == [a.label for a in meta.ARMS]
+    diffs = meta.contrasts(rows, n_boot=20)
+    assert len(diffs) == len(meta.CONTRASTS) * 2 and (diffs["n_folds"] == 1).all()
+    claim = diffs[diffs["contrast"] == "CE + RePRI vs PFENet + head (own)"].set_index("shots")
+    points = summary.set_index(["method", "shots"])["miou"]
+    assert claim.loc[1, "miou"] == pytest.approx(
+        points["CE + RePRI", 1] - points["PFENet + head (own)", 1])
+    table = meta.two_by_two(summary)
+    assert list(table.index) == ["ce", "episodic-panet"]
+    assert list(table.columns) == ["1-shot prototype", "1-shot repri", "2-shot prototype",
+                                   "2-shot repri"]
+    notes = meta.reading(summary, diffs)
+    assert any("1-shot, RePRI against PFENet-style" in n for n in notes)
+    assert any("Gain from 1 to 2 shots" in n for n in notes)
+    history = meta.peer_training_table(result.checkpoints)
+    assert set(history["training"]) == set(meta.TRAININGS) and (history["epochs"] == 1).all()
+
+
+@pytest.mark.filterwarnings("ignore:.*too few")
+def test_recipe_restricts_panet_to_peer_folds(tiny_profile, outputs):
+    with pytest.raises(ConfigError, match=r"peer_folds \[1\] are not among folds \[0\]"):
+        meta.meta_study(tiny_profile, folds=[0], shots=[1], n_episodes=4, peer_folds=[1])
+    rows = meta.meta_study(tiny_profile, folds=[0], shots=[1], n_episodes=4, peer_folds=[],
+                           peer_overrides=TINY_PEERS).rows
+    assert "episodic-panet" not in set(rows["training"])
+    assert len(meta.contrasts(rows, n_boot=10)) == 2  # the contrasts without PANet
+
+
+def test_peer_configs_follow_the_profile(tiny_profile, tmp_path):
+    cfg = meta.peer_train_config(tiny_profile, 2, "pfenet", tmp_path / "base.pt")
+    assert cfg.mode == "episodic" and cfg.episodic.model == "pfenet"
+    assert cfg.data.fold == 2 and cfg.run.name == "synth-quick-pfenet-fold2"
+    assert cfg.data.root == str(tiny_profile.style_root("A"))
+    assert cfg.episodic.trunk == str(tmp_path / "base.pt")
+    full = meta.peer_train_config(dataclasses.replace(tiny_profile, name="full"), 1, "panet")
+    assert full.run.name == "synth-panet-fold1" and full.episodic.model == "panet"
+    with pytest.raises(ConfigError, match="needs the fold's base checkpoint"):
+        meta.peer_train_config(tiny_profile, 0, "pfenet")
+    real = Profile("pascal", None, None, str(tmp_path / "x.yaml"), "pascal", tmp_path)
+    with pytest.raises(ConfigError, match="embedded benchmark"):
+        meta.peer_train_config(real, 0, "panet")
+
+
+def test_notebook_parameters_check_peer_folds(outputs):
+    from fsstools import study
+
+    ns = {"profile": "quick", "folds": [0], "peer_folds": [], "shots": [1], "n_episodes": 4,
+          "n_boot": 10, "device": "cpu", "output_dir": ""}
+    _, out = study.start("06_meta_learning", ns)
+    assert out.parent == outputs / "quick"
+    with pytest.raises(ConfigError, match=r"parameter peer_folds: \[2\] not in folds \[0\]"):
+        study.start("06_meta_learning", {**ns, "peer_folds": [2]})
+    with pytest.raises(ConfigError, match="parameter peer_folds: fold 5 does not exist"):
+        study.start("06_meta_learning", {**ns, "peer_folds": [5]})
+
+
+@pytest.mark.parametrize("first, last, verdict, trend", [
+    ((0.01, -0.02, 0.04), (0.08, 0.05, 0.11), "holds here", "widens"),
+    ((0.05, 0.02, 0.08), (0.05, 0.02, 0.08), "holds for its 1-shot half only",
+     "changes by less than its uncertainty"),
+    ((-0.06, -0.09, -0.03), (0.04, 0.01, 0.07), "holds for its growth half only", "widens"),
+    ((0.02, -0.01, 0.05), (-0.06, -0.08, -0.04), "holds for its 1-shot half only", "narrows"),
+])
+def test_the_claim_is_read_from_the_paired_differences(first, last, verdict, trend):
+    rows = [pd.Series(dict(zip(("miou", "miou_low", "miou_high"), v, strict=True)))
+            for v in (first, last)]
+    note = meta._claim_note(*rows, 1, 10)
+    assert verdict in note and f"the gap {trend}" in note
