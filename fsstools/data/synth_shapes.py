@@ -6,6 +6,7 @@ Outlines are polygons in unit coordinates (radius about 1), rasterised with PIL.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import numpy as np
 from PIL import Image, ImageDraw
@@ -79,18 +80,12 @@ def place(
     """Mask (H, W) of the shape at the candidate position hiding least of earlier objects."""
     extent = float(np.abs(pts).max())
     lo, hi = 0.8 * extent, size - 0.8 * extent
-    best, best_hidden = None, math.inf
-    for _ in range(PLACEMENT_TRIES):
+
+    def draw() -> np.ndarray:
         centre = rng.uniform(lo, hi, size=2) if hi > lo else np.full(2, size / 2)
-        mask = rasterize(pts + centre, size)
-        hidden = max(
-            (np.count_nonzero(mask & v) / max(1, np.count_nonzero(v)) for v in visible), default=0.0
-        )
-        if hidden < best_hidden:
-            best, best_hidden = mask, hidden
-        if hidden <= MAX_OCCLUSION:
-            break
-    return best
+        return rasterize(pts + centre, size)
+
+    return least_hidden(draw, visible)
 
 
 def place_cut(
@@ -120,10 +115,22 @@ def place_cut(
         (H, W) mask of the chosen placement, inside the frame.
     """
     lo, hi = FRAME_INSET * size, (1.0 - FRAME_INSET) * size
+    return least_hidden(
+        lambda: _grown(pts, rng.uniform(lo, hi, size=2), size, target_px, band), visible
+    )
+
+
+def least_hidden(draw: Callable[[], np.ndarray], visible: list[np.ndarray]) -> np.ndarray:
+    """The first of up to ``PLACEMENT_TRIES`` placements from ``draw`` that hides at most
+    ``MAX_OCCLUSION`` of every earlier object, else the one hiding the least.
+
+    Args:
+        draw: a new random placement, (H, W) bool mask, each call.
+        visible: (H, W) masks of the visible parts of earlier objects.
+    """
     best, best_hidden = None, math.inf
     for _ in range(PLACEMENT_TRIES):
-        centre = rng.uniform(lo, hi, size=2)
-        mask = _grown(pts, centre, size, target_px, band)
+        mask = draw()
         hidden = max(
             (np.count_nonzero(mask & v) / max(1, np.count_nonzero(v)) for v in visible), default=0.0
         )
