@@ -31,3 +31,13 @@ def outputs(tmp_path, monkeypatch):
     folder = tmp_path / "outputs"
     monkeypatch.setenv("FSSTOOLS_OUTPUTS", str(folder))
     return folder
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """Tiny tensors: a second OpenMP thread only adds waiting on a shared, loaded machine.
+    Modules that want it say ``pytestmark = pytest.mark.usefixtures("one_thread")``."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)

@@ -18,7 +18,8 @@ from fsstools.data.episodes import episode_hash, load_episodes
 from fsstools.evaluate import EvalConfig
 from fsstools.inference import METHODS, MethodConfig, resolve_methods
 from fsstools.models.checkpoints import CHECKPOINT_FORMAT
-from fsstools.models.pspnet import ModelConfig, build_model
+from fsstools.models.pspnet import build_model
+from tests.tiny import TINY_MODEL
 
 pytestmark = pytest.mark.filterwarnings("ignore:.*too few for 10-shot")  # the tiny benchmark
 
@@ -109,8 +110,6 @@ def test_eval_config_is_checked_when_loaded(override, message):
 
 # ----------------------------------------------------------------------------- stages chained
 
-TINY_MODEL = ModelConfig(arch="small", widths=(4, 8, 8, 8), stem_width=4, bottleneck_dim=8,
-                         bins=(1, 2))
 SIZE = 32
 
 

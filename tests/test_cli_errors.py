@@ -25,13 +25,12 @@ from fsstools import cli
 from fsstools import config as config_lib
 from fsstools.data.episodes import load_episodes, sample_episodes, save_episodes
 from fsstools.models.checkpoints import CHECKPOINT_FORMAT
-from fsstools.models.pspnet import ModelConfig, build_model
+from fsstools.models.pspnet import build_model
 from tests.fixtures import default_masks, list_path, make_voc_folder, write_image, write_mask
+from tests.tiny import TINY_MODEL
 
 SIZE = 32  # 24x32 test images -> padded 32x32 -> 4x4 features
 N_IMAGES = 40  # each class the main class of two images: enough for 1-shot episodes
-TINY_MODEL = ModelConfig(arch="small", widths=(4, 8, 8, 8), stem_width=4, bottleneck_dim=8,
-                         bins=(1, 2))
 N_BASE_OUTPUTS = 16  # 15 base classes + background
 TRAIN_YAML = """\
 data: {{dataset: synth, root: {root}, crop_size: 32, val_size: 32}}

@@ -21,27 +21,17 @@ from fsstools.data.episodic import (
 )
 from fsstools.data.transforms import to_tensors
 from fsstools.errors import ConfigError, DataError
-from fsstools.models import ModelConfig, PSPNet, load_model
+from fsstools.models import PSPNet, load_model
 from fsstools.models.panet import PANet, PANetConfig
 from fsstools.models.pfenet import PFENet, PFENetConfig, prior_mask
 from fsstools.training import TrainConfig, main, run_key
 from fsstools.training.episodic import objective
 from fsstools.training.loop import train_one_epoch
+from tests.tiny import TINY_MODEL, TINY_PFENET
 
 NOVEL = set(splits.test_classes("synth", 0))
 BASE = splits.base_classes("synth", 0)
-TINY_MODEL = ModelConfig(arch="small", widths=(4, 8, 8, 8), stem_width=4, bottleneck_dim=8,
-                         bins=(1, 2))
-TINY_PFENET = PFENetConfig(reduce_dim=8, bins=(4, 2))
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny tensors: one thread avoids OpenMP waits on a shared, busy machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

@@ -41,15 +41,7 @@ def layout(request, monkeypatch):
     monkeypatch.setattr(fit, "fit_fast", counted("streamed", fit.fit_fast))
     yield request.param
     assert calls["streamed" if request.param == "stacked" else "stacked"] == 0
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny tensors: a second OpenMP thread only adds waiting on a shared, loaded machine."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def episodes(tasks=3, shots=2, channels=16, n=7, seed=0, dtype=DT, pad_rows=1):

@@ -19,26 +19,15 @@ from fsstools.evaluate import Study, score_episodes
 from fsstools.features import gather
 from fsstools.inference import METHODS, query_valid_mask, resolve_method, run_method
 from fsstools.inference.peers import PANET_SCALE
-from fsstools.models import ModelConfig, PSPNet
+from fsstools.models import PSPNet
 from fsstools.models.checkpoints import CHECKPOINT_FORMAT, PFENET_FORMAT
-from fsstools.models.pfenet import PFENet, PFENetConfig
+from fsstools.models.pfenet import PFENet
 from fsstools.profiles import Profile
-from tests.tiny import FEATURE_GRID, IMAGE_SIZE, tiny_study
+from tests.tiny import FEATURE_GRID, IMAGE_SIZE, TINY_MODEL, TINY_PFENET, tiny_study
 
-TINY_MODEL = ModelConfig(arch="small", widths=(4, 8, 8, 8), stem_width=4, bottleneck_dim=8,
-                         bins=(1, 2))
-TINY_PFENET = PFENetConfig(reduce_dim=8, bins=(4, 2))
 TRUNK_INPUT = 32
 """Image side whose small-trunk features lie on the tiny stores' 4x4 grid (stride 8)."""
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny tensors: one thread avoids OpenMP waits on a shared, busy machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def with_feats(st: Study, feats: np.ndarray, checkpoint=None) -> Study:

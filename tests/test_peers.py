@@ -6,12 +6,9 @@ import torch.nn.functional as F
 
 from fsstools.inference import fg_probs
 from fsstools.inference.peers import PANET_SCALE, panet_logits, pfenet_logits
-from fsstools.models import ModelConfig
 from fsstools.models.panet import PANet, to_grid
 from fsstools.models.pfenet import PFENet, PFENetConfig
-
-TINY_MODEL = ModelConfig(arch="small", widths=(4, 8, 8, 8), stem_width=4, bottleneck_dim=8,
-                         bins=(1, 2))
+from tests.tiny import TINY_MODEL
 
 
 def random_task(b: int, s: int, c: int = 8, grid: int = 6, seed: int = 0):

@@ -10,7 +10,14 @@ import pandas as pd
 from fsstools.data.episodes import Episode, EpisodeList
 from fsstools.evaluate import EvalConfig, Study
 from fsstools.features import FeatureStore
+from fsstools.models import ModelConfig
+from fsstools.models.pfenet import PFENetConfig
 
+TINY_MODEL = ModelConfig(arch="small", widths=(4, 8, 8, 8), stem_width=4, bottleneck_dim=8,
+                         bins=(1, 2))
+"""A PSPNet small enough to train for a few steps in a test."""
+TINY_PFENET = PFENetConfig(reduce_dim=8, bins=(4, 2))
+"""A PFENet-style head to match ``TINY_MODEL``."""
 FEATURE_GRID = 4
 IMAGE_SIZE = 16
 
