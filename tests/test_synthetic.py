@@ -21,6 +21,7 @@ from fsstools.data.synth_render import (
     boundary_band,
     class_parts,
     render_scene,
+    render_scene_v2,
 )
 from fsstools.data.synth_shapes import place_cut, polygon_area, shape_polygon
 from fsstools.data.synthetic import SynthConfig, SynthError, ensure_synth, plan_classes
@@ -180,6 +181,27 @@ def test_only_shape_and_texture_together_name_a_class():
     assert len(set(parts)) == N_CLASSES == len(SHAPES) * len(TEXTURES)
     for fold in range(4):
         assert {parts[5 * fold + j][0] for j in range(5)} == set(range(len(SHAPES)))
+
+
+def _object_colour(render, class_id: int, seeds: range) -> np.ndarray:
+    """Mean RGB (0-255) of the pixels labelled ``class_id`` over single-class scenes."""
+    pixels = []
+    for seed in seeds:
+        image, label = render(np.random.default_rng(seed), (class_id,), 64, STYLES["A"], 255)
+        pixels.append(image[label == class_id].reshape(-1, 3).astype(float))
+    return np.concatenate(pixels).mean(axis=0)
+
+
+def test_v2_colours_follow_the_shape_so_any_patch_names_the_class():
+    """v2 turns a texture family's palette by the class's shape: the five classes of one
+    texture differ in colour (v1 paints them alike and only the outline tells them apart)."""
+    for texture in range(len(TEXTURES)):
+        ids = [c for c in range(1, N_CLASSES + 1) if class_parts(c)[1] == texture]
+        for render, far in ((render_scene_v2, True), (render_scene, False)):
+            colours = np.stack([_object_colour(render, c, range(6)) for c in ids])
+            gaps = np.linalg.norm(colours[:, None] - colours[None], axis=-1)
+            closest = gaps[~np.eye(len(ids), dtype=bool)].min()
+            assert (closest > 25) if far else (closest < 25), (render.__name__, ids, closest)
 
 
 def test_v1_objects_cover_about_the_same_share_whatever_the_class():
