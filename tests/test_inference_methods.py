@@ -316,6 +316,20 @@ def test_empty_support_foreground_is_a_clear_error(layout):
             run_method(METHODS["repri"], **ep, impl=impl)
 
 
+def test_support_foreground_with_zero_features_stays_finite(layout):
+    """A zero prototype (every foreground support pixel has all-zero features, e.g. a dead
+    ReLU at that pixel) scores 0 everywhere at first; fitting must not turn that into NaN."""
+    ep = episodes()
+    fg = (ep["support_masks"][1] == 1).unsqueeze(1)  # (shots, 1, n, n)
+    ep["support_feats"][1] = ep["support_feats"][1].masked_fill(fg, 0.0)
+    for name, method in METHODS.items():
+        if method.classifier != "cosine":
+            continue
+        for impl in ("fast", "autograd"):
+            out = run_method(method, **ep, impl=impl)
+            assert torch.isfinite(out.logits).all(), (name, impl)
+
+
 def test_outputs_finite_shapes_and_dtype_follow_inputs():
     ep = episodes(dtype=torch.float32)
     out = run_method(METHODS["repri"], **ep, trace=True)

@@ -16,6 +16,8 @@ import torch.nn.functional as F
 from fsstools.constants import EPS
 
 NORM_EPS = 1e-12
+TINY = 1e-30
+"""Floor of ``|w| (|w| + EPS)`` in the cosine gradient: 0/0 becomes 0 for a zero prototype."""
 """Smallest norm divided by when normalising features (F.normalize's default)."""
 
 
@@ -188,7 +190,10 @@ def cosine_grad(
     """
     n = w.norm(dim=1)
     d = n + EPS
-    return (tau / d).unsqueeze(1) * (h - (gc / (n * d)).unsqueeze(1) * w)
+    # a zero prototype (support foreground with all-zero features) has gc = 0: its radial
+    # term is then 0, not 0/0
+    radial = gc / (n * d).clamp_min(TINY)
+    return (tau / d).unsqueeze(1) * (h - radial.unsqueeze(1) * w)
 
 
 def fg_probs(logits: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:

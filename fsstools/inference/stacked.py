@@ -209,8 +209,8 @@ def fit_stacked(
         torch.where(p.fg, shifted_fg_s, shifted_bg_s, out=den_s)
         torch.div(slope_s, den_s, out=g_s)
         h = torch.bmm(x, g_col).view(B, C)  # (B, C)
-        # cosine_grad with gc = g . (x w) = h . w
-        coef = torch.linalg.vecdot(h, w).unsqueeze(1) / (norm * d)  # (B, 1)
+        # cosine_grad with gc = g . (x w) = h . w (0, not 0/0, for a zero prototype)
+        coef = torch.linalg.vecdot(h, w).unsqueeze(1) / (norm * d).clamp_min(clf.TINY)  # (B, 1)
         w = torch.addcmul(w, scale, torch.addcmul(h, coef, w, value=-1), value=-cfg.lr)
         neg_b = torch.add(neg_b, g.sum(dim=2), alpha=-cfg.lr)  # d loss / d b = -sum g
     return Fitted(logits_q, pi, w, -neg_b.squeeze(1),
