@@ -17,9 +17,9 @@ those five classes apart. With v2's PASCAL-like sizes that outline is often not 
 object of 2% of the image is 18 px wide; a large one cut by the frame or seen through a crop
 shows no outline), and base training stalled: fold 0 reached 0.19 validation mIoU after 4
 epochs and 0.33 after 12, against 0.91 after 4 once v2 turned each palette by the class's
-shape (``SHAPE_HUE_STEP``), so that colour and pattern, seen together in any patch, name the
-class, as local appearance does in PASCAL. Either alone still does not; the masks are the
-same bytes (the turn draws no random numbers).
+shape (``SHAPE_HUE_STEP``), so that a patch's two colours and pattern name the class, as local
+appearance does in PASCAL (one colour alone does not). The masks are the same bytes (the turn
+draws no random numbers).
 """
 
 from __future__ import annotations
@@ -60,8 +60,8 @@ OBJECT_AREA = {1: (0.15, 0.36), 2: (0.13, 0.30), 3: (0.12, 0.24)}
 HUE_JITTER = 12.0
 """Degrees of per-object hue jitter; well below the 60+ degrees between palettes."""
 SHAPE_HUE_STEP = 360.0 / len(SHAPES)
-"""v2: degrees the palette turns per shape index, so colour and pattern together (both seen
-in any patch) name the class, as local appearance does in PASCAL; either alone does not."""
+"""v2: degrees the palette turns per shape index, so a patch's two colours and pattern name
+the class, as local appearance does in PASCAL; pattern alone or one colour alone does not."""
 DECOY_PROB = 0.25
 """Chance that a background blob wears an object texture, so texture alone is not enough."""
 
