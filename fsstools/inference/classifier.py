@@ -16,9 +16,9 @@ import torch.nn.functional as F
 from fsstools.constants import EPS
 
 NORM_EPS = 1e-12
+"""Smallest norm divided by when normalising features (F.normalize's default)."""
 TINY = 1e-30
 """Floor of ``|w| (|w| + EPS)`` in the cosine gradient: 0/0 becomes 0 for a zero prototype."""
-"""Smallest norm divided by when normalising features (F.normalize's default)."""
 
 
 def inverse_norms(feats: torch.Tensor) -> torch.Tensor:
