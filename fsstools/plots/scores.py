@@ -243,25 +243,25 @@ def delta_curve(
 
 
 @themed
-def training_curves(history: pd.DataFrame) -> Figure:
-    """Training loss and base-class validation mIoU per epoch, one line per fold."""
+def training_curves(history: pd.DataFrame, by: str = "fold") -> Figure:
+    """Training loss and base-class validation mIoU per epoch, one line per fold (or per
+    value of the column ``by``, e.g. a precision variant)."""
     panels = [
         ("train_loss", "training loss"),
         ("val_miou", "val mIoU, background incl. (%)"),
         ("val_miou_fg", "val mIoU, base classes (%)"),
     ]
     panels = [p for p in panels if p[0] in history]
-    folds = sorted(history["fold"].unique())
+    label = (lambda f: f"fold {f}") if by == "fold" else str
+    groups = [label(f) for f in sorted(history[by].unique())]
     fig = new_figure(3.8 * len(panels), 3.2)
     axes = fig.subplots(1, len(panels), squeeze=False)[0]
     for i, (ax, (col, name)) in enumerate(zip(axes, panels, strict=True)):
         scale = 1 if col == "train_loss" else 100
         data = history.dropna(subset=[col])
-        data = data.assign(**{col: scale * data[col], "_fold": data["fold"].map(
-            lambda f: f"fold {f}")})
-        sns.lineplot(data=data, x="epoch", y=col, hue="_fold",
-                     hue_order=[f"fold {f}" for f in folds],
-                     palette=CYCLE[: len(folds)], marker="o", errorbar=None,
+        data = data.assign(**{col: scale * data[col], "_group": data[by].map(label)})
+        sns.lineplot(data=data, x="epoch", y=col, hue="_group", hue_order=groups,
+                     palette=CYCLE[: len(groups)], marker="o", errorbar=None,
                      legend=i == 0, ax=ax)
         ax.set_xlabel("epoch")
         ax.set_ylabel("")
