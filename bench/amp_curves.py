@@ -27,7 +27,7 @@ import pandas as pd
 
 from fsstools import config as config_lib
 from fsstools import plots
-from fsstools.errors import ConfigError, MissingError
+from fsstools.errors import UserError
 from fsstools.report import save_figure, save_table
 from fsstools.training import TrainConfig, TrainData, main, with_run
 
@@ -122,7 +122,7 @@ def cli(argv: list[str] | None = None) -> int:
     try:
         cfg = config_lib.load(TrainConfig, args.config, args.set)
         table, found = run(cfg)
-    except (ConfigError, MissingError) as err:  # a wrong path or key, missing data
+    except UserError as err:  # a wrong path or key, missing or stale data
         print(f"bench/amp_curves.py: {err}", file=sys.stderr)
         return 2
     print(report(table, found))

@@ -1,6 +1,7 @@
 import hashlib
 import json
 import math
+import shutil
 from collections import Counter
 from pathlib import Path
 
@@ -11,7 +12,7 @@ from PIL import Image
 from fsstools import cli
 from fsstools.artifacts import file_hash
 from fsstools.constants import min_fg_pixels
-from fsstools.data import synth_pascal, synth_stats, synthetic
+from fsstools.data import synth_pascal, synth_stats, synthetic, voc
 from fsstools.data.splits import PASCAL_CLASSES
 from fsstools.data.synth_render import (
     N_CLASSES,
@@ -25,6 +26,7 @@ from fsstools.data.synth_render import (
 )
 from fsstools.data.synth_shapes import place_cut, polygon_area, shape_polygon
 from fsstools.data.synthetic import SynthConfig, SynthError, ensure_synth, plan_classes
+from fsstools.errors import ConflictError
 
 # Tiny sets are too small for 10-shot episodes by design; that warning has its own test.
 pytestmark = pytest.mark.filterwarnings("ignore:.*fewer than 11 images:UserWarning")
@@ -61,6 +63,28 @@ def test_second_call_reuses_without_rewriting(tiny_root, capsys):
     ensure_synth(tiny_root, TINY, progress=True, workers=1)
     assert "reusing synthetic data" in capsys.readouterr().out
     assert {p: p.stat().st_mtime_ns for p in tiny_root.rglob("*") if p.is_file()} == before
+
+
+def test_readers_refuse_a_benchmark_of_another_generator(tiny_root, tmp_path):
+    """A set made by older generator code is not today's benchmark: every reader (they all
+    list images through voc.read_pairs) stops with the command that regenerates it."""
+    assert voc.read_pairs(tiny_root / "A", "lists/train.txt")  # current: read as usual
+    stale = tmp_path / "synth"
+    shutil.copytree(tiny_root, stale)
+    manifest = json.loads((stale / synthetic.MANIFEST).read_text())
+    manifest["version"] = "0123456789abcdef"
+    (stale / synthetic.MANIFEST).write_text(json.dumps(manifest))
+    with pytest.raises(ConflictError) as err:
+        voc.read_pairs(stale / "A", "lists/train.txt")  # a style folder; the manifest above
+    assert f"fsstools synth --out {stale} --n-train 6 --n-val 6 --size 64" in str(err.value)
+    assert "0123456789abcdef" in str(err.value)
+    (stale / synthetic.MANIFEST).unlink()  # no manifest: somebody's own data, read as usual
+    assert voc.read_pairs(stale / "A", "lists/train.txt")
+    (stale / synthetic.MANIFEST).write_text(json.dumps(manifest))
+    code = cli.main(["episodes", "--root", str(stale / "A"), "--list", "lists/val.txt",
+                     "--dataset", "synth", "--fold", "0", "--n", "2", "--out",
+                     str(tmp_path / "e.json")])
+    assert code == 2 and not (tmp_path / "e.json").exists()
 
 
 def test_changed_config_regenerates_without_stale_files(tmp_path):
