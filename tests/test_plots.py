@@ -156,6 +156,12 @@ def test_training_curves_and_class_heatmap():
     drawn = [ln for ln in fig.axes[0].lines if len(ln.get_xdata())]
     assert len(fig.axes) == 3 and len(drawn) == 2
     assert list(drawn[1].get_ydata()) == pytest.approx([1.1, 0.6])
+    by_variant = plots.training_curves(history.assign(variant=["fp32", "fp32", "bf16", "bf16"]),
+                                       by="variant")
+    legend = [t.get_text() for t in by_variant.axes[0].get_legend().get_texts()]
+    assert legend == ["bf16", "fp32"]  # the column's values, not "fold ..."
+    bf16 = [ln for ln in by_variant.axes[0].lines if len(ln.get_xdata())][0]
+    assert list(bf16.get_ydata()) == pytest.approx([1.1, 0.6])
     scores = pd.DataFrame({"fold": [0, 0], "class_id": [0, 7], "iou": [0.9, 0.4]})
     heat = plots.class_iou_heatmap(scores)
     (mesh,) = [c for c in heat.axes[0].collections if isinstance(c, QuadMesh)]
