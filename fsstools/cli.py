@@ -280,12 +280,15 @@ def _yaml_path(path: Path) -> str:
 
 
 def cmd_extract(argv: list[str]) -> int:
+    from fsstools import guard
     from fsstools.data.episodes import load_episode_files
     from fsstools.features import ensure_features, episode_list_images
 
     args = extract_parser().parse_args(argv)
     lists = list(load_episode_files(args.episodes, accept_edited=args.accept_edited).values())
     first = lists[0]
+    guard.check_disjoint(args.checkpoint, first.dataset, guard.tested_classes(lists), first.fold,
+                         what="extract")
     store = ensure_features(args.checkpoint, first.root, episode_list_images(lists),
                             first.dataset, args.size, args.device, args.batch_size, args.dtype,
                             force=args.force)

@@ -24,7 +24,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from fsstools import cache, metrics, paths, stats
+from fsstools import cache, guard, metrics, paths, stats
 from fsstools import config as config_lib
 from fsstools.artifacts import atomic_torch_save, atomic_write_text, file_hash
 from fsstools.data import splits, voc
@@ -98,7 +98,13 @@ class Scores:
 
 def checked_train_config(cfg: EvalConfig) -> TrainConfig | None:
     """The training config behind ``cfg``'s checkpoint, loaded and checked (None with an
-    explicit checkpoint, which must exist); nothing is trained here."""
+    explicit checkpoint, which must exist); nothing is trained here.
+
+    Raises:
+        MissingError: the checkpoint or the training config does not exist.
+        ConfigError: neither is named, or the training config trains another split than
+            ``cfg`` tests (:func:`check_train_split`).
+    """
     if cfg.checkpoint:
         path = paths.resolve(cfg.checkpoint)
         if not path.is_file():
@@ -111,10 +117,50 @@ def checked_train_config(cfg: EvalConfig) -> TrainConfig | None:
     from fsstools.training import TrainConfig
 
     try:
-        return config_lib.load(TrainConfig, cfg.train_config, cfg.train_overrides,
-                               overrides_from="train_overrides")
+        trained = config_lib.load(TrainConfig, cfg.train_config, cfg.train_overrides,
+                                  overrides_from="train_overrides")
     except MissingError as err:
         raise MissingError(f"train_config: {err}") from None
+    check_train_split(cfg, trained)
+    return trained
+
+
+def check_train_split(cfg: EvalConfig, trained: TrainConfig) -> None:
+    """The training config trains the split ``cfg`` tests: the fold is given once, by
+    ``cfg.fold``, and the base model must not have seen that fold's novel classes.
+
+    Raises:
+        ConfigError: naming both folds (or data sets, or COCO schemes), the training config
+            and the fix.
+    """
+    d = trained.data
+    dataset = "coco" if cfg.coco_to_pascal else cfg.dataset
+    scheme = cfg.scheme if dataset == "coco" else d.scheme  # the scheme splits COCO only
+    if (d.dataset, d.fold, d.scheme) == (dataset, cfg.fold, scheme):
+        return
+    raise ConfigError(
+        f"{cfg.dataset} fold {cfg.fold} is evaluated but train_config {cfg.train_config} "
+        f"trains {_split_name(d.dataset, d.fold, d.scheme)}: the fold is given once (fold="
+        f"{cfg.fold}) and the training config must train "
+        f"{_split_name(dataset, cfg.fold, scheme)}, else the base model may see classes fold "
+        f"{cfg.fold} tests; {_train_split_fix(cfg, trained, dataset, scheme)}",
+        key="train_config",
+    )
+
+
+def _train_split_fix(cfg: EvalConfig, trained: TrainConfig, dataset: str, scheme: str) -> str:
+    way = f"--set train_config=configs/{dataset}/fold{cfg.fold}.yaml"
+    if trained.data.dataset != dataset:  # another data set takes its own config, not overrides
+        return way
+    fix = [o for o in cfg.train_overrides if not o.startswith(("data.fold=", "data.scheme="))]
+    fix.append(f"data.fold={cfg.fold}")
+    if trained.data.scheme != scheme:
+        fix.append(f"data.scheme={scheme}")
+    return f"{way}, or --set train_overrides=[{', '.join(fix)}]"
+
+
+def _split_name(dataset: str, fold: int, scheme: str) -> str:
+    return f"{dataset} fold {fold}" + (f" ({scheme} scheme)" if dataset == "coco" else "")
 
 
 def resolve_checkpoint(cfg: EvalConfig, force: bool = False) -> Path:
@@ -143,13 +189,19 @@ def prepare(
     """Checkpoint, episode lists and features for ``cfg`` (all cached on disk).
 
     Cheap checks come first (episode files, data root and list, training config), then the
-    episodes, the base model (trained if needed) and the features. Features cover the whole
-    test list when it holds at most :data:`WHOLE_LIST_LIMIT` images (then later studies
-    with other shots or episode counts on the same checkpoint reuse one feature cache),
-    else the images of the episodes; with episode files, the images of the files.
+    episodes, the base model (trained if needed), the fold guard (a checkpoint trained on
+    classes the episodes test is refused, :func:`fsstools.guard.check_disjoint`) and the
+    features. Features cover the whole test list when it holds at most
+    :data:`WHOLE_LIST_LIMIT` images (then later studies with other shots or episode counts
+    on the same checkpoint reuse one feature cache), else the images of the episodes; with
+    episode files, the images of the files.
 
     Args:
         accept_edited: take episode files edited by hand (see ``load_episodes``).
+
+    Raises:
+        ConfigError: a training config of another split than ``cfg`` tests.
+        ConflictError: a checkpoint trained on classes the episodes test.
     """
     tic = time.perf_counter()
     given = load_episode_files(cfg.episodes, cfg.dataset, cfg.fold, cfg.scheme, accept_edited)
@@ -170,6 +222,7 @@ def prepare(
     if not given and len(pairs) > WHOLE_LIST_LIMIT:
         pairs = episode_list_images(list(lists.values()))
     checkpoint = resolve_checkpoint(cfg, force)
+    guard.check_disjoint(checkpoint, cfg.dataset, guard.tested_classes(lists.values()), cfg.fold)
     store = ensure_features(checkpoint, root, pairs, cfg.dataset, cfg.size, cfg.device,
                             dtype=cfg.feature_dtype, progress=progress, force=force)
     if given:

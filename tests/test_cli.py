@@ -19,7 +19,7 @@ from fsstools.evaluate import EvalConfig
 from fsstools.inference import METHODS, MethodConfig, resolve_methods
 from fsstools.models.checkpoints import CHECKPOINT_FORMAT
 from fsstools.models.pspnet import build_model
-from tests.tiny import TINY_MODEL
+from tests.tiny import TINY_MODEL, training_record
 
 pytestmark = pytest.mark.filterwarnings("ignore:.*too few for 10-shot")  # the tiny benchmark
 
@@ -113,19 +113,32 @@ def test_eval_config_is_checked_when_loaded(override, message):
 SIZE = 32
 
 
+def tiny_checkpoint(path: Path, fold: int) -> Path:
+    """A random tiny base model that records the base classes of synth ``fold``."""
+    torch.manual_seed(0)
+    model = build_model(TINY_MODEL, 16)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save({"format": CHECKPOINT_FORMAT, "model": model.state_dict(),
+                "model_config": config.to_dict(TINY_MODEL), "n_classes": 16,
+                **training_record(fold)}, path)
+    return path
+
+
 @pytest.fixture(scope="module")
 def synth(tmp_path_factory):
-    """A tiny embedded benchmark made by `fsstools synth`, and a random tiny checkpoint."""
+    """A tiny embedded benchmark made by `fsstools synth`, and a random tiny checkpoint of
+    fold 0."""
     base = tmp_path_factory.mktemp("synth")
     argv = ["synth", "--out", str(base / "synth"), "--n-train", "4", "--n-val", "96",
             "--size", str(SIZE), "--styles", "A", "--workers", "1", "--no-progress"]
     assert cli.main(argv) == 0
-    torch.manual_seed(0)
-    model = build_model(TINY_MODEL, 16)
-    ckpt = base / "best.pt"
-    torch.save({"format": CHECKPOINT_FORMAT, "model": model.state_dict(),
-                "model_config": config.to_dict(TINY_MODEL), "n_classes": 16}, ckpt)
-    return base / "synth" / "A", ckpt
+    return base / "synth" / "A", tiny_checkpoint(base / "best.pt", fold=0)
+
+
+@pytest.fixture(scope="module")
+def fold1_checkpoint(synth):
+    """A random tiny checkpoint of fold 1 (fold 1 is scored with it, never with fold 0's)."""
+    return tiny_checkpoint(synth[1].parent / "fold1" / "best.pt", fold=1)
 
 
 def _results(out: str) -> Path:
@@ -184,18 +197,20 @@ def test_episodes_extract_evaluate_chain_through_files(synth, outputs, tmp_path,
 
 
 def test_each_fold_lands_in_its_own_folder_and_out_dir_is_never_overwritten(
-    synth, outputs, tmp_path, capsys
+    synth, fold1_checkpoint, outputs, tmp_path, capsys
 ):
     root, ckpt = synth
-    common = [f"checkpoint={ckpt}", f"root={root}", f"size={SIZE}", "shots=[1]",
-              "n_episodes=8", "methods=[ce]", "n_boot=10"]
+    common = [f"root={root}", f"size={SIZE}", "shots=[1]", "n_episodes=8", "methods=[ce]",
+              "n_boot=10"]
+    checkpoints = {0: ckpt, 1: fold1_checkpoint}  # each fold scored by its own base model
 
-    def evaluate(*sets: str) -> int:
-        return cli.main(["evaluate", *[a for s in (*common, *sets) for a in ("--set", s)]])
+    def evaluate(fold: int, *sets: str) -> int:
+        sets = (*common, f"fold={fold}", f"checkpoint={checkpoints[fold]}", *sets)
+        return cli.main(["evaluate", *[a for s in sets for a in ("--set", s)]])
 
     folders = []
     for fold in (0, 1):
-        assert evaluate(f"fold={fold}") == 0
+        assert evaluate(fold) == 0
         folders.append(_results(capsys.readouterr().out))
     assert folders[0] != folders[1]
     for fold, folder in enumerate(folders):
@@ -203,10 +218,10 @@ def test_each_fold_lands_in_its_own_folder_and_out_dir_is_never_overwritten(
         assert config.load(EvalConfig, folder / "config.yaml").fold == fold
 
     mine = tmp_path / "mine"
-    assert evaluate("fold=0", f"out_dir={mine}") == 0
+    assert evaluate(0, f"out_dir={mine}") == 0
     capsys.readouterr()
-    assert evaluate("fold=1", f"out_dir={mine}") == cli.EXIT_USER_ERROR
-    assert "holds the results of another configuration (it differs in fold)" in (
+    assert evaluate(1, f"out_dir={mine}") == cli.EXIT_USER_ERROR
+    assert "holds the results of another configuration (it differs in checkpoint, fold)" in (
         capsys.readouterr().err)
     assert config.load(EvalConfig, mine / "config.yaml").fold == 0
 

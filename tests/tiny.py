@@ -7,11 +7,15 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from fsstools import config as config_lib
+from fsstools.data import splits
 from fsstools.data.episodes import Episode, EpisodeList
 from fsstools.evaluate import EvalConfig, Study
 from fsstools.features import FeatureStore
 from fsstools.models import ModelConfig
 from fsstools.models.pfenet import PFENetConfig
+from fsstools.training import TrainConfig
+from fsstools.training.config import DataConfig
 
 TINY_MODEL = ModelConfig(arch="small", widths=(4, 8, 8, 8), stem_width=4, bottleneck_dim=8,
                          bins=(1, 2))
@@ -20,6 +24,14 @@ TINY_PFENET = PFENetConfig(reduce_dim=8, bins=(4, 2))
 """A PFENet-style head to match ``TINY_MODEL``."""
 FEATURE_GRID = 4
 IMAGE_SIZE = 16
+
+
+def training_record(fold: int, dataset: str = "synth", scheme: str = "interleaved") -> dict:
+    """What a trained checkpoint records of its training (``classes``: the fold's base
+    classes, ``config``: a training config of that split), to add to a hand-made one."""
+    cfg = TrainConfig(data=DataConfig(dataset=dataset, fold=fold, scheme=scheme))
+    return {"classes": splits.base_classes(dataset, fold, scheme),
+            "config": config_lib.to_dict(cfg)}
 
 
 def tiny_study(shots: tuple[int, ...] = (1, 2), n_images: int = 8, channels: int = 8) -> Study:
