@@ -2,7 +2,8 @@
 
 An :class:`IoUMeter` keeps one record per episode (class, foreground intersection and union,
 background intersection and union), so scores are sums over episodes and intervals resample
-episodes.
+episodes; :func:`crossed_draws` also resamples base-training seeds scored on the same
+episodes (see :mod:`fsstools.stats` for the method).
 
 Example:
     >>> import torch
@@ -180,6 +181,72 @@ def bootstrap_draws(
     counts = _resample_counts(n, n_boot, stratum_seed(seed, stratum), records[0].device)
     return [{k: v.cpu() for k, v in _boot_scores(r, counts.to(r.device)).items()}
             for r in records]
+
+
+BASE_SEED_STREAM = 1
+"""Spawn key of the base-seed picks: a stream independent of the episode resamples drawn
+from the same (seed, stratum)."""
+
+
+def seed_picks(n_seeds: int, n_boot: int, seed: int = 0, stratum: int = 0) -> torch.Tensor:
+    """Base seeds (base-training runs) drawn by ``n_boot`` resamples, ``n_seeds`` picks each.
+
+    Seeded from (seed, stratum) like the episode resamples of :func:`bootstrap_draws`, but
+    from another stream, so the two levels are resampled independently.
+
+    Returns:
+        (n_boot, n_seeds) int64 indices of the picked seeds (with replacement), on the CPU.
+    """
+    entropy = np.random.SeedSequence([seed, stratum], spawn_key=(BASE_SEED_STREAM,))
+    g = torch.Generator().manual_seed(int(entropy.generate_state(1)[0]))
+    return torch.randint(n_seeds, (n_boot, n_seeds), generator=g)
+
+
+def crossed_draws(
+    meters: Sequence[Sequence[IoUMeter]], n_boot: int = 1000, seed: int = 0, stratum: int = 0
+) -> list[dict[str, torch.Tensor]]:
+    """Two-level resamples of a crossed design: the episodes and the base seeds.
+
+    ``meters[k][s]`` holds series ``k`` (e.g. a method; several series are paired) scored
+    with base seed ``s``, every meter on the same episodes. Each draw resamples the episodes
+    once for all meters (:func:`bootstrap_draws`), picks base seeds once for all series
+    (:func:`seed_picks`), and averages the picked seeds' resampled scores. With one base
+    seed it is :func:`bootstrap_draws` of the series, bit for bit.
+
+    Example:
+        >>> m = IoUMeter.from_records(torch.tensor([[1, 5, 10, 80, 85], [2, 3, 6, 90, 93]]))
+        >>> (d,) = crossed_draws([[m, m, m]], n_boot=20)
+        >>> torch.allclose(d["miou"], bootstrap_draws([m], n_boot=20)[0]["miou"])
+        True
+
+    Returns:
+        Per series, {"miou": (n_boot,), "fbiou": (n_boot,)} on the CPU (NaN where a picked
+        seed's resample holds no scorable class).
+
+    Raises:
+        ValueError: no base seed, series with different numbers of base seeds, or meters
+            of different lengths.
+    """
+    n_seeds = len(meters[0]) if meters else 0
+    if n_seeds == 0 or any(len(series) != n_seeds for series in meters):
+        raise ValueError(f"crossed_draws: series hold {[len(s) for s in meters]} base seeds; "
+                         "paired series need the same ones (at least one)")
+    flat = bootstrap_draws([m for series in meters for m in series], n_boot, seed, stratum)
+    if n_seeds == 1:
+        return flat
+    picks = seed_picks(n_seeds, n_boot, seed, stratum)  # (R, m)
+    out = []
+    for k in range(len(meters)):
+        per_seed = flat[k * n_seeds:(k + 1) * n_seeds]
+        out.append({name: torch.stack([d[name] for d in per_seed], 1)  # (R, m)
+                    .gather(1, picks).mean(1) for name in per_seed[0]})
+    return out
+
+
+def crossed_point_scores(meters: Sequence[IoUMeter]) -> dict[str, float]:
+    """mIoU and FB-IoU averaged over base seeds, each on all episodes (``meters[s]``)."""
+    points = [point_scores(m) for m in meters]
+    return {k: float(np.mean([p[k] for p in points])) for k in points[0]}
 
 
 def point_scores(meter: IoUMeter) -> dict[str, float]:

@@ -5,7 +5,16 @@ from __future__ import annotations
 import pytest
 import torch
 
-from fsstools.metrics import IoUMeter, bootstrap_ci, bootstrap_draws, paired_difference
+from fsstools.metrics import (
+    IoUMeter,
+    bootstrap_ci,
+    bootstrap_draws,
+    crossed_draws,
+    crossed_point_scores,
+    paired_difference,
+    seed_picks,
+    stratum_seed,
+)
 
 # Episode A (class 3), 2x3, pixel (0, 2) ignored:
 #   pred    target
@@ -139,3 +148,29 @@ def test_draws_are_paired_within_a_stratum_and_independent_across_strata():
     assert not torch.equal(other["miou"], da["miou"])
     with pytest.raises(ValueError, match="same episodes"):
         bootstrap_draws([a, random_meter(1, episodes=30)])
+
+
+def test_seed_picks_are_seeded_per_stratum():
+    picks = seed_picks(3, n_boot=200, seed=0, stratum=1)
+    assert picks.shape == (200, 3) and set(picks.unique().tolist()) == {0, 1, 2}
+    assert torch.equal(picks, seed_picks(3, n_boot=200, seed=0, stratum=1))
+    assert not torch.equal(picks, seed_picks(3, n_boot=200, seed=0, stratum=2))
+    # not the episode stream of the same (seed, stratum): 3 episodes drawn the same way
+    episodes = torch.randint(3, (200, 3), generator=torch.Generator().manual_seed(
+        stratum_seed(0, 1)))
+    assert not torch.equal(picks, episodes)
+
+
+def test_crossed_draws_average_the_picked_seeds():
+    low, high = random_meter(7, noise=0.4), random_meter(7, noise=0.1)
+    (one,) = crossed_draws([[low]], n_boot=100, seed=2, stratum=1)
+    assert torch.equal(one["miou"], bootstrap_draws([low], 100, 2, stratum=1)[0]["miou"])
+    (d,) = crossed_draws([[low, high]], n_boot=100, seed=2, stratum=1)
+    d_low, d_high = bootstrap_draws([low, high], 100, 2, stratum=1)
+    picked_high = seed_picks(2, 100, 2, stratum=1).float().mean(1)  # share of "high" picks
+    expected = d_low["miou"] * (1 - picked_high) + d_high["miou"] * picked_high
+    assert torch.allclose(d["miou"], expected.double())
+    point = crossed_point_scores([low, high])["miou"]
+    assert point == pytest.approx((low.compute()["miou"] + high.compute()["miou"]) / 2)
+    with pytest.raises(ValueError, match="base seeds"):
+        crossed_draws([[low, high], [low]])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pandas as pd
 import pytest
 import torch
@@ -102,3 +103,119 @@ def test_prior_errors_use_first_and_last_prior():
     assert last.loc[1, "rel_error"] == pytest.approx(0.5)  # 0.3 / 0.2 - 1
     summary = stats.prior_error_summary(errors)
     assert summary.set_index("stage").loc["final (t=T)", "within_10pct"] == 0.5
+
+
+def width(row, v="miou"):
+    return row[f"{v}_high"] - row[f"{v}_low"]
+
+
+def crossed_rows(scales, folds=(0,), n=30, gain=None):
+    """Method "a" scored with one base seed per entry of ``scales`` on the same episodes:
+    intersections are ``scales[s]`` of the union; with ``gain``, method "b" adds ``gain``
+    of the union on every base seed (unions are multiples of 10, so exactly)."""
+    rng = np.random.default_rng(0)
+    frames = []
+    for fold in folds:
+        union = 10 * rng.integers(5, 10, n)
+        jitter = rng.uniform(-0.1, 0.1, n)
+        for s, scale in enumerate(scales):
+            inter = {"a": np.round(union * (scale + jitter)).astype(int)}
+            if gain is not None:
+                inter["b"] = inter["a"] + np.round(union * (gain + jitter / 2)).astype(int)
+            for m, fg in inter.items():
+                frames.append(pd.DataFrame({
+                    "method": m, "fold": fold, "shots": 1, "seed": 0, "base_seed": s,
+                    "episode": np.arange(n), "class_id": 1 + np.arange(n) % 5 + 5 * fold,
+                    "fg_inter": fg, "fg_union": union, "bg_inter": 900 - union,
+                    "bg_union": 950 - fg}))  # fmt: skip
+    return pd.concat(frames, ignore_index=True)
+
+
+def test_rows_without_base_seeds_keep_the_episode_bootstrap():
+    rows = fake_rows(methods=("a",), folds=(0, 1))
+    row = stats.fold_mean(rows, n_boot=100, seed=2).iloc[0]
+    points, draws = [], []
+    for fold in (0, 1):
+        m = stats.meter(rows[rows["fold"] == fold])
+        points.append(metrics.point_scores(m)["miou"])
+        draws.append(metrics.bootstrap_draws([m], 100, 2, stratum=fold)[0]["miou"])
+    ci = metrics.interval(float(np.mean(points)), torch.stack(draws).mean(0))
+    assert (row["miou"], row["miou_low"], row["miou_high"]) == (ci["mean"], ci["low"], ci["high"])
+    assert row["n_base_seeds"] == 1 and row["interval"] == "episodes"
+    # one base seed per fold changes nothing, in any table
+    one = rows[rows["fold"] == 0]
+    for f in (stats.fold_mean, stats.summarize):
+        pd.testing.assert_frame_equal(f(one, n_boot=20), f(one.assign(base_seed=7), n_boot=20))
+    two = fake_rows(folds=(0,))
+    pd.testing.assert_frame_equal(stats.differences(two, "a", n_boot=20),
+                                  stats.differences(two.assign(base_seed=7), "a", n_boot=20))
+
+
+def test_identical_base_seeds_give_the_single_seed_interval():
+    one, three = crossed_rows([0.5]), crossed_rows([0.5, 0.5, 0.5])
+    for f in (stats.fold_mean, stats.summarize):
+        single, crossed = f(one, n_boot=200).iloc[0], f(three, n_boot=200).iloc[0]
+        for c in ("miou", "miou_low", "miou_high", "fbiou_low", "fbiou_high"):
+            assert crossed[c] == pytest.approx(single[c], abs=1e-12)
+        assert (single["n_base_seeds"], single["interval"]) == (1, "episodes")
+        assert (crossed["n_base_seeds"], crossed["interval"]) == (3, "base seeds x episodes")
+    assert stats.summarize(three, n_boot=10)["n_episodes"].iloc[0] == 30  # per base seed
+
+
+def test_disagreeing_base_seeds_widen_the_interval():
+    agree = stats.fold_mean(crossed_rows([0.5, 0.5, 0.5]), n_boot=300).iloc[0]
+    disagree = stats.fold_mean(crossed_rows([0.7, 0.5, 0.3]), n_boot=300).iloc[0]
+    assert disagree["miou"] == pytest.approx(agree["miou"], abs=0.01)  # mean of the seeds
+    assert width(disagree) > 3 * width(agree)
+    # the seed picks reach the extremes: the interval spans most of the seeds' spread
+    assert disagree["miou_low"] < 0.4 and disagree["miou_high"] > 0.6
+
+
+def test_paired_differences_pair_over_base_seeds():
+    rows = crossed_rows([0.8, 0.5, 0.2], gain=0.1)
+    diff = stats.differences(rows, reference="a", n_boot=300).iloc[0]
+    single = stats.differences(rows[rows["base_seed"] == 0], reference="a", n_boot=300).iloc[0]
+    assert diff["interval"] == "base seeds x episodes" and diff["n_base_seeds"] == 3
+    assert diff["miou"] == pytest.approx(single["miou"], abs=1e-9)  # the same gain on every seed
+    assert width(diff) == pytest.approx(width(single), abs=1e-9)
+    score_a = stats.fold_mean(rows[rows["method"] == "a"], n_boot=300).iloc[0]
+    assert width(score_a) > 10 * width(diff)  # the seeds shift both methods alike
+
+
+def test_differences_refuse_other_base_seeds():
+    rows = crossed_rows([0.5, 0.4], gain=0.1)
+    rows = rows[(rows["method"] == "a") | (rows["base_seed"] == 0)]
+    with pytest.raises(ValueError, match="other base seeds in fold 0"):
+        stats.differences(rows, reference="a", n_boot=10)
+
+
+def test_base_seeds_on_other_episodes_are_refused():
+    rows = crossed_rows([0.5, 0.4])
+    rows.loc[(rows["base_seed"] == 1) & (rows["episode"] == 3), "class_id"] += 1
+    with pytest.raises(ValueError, match="fold 0: base seeds 0 and 1 were not scored"):
+        stats.fold_mean(rows, n_boot=10)
+    short = crossed_rows([0.5, 0.4]).query("base_seed == 0 or episode < 29")
+    with pytest.raises(ValueError, match="30 and 29 episodes"):
+        stats.summarize(short, n_boot=10)
+
+
+def test_seed_spread_scores_each_base_seed():
+    rows = crossed_rows([0.8, 0.5], folds=(0, 1), gain=0.1)
+    spread = stats.seed_spread(rows, reference="a")
+    assert len(spread) == 4 and list(spread["base_seed"]) == [0, 1, 0, 1]
+    for r in spread.itertuples():
+        sel = rows[(rows["method"] == r.method) & (rows["base_seed"] == r.base_seed)]
+        ref = rows[(rows["method"] == "a") & (rows["base_seed"] == r.base_seed)]
+        folds = [metrics.point_scores(stats.meter(sel[sel["fold"] == f])) for f in (0, 1)]
+        refs = [metrics.point_scores(stats.meter(ref[ref["fold"] == f])) for f in (0, 1)]
+        assert r.miou == pytest.approx(np.mean([p["miou"] for p in folds]))
+        assert r.fbiou_diff == pytest.approx(
+            np.mean([p["fbiou"] - q["fbiou"] for p, q in zip(folds, refs, strict=True)]))
+    a = spread[spread["method"] == "a"].set_index("base_seed")
+    assert (a["miou_diff"] == 0).all() and a.loc[0, "miou"] > a.loc[1, "miou"] + 0.2
+    summary = stats.spread_summary(spread).set_index("method")
+    assert summary.loc["a", "n_base_seeds"] == 2
+    assert summary.loc["a", "miou_range"] == pytest.approx(a["miou"].max() - a["miou"].min())
+    assert summary.loc["b", "miou_diff_range"] < 0.01  # the same gain on both seeds
+    with pytest.raises(ValueError, match="no base_seed"):
+        stats.seed_spread(fake_rows())
