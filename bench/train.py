@@ -31,7 +31,7 @@ from fsstools import config as config_lib
 from fsstools.constants import IGNORE_INDEX
 from fsstools.models import build_model
 from fsstools.training import TrainConfig, build_data, main, with_run
-from fsstools.training.loop import Precision
+from fsstools.training.loop import Precision, resolve_precision
 
 DEFAULT_CONFIG = "configs/synth/fold0.yaml"
 
@@ -97,6 +97,7 @@ def loader_rate(cfg: TrainConfig, preload: bool, batches: int) -> float:
 
 def run(config: str, train: bool, steps: int, rounds: int) -> dict:
     cfg = config_lib.load(TrainConfig, config)
+    cfg = resolve_precision(cfg, torch.device("cpu"))[0]  # run.amp "auto" as training reads it
     if cfg.run.threads is not None:
         torch.set_num_threads(cfg.run.threads)
     chosen = f"{cfg.run.amp}{'+channels_last' if cfg.run.channels_last else ''}"

@@ -60,9 +60,14 @@ class RunConfig:
     epochs: int = 100
     device: str = "auto"
     """"auto" (cuda if available, else cpu), "cpu", "cuda" ..."""
-    amp: Literal["fp32", "bf16", "fp16"] = "bf16"
+    amp: Literal["auto", "fp32", "bf16", "fp16"] = "bf16"
     """Autocast dtype ("fp32" turns it off); on CPU "bf16" or "fp32" (CPUs without bf16
-    instructions run bf16 slower than fp32: measure with bench/train.py)."""
+    instructions run bf16 slower than fp32: measure with bench/train.py). "auto" is "bf16"
+    where the device computes in bf16 natively (a CUDA device that supports it; a CPU with
+    AVX512-BF16 or AMX-BF16) and "fp32" elsewhere. It is resolved before the run's key is
+    made, so the key, the saved config.yaml and the checkpoints hold the precision used: an
+    "auto" run on another kind of machine is another run (set the precision to continue it
+    there)."""
     workers: int = 4
     threads: int | None = None
     """torch.set_num_threads for this process; None leaves torch's default."""

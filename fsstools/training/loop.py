@@ -18,8 +18,8 @@ from tqdm.auto import tqdm
 from fsstools.constants import IGNORE_INDEX
 from fsstools.errors import ConfigError
 from fsstools.models import build_model
-from fsstools.training.config import OptimConfig, TrainConfig
-from fsstools.training.runtime import DistContext, all_reduce_sum
+from fsstools.training.config import OptimConfig, TrainConfig, with_run
+from fsstools.training.runtime import DistContext, all_reduce_sum, auto_amp
 
 
 @dataclass(frozen=True)
@@ -30,16 +30,28 @@ class Precision:
 
     @classmethod
     def choose(cls, amp: str, device: torch.device) -> Precision:
-        """The precision ``run.amp`` asks for on ``device``."""
+        """The precision ``run.amp`` asks for on ``device`` ("auto": see :func:`auto_amp`)."""
+        if amp == "auto":
+            amp = auto_amp(device)[0]
         if amp == "fp32":
             return cls(None)
         if device.type == "cpu" and amp == "fp16":
             raise ConfigError("run.amp=fp16 needs a GPU (CPU autocast has no GradScaler "
-                              "support here); use run.amp=bf16 or fp32 on CPU")
+                              "support here); use run.amp=auto, bf16 or fp32 on CPU")
         return cls(torch.bfloat16 if amp == "bf16" else torch.float16)
 
     def autocast(self, device: torch.device) -> torch.autocast:
         return torch.autocast(device.type, dtype=self.dtype, enabled=self.dtype is not None)
+
+
+def resolve_precision(cfg: TrainConfig, device: torch.device) -> tuple[TrainConfig, str]:
+    """``cfg`` with ``run.amp: auto`` replaced by the precision it means on ``device``, and
+    the line saying which precision trains and why ("precision bf16 (run.amp=auto: this CPU
+    has AVX512-BF16)"). Other values are kept."""
+    if cfg.run.amp != "auto":
+        return cfg, f"precision {cfg.run.amp} (run.amp={cfg.run.amp})"
+    amp, why = auto_amp(device)
+    return with_run(cfg, amp=amp), f"precision {amp} (run.amp=auto: {why})"
 
 
 Objective = Callable[[nn.Module, Sequence[torch.Tensor]], tuple[torch.Tensor, int]]

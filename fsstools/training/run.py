@@ -5,7 +5,8 @@ epochs.
 A run lives in ``<runs>/<name>-<key>/``: ``config.yaml``, ``metrics.csv``, ``last.pt`` (full
 training state, every epoch), ``best.pt`` (model selected on base-class validation mIoU;
 novel classes are never looked at) and a ``done`` marker once all epochs ran. The key
-covers the config (run-control keys left out, paths made absolute), a fingerprint of every
+covers the config (run-control keys left out, paths made absolute, ``run.amp: auto``
+replaced by the precision it means on this machine), a fingerprint of every
 listed training and validation image and mask, the ImageNet weights file and the code
 version of :mod:`fsstools.training`, so new data or new code never reuses an old run.
 A run that fails before its first checkpoint leaves no folder behind.
@@ -37,7 +38,13 @@ from fsstools.models import PSPNet
 from fsstools.models.checkpoints import CHECKPOINT_FORMAT
 from fsstools.training import episodic
 from fsstools.training.config import RUN_CONTROL_KEYS, DataConfig, TrainConfig, with_run
-from fsstools.training.loop import Trainee, build_trainee, train_one_epoch, validate
+from fsstools.training.loop import (
+    Trainee,
+    build_trainee,
+    resolve_precision,
+    train_one_epoch,
+    validate,
+)
 from fsstools.training.runtime import (
     DistContext,
     all_reduce_sum,
@@ -46,6 +53,7 @@ from fsstools.training.runtime import (
     gather_objects,
     init_distributed,
     param_digest,
+    resolve_device,
     rng_state,
     seed_everything,
     seed_worker,
@@ -101,6 +109,8 @@ def run_key(cfg: TrainConfig, data_key: str | None = None) -> str:
             or with more workers is the same run.
         data_key: the data's fingerprint; default :func:`data_fingerprint` of ``cfg.data``.
     """
+    if cfg.run.amp == "auto":  # key the precision this machine trains in, not the request
+        cfg = resolve_precision(cfg, resolve_device(cfg.run.device))[0]
     settings = config_lib.to_dict(cfg)
     for key in RUN_CONTROL_KEYS:
         settings["run"].pop(key)
@@ -211,19 +221,21 @@ def main(cfg: TrainConfig, data: TrainData | None = None) -> Path:
     """
     splits.check_split(cfg.data.dataset, cfg.data.fold, cfg.data.scheme)
     ctx = init_distributed(cfg.run.device)
+    cfg, precision_line = resolve_precision(cfg, ctx.device)  # config.yaml shows it resolved
     run_dir = run_directory(cfg, None if data is None else data.fingerprint)
     # A second process asking for the same run (two notebooks, say) waits, then reuses it.
     lock = cache.locked(f"run-{run_dir.name}") if ctx.is_main else contextlib.nullcontext()
     with lock:
         try:
-            return _run(cfg, data, ctx, run_dir)
+            return _run(cfg, data, ctx, run_dir, precision_line)
         except BaseException:
             if ctx.is_main and not (run_dir / "last.pt").is_file():
                 shutil.rmtree(run_dir, ignore_errors=True)  # nothing to resume: leave no trace
             raise
 
 
-def _run(cfg: TrainConfig, data: TrainData | None, ctx: DistContext, run_dir: Path) -> Path:
+def _run(cfg: TrainConfig, data: TrainData | None, ctx: DistContext, run_dir: Path,
+         precision_line: str) -> Path:
     if (run_dir / "done").is_file():
         if cfg.run.progress and ctx.is_main:
             cache.announce_reuse(f"{_label(cfg)} {cfg.run.name}", run_dir / "best.pt")
@@ -260,6 +272,8 @@ def _run(cfg: TrainConfig, data: TrainData | None, ctx: DistContext, run_dir: Pa
         net = DistributedDataParallel(t.model, device_ids=ids)
     if ctx.device.type == "cuda":
         torch.backends.cudnn.benchmark = True  # fixed input sizes; GPU runs are not bitwise anyway
+    if ctx.is_main and cfg.run.progress:
+        print(precision_line, file=sys.stderr)
     for epoch in range(start_epoch + 1, cfg.run.epochs + 1):
         tic = time.perf_counter()
         # Data order and worker seeds depend on (seed, epoch, rank) only, so resuming is exact.

@@ -1,12 +1,14 @@
-"""Process-level pieces of training: seeding, RNG state for exact resume, and the
-torch.distributed context (torchrun)."""
+"""Process-level pieces of training: seeding, RNG state for exact resume, the
+torch.distributed context (torchrun), and what precision this machine trains fastest in."""
 
 from __future__ import annotations
 
 import hashlib
 import os
 import random
+import sys
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -146,3 +148,54 @@ def param_digest(model: nn.Module) -> str:
     for p in model.parameters():
         h.update(p.detach().float().cpu().numpy().tobytes())
     return h.hexdigest()[:16]
+
+
+BF16_CPU_FLAGS = ("avx512_bf16", "amx_bf16")
+"""CPU flags (as /proc/cpuinfo spells them) of instructions that compute in bf16 natively;
+without them bf16 autocast is emulated and slower than fp32."""
+
+
+def native_bf16_flags(cpu_flags: str) -> tuple[str, ...]:
+    """Which of :data:`BF16_CPU_FLAGS` appear in ``cpu_flags`` (whitespace-separated flags,
+    e.g. the text of /proc/cpuinfo); empty when none does.
+
+    Example:
+        >>> native_bf16_flags("flags : avx2 avx512f avx512_bf16")
+        ('avx512_bf16',)
+    """
+    present = set(cpu_flags.split())
+    return tuple(flag for flag in BF16_CPU_FLAGS if flag in present)
+
+
+def read_cpu_flags() -> str:
+    """The ``flags`` lines of /proc/cpuinfo; "" off Linux or where it cannot be read."""
+    if not sys.platform.startswith("linux"):
+        return ""
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return ""
+    return "\n".join(line for line in text.splitlines() if line.startswith("flags"))
+
+
+def auto_amp(device: torch.device) -> tuple[str, str]:
+    """What ``run.amp: auto`` means on ``device``, and why.
+
+    "bf16" on a CUDA device with native bf16 (compute capability 8 or later, or ROCm) and on
+    a CPU with AVX512-BF16 or AMX-BF16; "fp32" anywhere else.
+
+    Returns:
+        ("bf16" or "fp32", the reason in a few words, e.g. "this CPU has AVX512-BF16").
+    """
+    if device.type == "cuda":
+        with torch.cuda.device(device):
+            native = torch.cuda.is_bf16_supported(including_emulation=False)
+        name = torch.cuda.get_device_name(device)
+        return ("bf16", f"{name} has bf16") if native else ("fp32", f"{name} has no native bf16")
+    if device.type == "cpu":
+        found = native_bf16_flags(read_cpu_flags())
+        if found:
+            names = " and ".join(flag.upper().replace("_", "-") for flag in found)
+            return "bf16", f"this CPU has {names}"
+        return "fp32", "this CPU has neither AVX512-BF16 nor AMX-BF16"
+    return "fp32", f"no bf16 detection for {device.type} devices"
