@@ -10,12 +10,22 @@ ahead by more as shots grow. Here both families run in one harness, per fold:
 - the PFENet-style peer, a head trained episodically on the *frozen trunk of the fold's CE
   base model* (PFENet freezes an ImageNet backbone, which is not available offline).
 
+Like PANet and PFENet, each peer is trained at the shot count it is scored at: one model
+per fold at 1 shot and one at 5 shots (:data:`PEER_SHOTS`), the 5-shot model with the
+1-shot recipe's image budget (:func:`shot_overrides`); 10 shots are scored with the 5-shot
+model (:func:`trained_shots`). Every arm covers the same folds and the fold's base model of
+base seed 0 (the peers' initialisation and frozen trunk), so the contrasts compare like
+with like.
+
 All of them are scored on the very same saved episodes (episode lists are keyed by the
 data, fold, shots, count and seed, never by the model), through the one scoring pipeline
 (:func:`fsstools.evaluate.score`, cached per method, episodes and features), so every
 difference below is paired. The 2x2 {CE, episodic PANet} x {prototype inference, RePRI}
-separates what the training buys from what the inference buys; RePRI runs on the PANet
-peer's features through the same feature cache and inference code as on the CE model's.
+separates what the training buys from what the inference buys, one inference rule per
+column: PANet's two-prototype cosine classifier (parameter-free, inductive: the field's
+standard inductive baseline) runs on the CE model's features as on PANet's, and RePRI runs
+on the PANet peer's features through the same feature cache and inference code as on the CE
+model's. CE's support-fit prototype stays as a named variant.
 
 Example:
     >>> prof = get_profile("quick")  # doctest: +SKIP
@@ -33,7 +43,7 @@ from pathlib import Path
 import pandas as pd
 
 from fsstools import config as config_lib
-from fsstools import evaluate, paths, stats
+from fsstools import evaluate, paths, readings, stats
 from fsstools.errors import ConfigError
 from fsstools.inference import METHODS
 from fsstools.models.checkpoints import checkpoint_meta
@@ -41,6 +51,8 @@ from fsstools.profiles import Profile, ensure_base_model, ensure_data, eval_conf
 from fsstools.training import TrainConfig, ensure_trained, run_directory
 
 PEERS = ("panet", "pfenet")
+PEER_SHOTS = (1, 5)
+"""Shot counts the peers are trained at (one model each per fold and peer)."""
 PEER_CONFIGS = {"quick": "synth/episodic_{peer}_quick.yaml", "full": "synth/episodic_{peer}.yaml"}
 """Episodic training configs of each profile of the embedded benchmark (under configs/)."""
 TRAININGS = {"ce": "cross-entropy base training", "episodic-panet": "episodic, end to end",
@@ -67,23 +79,29 @@ class Arm:
 
 
 ARMS = (
-    Arm("CE + prototype", "ce", "prototype", "inductive"),
+    Arm("CE + support-fit prototype", "ce", "support-fit prototype", "inductive"),
+    Arm("CE + two prototypes", "ce", "two prototypes", "panet"),
     Arm("CE + RePRI", "ce", "repri", "repri"),
-    Arm("PANet + prototypes (own)", "episodic-panet", "prototype", "panet"),
+    Arm("PANet + two prototypes (own)", "episodic-panet", "two prototypes", "panet"),
     Arm("PANet + RePRI", "episodic-panet", "repri", "repri"),
     Arm("PFENet + head (own)", "frozen-pfenet", "pfenet-head", "pfenet"),
 )
-"""CE's prototype is the inductive baseline (prototype and bias from the support alone);
-PANet's own inference is its two-prototype softmax, inductive too."""
+""""two prototypes" is PANet's inference (foreground and background prototypes, cosine x 20,
+softmax over the two; inductive), on CE features and on PANet's; CE's support-fit prototype
+(one prototype, a threshold fitted on the support's own pixels; inductive) is a variant."""
 CONTRASTS = (
     ("CE + RePRI", "PFENet + head (own)", "the paper's claim: RePRI against PFENet"),
-    ("CE + RePRI", "PANet + prototypes (own)", "RePRI against PANet, each as published"),
-    ("PANet + prototypes (own)", "CE + prototype", "episodic training, under prototypes"),
+    ("CE + RePRI", "PANet + two prototypes (own)", "RePRI against PANet, each as published"),
+    ("PANet + two prototypes (own)", "CE + two prototypes",
+     "episodic training, under two prototypes"),
     ("PANet + RePRI", "CE + RePRI", "episodic training, under RePRI"),
-    ("CE + RePRI", "CE + prototype", "RePRI over prototypes, on CE features"),
-    ("PANet + RePRI", "PANet + prototypes (own)", "RePRI over prototypes, on PANet features"),
+    ("CE + RePRI", "CE + two prototypes", "RePRI over two prototypes, on CE features"),
+    ("PANet + RePRI", "PANet + two prototypes (own)",
+     "RePRI over two prototypes, on PANet features"),
 )
 """(a, b, what it isolates): the paired differences a - b the notebook reports."""
+TWO_BY_TWO = ("two prototypes", "repri")
+"""The inference columns of the 2x2 (one rule per column)."""
 
 
 @dataclass(frozen=True)
@@ -93,21 +111,46 @@ class MetaResult:
     Attributes:
         rows: :func:`fsstools.evaluate.score` rows (``method`` = the arm's label) with
             ``training``, ``inference`` and ``peer_method`` columns.
-        checkpoints: (training, fold) -> best.pt of the model scored.
+        checkpoints: (training, fold, trained shots) -> best.pt of the model scored
+            (trained shots None for the CE base model, trained without tasks).
     """
 
     rows: pd.DataFrame
-    checkpoints: dict[tuple[str, int], Path]
+    checkpoints: dict[tuple[str, int, int | None], Path]
+
+
+def trained_shots(shots: int, peer_shots: Sequence[int] = PEER_SHOTS) -> int:
+    """The peer model that scores ``shots``-shot tasks: the one trained at the largest shot
+    count of ``peer_shots`` not above ``shots`` (10 shots: the 5-shot model)."""
+    return max(t for t in peer_shots if t <= shots)
+
+
+def shot_overrides(cfg: TrainConfig, shots: int) -> list[str]:
+    """Settings that train ``cfg``'s 1-shot recipe at ``shots`` shots with its image budget.
+
+    A k-shot task holds k + 1 images, so tasks per epoch, tasks per step and validation
+    tasks are scaled by 2 / (k + 1): the images an epoch, a step and a validation process
+    stay those of the 1-shot recipe (steps per epoch stay about the same).
+    """
+    if shots == cfg.episodic.shots:
+        return []
+    scale = (cfg.episodic.shots + 1) / (shots + 1)
+    e = cfg.episodic
+    return [f"episodic.shots={shots}",
+            f"episodic.episodes_per_epoch={max(1, round(e.episodes_per_epoch * scale))}",
+            f"episodic.val_episodes={max(1, round(e.val_episodes * scale))}",
+            f"optim.batch_size={max(1, round(cfg.optim.batch_size * scale))}"]
 
 
 def peer_train_config(prof: Profile, fold: int, peer: str, trunk: str | Path | None = None,
-                      overrides: Sequence[str] = ()) -> TrainConfig:
+                      overrides: Sequence[str] = (), shots: int = 1) -> TrainConfig:
     """The resolved episodic training config of a peer on ``fold`` of the profile's data.
 
     Args:
         peer: "panet" or "pfenet".
         trunk: the fold's base checkpoint (pfenet only: its trunk is frozen).
         overrides: ``key=value`` settings on top (tests shrink the model and the run).
+        shots: support images per training task (:func:`shot_overrides`).
 
     Raises:
         ConfigError: a profile of real data (no episodic config ships for it), an unknown
@@ -123,27 +166,31 @@ def peer_train_config(prof: Profile, fold: int, peer: str, trunk: str | Path | N
         raise ConfigError("the PFENet-style peer needs the fold's base checkpoint as trunk")
     path = paths.configs_dir() / PEER_CONFIGS[prof.name].format(peer=peer)
     quick = "quick-" if prof.name == "quick" else ""
+    per_shot = "" if shots == 1 else f"{shots}shot-"
     extra = [f"data.fold={fold}", f"data.root={prof.style_root('A')}",
-             f"run.name=synth-{quick}{peer}-fold{fold}"]
+             f"run.name=synth-{quick}{peer}-{per_shot}fold{fold}"]
     if trunk is not None:
         extra.append(f"episodic.trunk={Path(trunk).resolve()}")
-    return config_lib.load(TrainConfig, path, [*extra, *overrides])
+    one_shot = config_lib.load(TrainConfig, path, [*extra, *overrides])
+    return config_lib.load(TrainConfig, path,
+                           [*extra, *shot_overrides(one_shot, shots), *overrides])
 
 
 def ensure_peer(prof: Profile, fold: int, peer: str, trunk: str | Path | None = None,
-                overrides: Sequence[str] = (), progress: bool = True) -> Path:
-    """Best checkpoint of the fold's peer: reused if trained (announced), else trained now."""
+                overrides: Sequence[str] = (), progress: bool = True, shots: int = 1) -> Path:
+    """Best checkpoint of the fold's ``shots``-shot peer: reused if trained (announced),
+    else trained now."""
     ensure_data(prof, progress=False)
-    cfg = peer_train_config(prof, fold, peer, trunk, overrides)
+    cfg = peer_train_config(prof, fold, peer, trunk, overrides, shots)
     if (run_directory(cfg) / "done").is_file():
         return ensure_trained(cfg)
-    print(f"fold {fold}: training the {peer}-style peer ({cfg.run.epochs} epochs of "
-          f"{cfg.episodic.episodes_per_epoch} tasks) into {run_directory(cfg)}", flush=True)
+    print(f"fold {fold}: training the {shots}-shot {peer}-style peer ({cfg.run.epochs} epochs "
+          f"of {cfg.episodic.episodes_per_epoch} tasks) into {run_directory(cfg)}", flush=True)
     tic = time.perf_counter()
     checkpoint = ensure_trained(cfg)
     if progress:
-        print(f"fold {fold}: {peer}-style peer trained in {time.perf_counter() - tic:.0f} s",
-              flush=True)
+        print(f"fold {fold}: {shots}-shot {peer}-style peer trained in "
+              f"{time.perf_counter() - tic:.0f} s", flush=True)
     return checkpoint
 
 
@@ -152,61 +199,76 @@ def meta_study(
     folds: Sequence[int],
     shots: Sequence[int],
     n_episodes: int,
-    peer_folds: Sequence[int] | None = None,
     seed: int = 0,
     device: str = "cpu",
     peer_overrides: Sequence[str] = (),
+    peer_shots: Sequence[int] = PEER_SHOTS,
 ) -> MetaResult:
-    """Train (cached) the peers per fold and score every arm of :data:`ARMS` on the same
-    saved episodes.
+    """Train (cached) the peers per fold and trained shot count, and score every arm of
+    :data:`ARMS` on the same saved episodes.
 
     Args:
-        folds: folds of the CE and PFENet-style arms.
-        peer_folds: folds on which the PANet-style peer is trained and scored (its
-            training costs as much as a base model's); None: all of ``folds``.
+        folds: folds of every arm.
+        seed: draws the episodes.
         peer_overrides: settings on top of both peers' training configs (tests).
+        peer_shots: shot counts the peers are trained at (must include 1).
+
+    Returns:
+        Rows with ``training``, ``inference``, ``peer_method``, ``trained_shots`` (the
+        peer's training shots; NaN for CE) and ``base_seed`` (0) columns.
 
     Raises:
-        ConfigError: a peer fold outside ``folds``, or a profile of real data.
-        RuntimeError: the studies of one fold did not get the same episode lists.
+        RuntimeError: the models of one fold did not get the same episode lists.
     """
-    peer_folds = list(folds) if peer_folds is None else list(peer_folds)
-    outside = sorted(set(peer_folds) - set(folds))
-    if outside:
-        raise ConfigError(f"peer_folds {outside} are not among folds {list(folds)}; add them "
-                          "there or leave them out", key="peer_folds")
     arms = {t: {a.label: METHODS[a.method] for a in ARMS if a.training == t} for t in TRAININGS}
+    if min(peer_shots) > min(shots):
+        raise ConfigError(f"peer_shots {list(peer_shots)}: no peer model for "
+                          f"{min(shots)}-shot tasks; train one at {min(shots)} shot(s)")
+    by_trained = {t: [k for k in shots if trained_shots(k, peer_shots) == t]
+                  for t in sorted({trained_shots(k, peer_shots) for k in shots})}
     frames, checkpoints = [], {}
     for fold in folds:
         base = ensure_base_model(prof, fold)
-        models = {"ce": base}  # in TRAININGS order, so rows come in ARMS order
-        if fold in peer_folds:
-            models["episodic-panet"] = ensure_peer(prof, fold, "panet", None, peer_overrides)
-        models["frozen-pfenet"] = ensure_peer(prof, fold, "pfenet", base, peer_overrides)
-        hashes = {}
-        for training, checkpoint in models.items():
-            cfg = eval_config(prof, fold, checkpoint, shots, n_episodes, seed=seed,
-                              device=device)
+        # (training, trained shots, shots scored) in TRAININGS order: rows come in ARMS order
+        models = [("ce", None, base, list(shots))]
+        for t, ks in by_trained.items():
+            models.append(("episodic-panet", t,
+                           ensure_peer(prof, fold, "panet", None, peer_overrides, shots=t), ks))
+        for t, ks in by_trained.items():
+            models.append(("frozen-pfenet", t,
+                           ensure_peer(prof, fold, "pfenet", base, peer_overrides, shots=t), ks))
+        hashes: dict[int, set[str]] = {}
+        for training, t, checkpoint, ks in models:
+            cfg = eval_config(prof, fold, checkpoint, ks, n_episodes, seed=seed, device=device)
             st = evaluate.prepare(cfg)
-            hashes[training] = {k: el.hash for k, el in st.episode_lists.items()}
-            frames.append(evaluate.score(st, arms[training]).rows)
-            checkpoints[training, fold] = checkpoint
-        if len({tuple(sorted(h.items())) for h in hashes.values()}) != 1:
+            for (k, _), el in st.episode_lists.items():
+                hashes.setdefault(k, set()).add(el.hash)
+            frames.append(evaluate.score(st, arms[training]).rows.assign(
+                trained_shots=float("nan") if t is None else t))
+            checkpoints[training, fold, t] = checkpoint
+        if any(len(h) != 1 for h in hashes.values()):
             raise RuntimeError(f"fold {fold}: the models were scored on different episode "
                                f"lists ({hashes}); paired differences need the same ones")
     rows = pd.concat(frames, ignore_index=True)
     by_label = {a.label: a for a in ARMS}
+    order = rows["method"].map({a.label: i for i, a in enumerate(ARMS)})
+    rows = (rows.assign(_order=order).sort_values(["fold", "_order", "shots"], kind="stable")
+            .drop(columns="_order").reset_index(drop=True))
     rows.insert(1, "training", rows["method"].map(lambda m: by_label[m].training))
     rows.insert(2, "inference", rows["method"].map(lambda m: by_label[m].inference))
     rows.insert(3, "peer_method", rows["method"].map(lambda m: by_label[m].method))
-    return MetaResult(rows, checkpoints)
+    return MetaResult(rows.assign(base_seed=0), checkpoints)
 
 
 def summarize(rows: pd.DataFrame, n_boot: int = 1000) -> pd.DataFrame:
     """Fold means per arm and shots (:func:`fsstools.stats.fold_mean`), arms in
-    :data:`ARMS` order; ``n_folds`` tells an arm scored on fewer folds."""
+    :data:`ARMS` order, with the shots each peer was trained at (``trained_shots``)."""
     summary = stats.fold_mean(rows, by=("method", "training", "inference", "shots"),
                               n_boot=n_boot)
+    if "trained_shots" in rows:
+        trained = rows.groupby(["method", "shots"])["trained_shots"].first()
+        summary["trained_shots"] = [trained.get((m, k)) for m, k in
+                                    zip(summary["method"], summary["shots"], strict=True)]
     order = summary["method"].map({a.label: i for i, a in enumerate(ARMS)})
     return (summary.assign(_order=order).sort_values(["_order", "shots"])
             .drop(columns="_order").reset_index(drop=True))
@@ -236,33 +298,36 @@ def contrasts(rows: pd.DataFrame, n_boot: int = 1000) -> pd.DataFrame:
 
 
 def two_by_two(summary: pd.DataFrame) -> pd.DataFrame:
-    """The 2x2 of mIoU (%, 95% interval): rows CE and episodic PANet training, columns
-    prototype and RePRI inference, per shot count."""
-    cells = summary[summary["training"].isin(["ce", "episodic-panet"])]
+    """The 2x2 of mIoU (%, 95% interval): rows CE and episodic PANet training, columns the
+    inference rules of :data:`TWO_BY_TWO` (the same rule in each column), per shot count."""
+    cells = summary[summary["training"].isin(["ce", "episodic-panet"])
+                    & summary["inference"].isin(TWO_BY_TWO)]
     cells = cells.assign(cell=[f"{100 * r.miou:.1f} [{100 * r.miou_low:.1f}, "
                                f"{100 * r.miou_high:.1f}]" for r in cells.itertuples()],
                          column=[f"{r.shots}-shot {r.inference}" for r in cells.itertuples()])
     table = cells.pivot(index="training", columns="column", values="cell")
     columns = [f"{k}-shot {inf}" for k in sorted(cells["shots"].unique())
-               for inf in ("prototype", "repri")]
+               for inf in TWO_BY_TWO]
     return table.reindex(index=[t for t in TRAININGS if t in table.index],
                          columns=[c for c in columns if c in table.columns])
 
 
-def peer_training_table(checkpoints: dict[tuple[str, int], Path]) -> pd.DataFrame:
-    """Per model: epochs, selected epoch, its validation score and the training time.
+def peer_training_table(checkpoints: dict[tuple[str, int, int | None], Path]) -> pd.DataFrame:
+    """Per model: the shots it was trained at, epochs, selected epoch, its validation score
+    and the training time.
 
     The validation scores differ by training: the CE model's is the 16-way segmentation
-    mIoU of the base classes, the peers' the mIoU of 1-shot base-class episodes; neither
-    ever looks at a novel class.
+    mIoU of the base classes, the peers' the mIoU of base-class episodes at their training
+    shots; neither ever looks at a novel class.
     """
     rows = []
-    for (training, fold), checkpoint in checkpoints.items():
+    for (training, fold, shots), checkpoint in checkpoints.items():
         meta = checkpoint_meta(checkpoint)
         history = pd.read_csv(Path(checkpoint).parent / "metrics.csv")
         val = history["val_miou"].dropna().to_numpy()
         rows.append({
-            "training": training, "fold": fold, "epochs": int(history["epoch"].max()),
+            "training": training, "fold": fold, "trained_shots": shots,
+            "epochs": int(history["epoch"].max()),
             "selected_epoch": meta["epoch"], "val_miou": meta["metrics"]["val_miou"],
             "last_epoch_gain_points": 100 * (val[-1] - val[-2]) if len(val) > 1 else None,
             "train_minutes": float(history["time_s"].sum()) / 60, "run": str(
@@ -272,15 +337,11 @@ def peer_training_table(checkpoints: dict[tuple[str, int], Path]) -> pd.DataFram
 
 
 def _points(r: pd.Series) -> str:
-    return f"{100 * r.miou:+.1f} [{100 * r.miou_low:+.1f}, {100 * r.miou_high:+.1f}]"
+    return readings.points(r)
 
 
 def _verdict(r: pd.Series, ahead: str, behind: str) -> str:
-    if r.miou_low > 0:
-        return ahead
-    if r.miou_high < 0:
-        return behind
-    return "no difference the episodes resolve"
+    return readings.verdict(r, ahead, behind)
 
 
 def _half_width(r: pd.Series) -> float:
@@ -346,10 +407,15 @@ def reading(summary: pd.DataFrame, diffs: pd.DataFrame) -> list[str]:
         if len(sel):
             per_shot = "; ".join(f"{_points(r)} at {r.shots}-shot" for _, r in sel.iterrows())
             notes.append(f"**{what[0].upper()}{what[1:]}** ({a} minus {b}): {per_shot}.")
-    folds = summary.groupby("method")["n_folds"].first()
-    fewer = folds[folds < folds.max()]
-    if len(fewer):
-        notes.append(f"{', '.join(fewer.index)}: averaged over {int(fewer.min())} of "
-                     f"{int(folds.max())} folds (peer_folds); the contrasts with them use "
-                     "those folds only.")
+    if "trained_shots" in summary:
+        for k, t in summary.dropna(subset=["trained_shots"]).groupby("shots")[
+                "trained_shots"].first().items():
+            if k != t:
+                notes.append(f"The peers' {k}-shot scores come from their {int(t)}-shot "
+                             "models (PANet and PFENet train one model per shot setting; "
+                             "none is trained here at more).")
+    notes.append("Every arm averages the same folds, each with the base model of base seed 0 "
+                 "(the peers' initialisation and frozen trunk); the intervals cover episodes "
+                 "only, so a gap smaller than the base-seed spread of notebooks 02 and 03 is "
+                 "not evidence of a difference in training.")
     return [f"- {n}" for n in notes]

@@ -44,12 +44,14 @@ REAL_TRAIN_CONFIGS = {"pascal": "pascal/fold{fold}.yaml", "coco": "coco/fold{fol
 REAL_TEST_LISTS = {"pascal": "lists/val.txt", "coco": "lists/val2014.txt",
                    "coco2pascal": "lists/val.txt"}
 """Test lists of the real data sets, relative to ``data_root``."""
-FOLD_PARAMETERS = ("fold", "folds", "coco_folds", "peer_folds")
+FOLD_PARAMETERS = ("fold", "folds", "coco_folds")
+NON_NEGATIVE = ("base_seeds",)
+"""Parameters (or lists of them) that must be >= 0."""
 AT_LEAST_ONE = ("n_episodes", "n_boot", "walk_shots", "n_pca_images", "coco_n_episodes",
                 "coco_size", "shots", "sensitivity_shots")
 """Parameters (or lists of them) that must be >= 1."""
 METHOD_PARAMETERS = ("methods",)
-SUBSETS = {"walk_shots": "shots", "sensitivity_shots": "shots", "peer_folds": "folds"}
+SUBSETS = {"walk_shots": "shots", "sensitivity_shots": "shots"}
 """Parameters whose values must be among another's (a shot count that has episodes, a fold
 that is evaluated)."""
 
@@ -179,6 +181,15 @@ def _check_values(params: parameters.Parameters) -> None:
             if not 0 <= int(fold) < splits.N_FOLDS:
                 raise ConfigError(f"parameter {name}: fold {fold} does not exist; folds are "
                                   "0, 1, 2, 3", key=name)
+    for name in NON_NEGATIVE:
+        values = np.atleast_1d(params.get(name, []))
+        if (values < 0).any():
+            raise ConfigError(f"parameter {name}: {params[name]} must be >= 0", key=name)
+        if len(set(values.tolist())) != len(values):
+            raise ConfigError(f"parameter {name}: {params[name]} repeats a seed", key=name)
+    if "base_seeds" in params.values and not params["base_seeds"]:
+        raise ConfigError("parameter base_seeds: give at least one seed, e.g. [0]",
+                          key="base_seeds")
     for name in AT_LEAST_ONE:
         values = np.atleast_1d(params.get(name, []))
         if (values < 1).any():
@@ -265,39 +276,56 @@ def ensure_data(prof: Profile, progress: bool = True) -> Path:
     return ensure_synth(prof.synth_root, prof.synth, progress=progress)
 
 
-def train_config(prof: Profile, fold: int, overrides: Sequence[str] = ()) -> TrainConfig:
+def train_config(prof: Profile, fold: int, overrides: Sequence[str] = (),
+                 base_seed: int = 0) -> TrainConfig:
     """The resolved base-training config of ``fold``: on style A of the profile's data, on
-    the real data set's root, or (coco2pascal) on the COCO root the config names."""
+    the real data set's root, or (coco2pascal) on the COCO root the config names.
+
+    Args:
+        base_seed: the training seed (``run.seed``); a seed other than 0 gets its own run
+            name (``<name>-seed<k>``), so models of several seeds live side by side.
+    """
     path = prof.train_config.format(fold=fold)
-    extra = [f"data.fold={fold}"]
+    extra = [f"data.fold={fold}", f"run.seed={base_seed}"]
     if prof.dataset != "coco2pascal":
         extra.append(f"data.root={prof.style_root('A')}")
+    name = None
     if "{fold}" not in prof.train_config:  # one file for all folds: name the run per fold
-        extra.append(f"run.name={'synth-' if prof.synth else ''}{prof.name}-fold{fold}")
+        name = f"{'synth-' if prof.synth else ''}{prof.name}-fold{fold}"
+    if base_seed:
+        name = name or config_lib.load(TrainConfig, path, extra).run.name
+        name = f"{name}-seed{base_seed}"
+    if name:
+        extra.append(f"run.name={name}")
     return config_lib.load(TrainConfig, path, [*extra, *overrides])
 
 
-def ensure_base_model(prof: Profile, fold: int, progress: bool = True) -> Path:
-    """Best checkpoint of the fold's base model: reused if trained, else trained now."""
+def ensure_base_model(prof: Profile, fold: int, progress: bool = True,
+                      base_seed: int = 0) -> Path:
+    """Best checkpoint of the fold's base model trained with ``base_seed``: reused if
+    trained, else trained now."""
     ensure_data(prof, progress=False)
-    cfg = train_config(prof, fold)
+    cfg = train_config(prof, fold, base_seed=base_seed)
     run_dir = run_directory(cfg)
     if (run_dir / "done").is_file():
         return ensure_trained(cfg)  # announces the reuse
-    print(f"fold {fold}: training the base model ({cfg.run.epochs} epochs) into {run_dir}",
-          flush=True)
+    print(f"fold {fold}, base seed {base_seed}: training the base model ({cfg.run.epochs} "
+          f"epochs) into {run_dir}", flush=True)
     tic = time.perf_counter()
     checkpoint = ensure_trained(cfg)
     if progress:
-        print(f"fold {fold}: trained in {time.perf_counter() - tic:.0f} s", flush=True)
+        print(f"fold {fold}, base seed {base_seed}: trained in {time.perf_counter() - tic:.0f} s",
+              flush=True)
     return checkpoint
 
 
-def run_dir(prof: Profile, fold: int) -> Path:
-    run_dir = run_directory(train_config(prof, fold))
+def run_dir(prof: Profile, fold: int, base_seed: int = 0) -> Path:
+    """The finished base-training run of ``fold`` and ``base_seed``."""
+    run_dir = run_directory(train_config(prof, fold, base_seed=base_seed))
     if not (run_dir / "done").is_file():
         raise FileNotFoundError(f"{run_dir} holds no finished run; call "
-                                f"study.ensure_base_model(prof, {fold}) first")
+                                f"study.ensure_base_model(prof, {fold}, base_seed={base_seed}) "
+                                "first")
     return run_dir
 
 

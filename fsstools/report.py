@@ -54,7 +54,10 @@ def _cell(row: pd.Series, value: str) -> str:
 def interval_table(
     summary: pd.DataFrame, index: str = "method", columns: str = "shots", value: str = "miou"
 ) -> pd.DataFrame:
-    """``index`` x ``columns`` table of ``value`` in percent with its 95% interval."""
+    """``index`` x ``columns`` table of ``value`` in percent with its 95% interval (empty
+    for an empty summary, e.g. differences with nothing to compare)."""
+    if summary.empty:
+        return pd.DataFrame()
     cells = summary.assign(cell=[_cell(r, value) for _, r in summary.iterrows()])
     return wide_table(cells, "cell", index, columns)
 

@@ -55,46 +55,60 @@ from fsstools.widgets import EpisodeExplorer
 # ----------------------------------------------------------------------------- base models
 
 
-def training_history(prof: Profile, folds: Sequence[int]) -> pd.DataFrame:
-    """metrics.csv of the folds' base-training runs, with a ``fold`` column."""
-    return pd.concat([pd.read_csv(run_dir(prof, f) / "metrics.csv").assign(fold=f)
-                      for f in folds], ignore_index=True)
+def _runs(prof: Profile, folds: Sequence[int], base_seeds: Sequence[int]):
+    for fold in folds:
+        for seed in base_seeds:
+            yield fold, seed, run_dir(prof, fold, seed)
 
 
-def base_class_scores(prof: Profile, folds: Sequence[int]) -> pd.DataFrame:
-    """Base-class validation IoU of each fold's selected checkpoint.
+def training_history(prof: Profile, folds: Sequence[int],
+                     base_seeds: Sequence[int] = (0,)) -> pd.DataFrame:
+    """metrics.csv of the folds' base-training runs, with ``fold`` and ``base_seed``
+    columns."""
+    return pd.concat([pd.read_csv(run / "metrics.csv").assign(fold=f, base_seed=s)
+                      for f, s, run in _runs(prof, folds, base_seeds)], ignore_index=True)
+
+
+def base_class_scores(prof: Profile, folds: Sequence[int],
+                      base_seeds: Sequence[int] = (0,)) -> pd.DataFrame:
+    """Base-class validation IoU of each fold's (and base seed's) selected checkpoint.
 
     Returns:
-        One row per fold and class (background included, class_id 0): fold, epoch,
-        class_id, name, iou.
+        One row per fold, base seed and class (background included, class_id 0): fold,
+        base_seed, epoch, class_id, name, iou.
     """
     rows = []
-    for fold in folds:
-        meta = checkpoint_meta(run_dir(prof, fold) / "best.pt")
+    for fold, seed, run in _runs(prof, folds, base_seeds):
+        meta = checkpoint_meta(run / "best.pt")
         classes = [0, *meta["classes"]]  # position k of the IoU list is relabelled class k
         for cls, iou in zip(classes, meta["metrics"]["val_class_iou"], strict=True):
-            rows.append({"fold": fold, "epoch": meta["epoch"], "class_id": cls,
-                         "name": splits.class_name(prof.train_dataset, cls),
+            rows.append({"fold": fold, "base_seed": seed, "epoch": meta["epoch"],
+                         "class_id": cls, "name": splits.class_name(prof.train_dataset, cls),
                          "iou": float(iou)})
     return pd.DataFrame(rows)
 
 
-def base_model_table(prof: Profile, folds: Sequence[int]) -> pd.DataFrame:
-    """Per fold: epochs run, selected epoch, its base-class validation mIoU (with and without
-    background), the gain of the last epoch and the training time."""
-    history = training_history(prof, folds)
+def base_model_table(prof: Profile, folds: Sequence[int],
+                     base_seeds: Sequence[int] = (0,)) -> pd.DataFrame:
+    """Per fold and base seed: epochs run, selected epoch, its base-class validation mIoU
+    (with and without background), the gain of the last epoch, the training precision and
+    time."""
+    history = training_history(prof, folds, base_seeds)
     rows = []
-    for fold in folds:
-        meta = checkpoint_meta(run_dir(prof, fold) / "best.pt")
-        hist = history[history["fold"] == fold].sort_values("epoch")
+    for fold, seed, run in _runs(prof, folds, base_seeds):
+        meta = checkpoint_meta(run / "best.pt")
+        hist = history[(history["fold"] == fold) & (history["base_seed"] == seed)]
+        hist = hist.sort_values("epoch")
         val = hist["val_miou"].dropna().to_numpy()
         rows.append({
             "fold": fold,
+            "base_seed": seed,
             "epochs": int(hist["epoch"].max()),
             "selected_epoch": meta["epoch"],
             "val_miou": meta["metrics"]["val_miou"],
             "val_miou_base_classes": meta["metrics"]["val_miou_fg"],
             "last_epoch_gain_points": 100 * (val[-1] - val[-2]) if len(val) > 1 else np.nan,
+            "precision": meta["config"]["run"]["amp"],
             "train_minutes": float(hist["time_s"].sum()) / 60,
         })  # fmt: skip
     return pd.DataFrame(rows)
@@ -112,11 +126,13 @@ def fold_study(
     seed: int = 0,
     device: str = "cpu",
     progress: bool = True,
+    base_seed: int = 0,
 ) -> Study:
-    """Episodes and features for the fold's base model tested on the profile's test data
-    (for the embedded benchmark: the validation images of ``style``; the model is always
-    trained on style A)."""
-    checkpoint = ensure_base_model(prof, fold, progress)
+    """Episodes and features for the fold's base model (trained with ``base_seed``) tested
+    on the profile's test data (for the embedded benchmark: the validation images of
+    ``style``; the model is always trained on style A). ``seed`` draws the episodes, which
+    are the same for every base seed."""
+    checkpoint = ensure_base_model(prof, fold, progress, base_seed)
     cfg = eval_config(prof, fold, checkpoint, shots, n_episodes, style, seed, device)
     return evaluate.prepare(cfg, progress)
 
@@ -131,15 +147,26 @@ def evaluate_folds(
     seed: int = 0,
     device: str = "cpu",
     trace: bool = False,
+    base_seeds: Sequence[int] = (0,),
 ) -> Scores:
-    """:func:`fsstools.evaluate.score` over folds: base model of each fold, tested on the
-    profile's test data (``style`` of the embedded benchmark)."""
+    """:func:`fsstools.evaluate.score` over folds and base seeds: the base model of each
+    fold and seed, tested on the profile's test data (``style`` of the embedded
+    benchmark), every base seed on the same episodes.
+
+    Returns:
+        Rows with a ``base_seed`` column; traces keyed (method, fold, shots, seed) pool
+        the base seeds' episodes.
+    """
     frames, traces = [], {}
     for fold in folds:
-        study = fold_study(prof, fold, shots, n_episodes, style, seed, device)
-        scores = evaluate.score(study, methods, trace)
-        frames.append(scores.rows)
-        traces.update(scores.traces)
+        for base_seed in base_seeds:
+            study = fold_study(prof, fold, shots, n_episodes, style, seed, device,
+                               base_seed=base_seed)
+            scores = evaluate.score(study, methods, trace)
+            frames.append(scores.rows.assign(base_seed=base_seed))
+            for key, tr in scores.traces.items():
+                traces[key] = ({k: torch.cat([traces[key][k], v], dim=1) for k, v in tr.items()}
+                               if key in traces else tr)
     return Scores(pd.concat(frames, ignore_index=True), traces)
 
 
@@ -150,6 +177,7 @@ def domain_shift(
     methods: MethodSpecs,
     n_episodes: int,
     device: str = "cpu",
+    base_seeds: Sequence[int] = (0,),
 ) -> pd.DataFrame:
     """Base models trained on style A, tested on A (in-domain) and on B (shifted).
 
@@ -159,7 +187,8 @@ def domain_shift(
     frames = []
     for style in ("A", "B"):
         print(f"test style {style}:")
-        scores = evaluate_folds(prof, folds, shots, methods, n_episodes, style, device=device)
+        scores = evaluate_folds(prof, folds, shots, methods, n_episodes, style, device=device,
+                                base_seeds=base_seeds)
         frames.append(scores.rows.assign(domain=f"A -> {style}"))
     return pd.concat(frames, ignore_index=True)
 
@@ -214,10 +243,20 @@ def coco_to_pascal(
     return pd.concat(frames, ignore_index=True)
 
 
-def delta_methods(deltas: Sequence[float]) -> dict[str, MethodConfig]:
-    """Oracle-RePRI with the prior perturbed by each relative error ``delta``."""
+ORACLE_CONFIGS = {
+    "oracle_repri": "Oracle-RePRI, authors' config (300 steps, H 0.1)",
+    "oracle_repri_weights": "Oracle-RePRI at RePRI's settings (50 steps, weights 1, 1/K, 1/K)",
+}
+"""The oracle configurations whose sensitivity to an error in the prior notebook 05 sweeps."""
+
+
+def delta_methods(deltas: Sequence[float], bases: Sequence[str] = ("oracle_repri",)
+                  ) -> dict[str, MethodConfig]:
+    """Each oracle of ``bases`` with the prior perturbed by each relative error ``delta``
+    (labels ``<base> delta=<delta>``; the method's ``name`` stays its base's)."""
     return {
-        f"oracle delta={d:+.2f}": dataclasses.replace(METHODS["oracle_repri"], prior_delta=float(d))
+        f"{base} delta={d:+.2f}": dataclasses.replace(METHODS[base], prior_delta=float(d))
+        for base in bases
         for d in deltas
     }
 

@@ -23,9 +23,10 @@ LAYERS: list[tuple[str, ...]] = [
     ("fsstools.stats",),
     ("fsstools.training",),
     ("fsstools.features",),
+    ("fsstools.guard",),  # a checkpoint is never scored on its training classes
     ("fsstools.eval_config", "fsstools.evaluate"),  # EvalConfig, then the pipeline using it
     ("fsstools.inspect",),
-    ("fsstools.report",),
+    ("fsstools.report", "fsstools.readings"),
     ("fsstools.plots",),
     ("fsstools.widgets",),
     ("fsstools.parameters", "fsstools.profiles", "fsstools.study",

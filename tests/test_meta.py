@@ -20,7 +20,7 @@ from fsstools.features import gather
 from fsstools.inference import METHODS, query_valid_mask, resolve_method, run_method
 from fsstools.inference.peers import PANET_SCALE
 from fsstools.models import PSPNet
-from fsstools.models.checkpoints import CHECKPOINT_FORMAT, PFENET_FORMAT
+from fsstools.models.checkpoints import CHECKPOINT_FORMAT, PFENET_FORMAT, checkpoint_meta
 from fsstools.models.pfenet import PFENet
 from fsstools.profiles import Profile
 from tests.tiny import FEATURE_GRID, IMAGE_SIZE, TINY_MODEL, TINY_PFENET, tiny_study
@@ -201,7 +201,7 @@ TINY_PEERS = ("model.arch=small", "model.widths=[4,8,8,8]", "model.stem_width=4"
 @pytest.fixture
 def tiny_profile(tmp_path):
     (tmp_path / "tiny.yaml").write_text(TINY_BASE)
-    return Profile("quick", tmp_path / "tiny", SynthConfig(n_train=24, n_val=120, size=32,
+    return Profile("quick", tmp_path / "tiny", SynthConfig(n_train=96, n_val=120, size=32,
                                                            styles=("A",)),
                    str(tmp_path / "tiny.yaml"))
 
@@ -209,49 +209,63 @@ def tiny_profile(tmp_path):
 @pytest.mark.filterwarnings("ignore:.*too few")
 def test_recipe_scores_every_arm_on_the_same_episodes(tiny_profile, outputs):
     n = 6
-    result = meta.meta_study(tiny_profile, folds=[0], shots=[1, 2], n_episodes=n,
-                             peer_overrides=TINY_PEERS)
+    result = meta.meta_study(tiny_profile, folds=[0], shots=[1, 2, 3], n_episodes=n,
+                             peer_overrides=TINY_PEERS, peer_shots=(1, 2))
     rows = result.rows
     assert list(dict.fromkeys(rows["method"])) == [a.label for a in meta.ARMS]
-    assert len(rows) == len(meta.ARMS) * 2 * n
+    assert len(rows) == len(meta.ARMS) * 3 * n
     assert set(rows["training"]) == set(meta.TRAININGS)
-    assert set(rows["inference"]) == {"prototype", "repri", "pfenet-head"}
+    assert set(rows["inference"]) == {"support-fit prototype", "two prototypes", "repri",
+                                      "pfenet-head"}
+    assert (rows["base_seed"] == 0).all()
     # the very same tasks for every arm
     tasks = rows.groupby("method")[["shots", "episode", "class_id"]].apply(
         lambda g: tuple(map(tuple, g.sort_values(["shots", "episode"]).to_numpy())))
     assert tasks.nunique() == 1
-    peers = rows["peer_method"].isin(["panet", "pfenet"])
-    assert rows.loc[peers, "pi"].isna().all() and rows.loc[~peers, "pi"].notna().all()
-    assert {t for t, _ in result.checkpoints} == set(meta.TRAININGS)
-    assert len({str(p) for p in result.checkpoints.values()}) == 3  # three models
+    # each peer scored with the model trained at its shots; 3 shots: the 2-shot model
+    peers = rows["peer_method"].isin(["panet", "pfenet"]) & (rows["training"] != "ce")
+    trained = rows[peers].groupby("shots")["trained_shots"].unique()
+    assert {k: list(v) for k, v in trained.items()} == {1: [1], 2: [2], 3: [2]}
+    assert rows.loc[rows["training"] == "ce", "trained_shots"].isna().all()
+    own = rows["peer_method"].isin(["panet", "pfenet"])
+    assert rows.loc[own, "pi"].isna().all() and rows.loc[~own, "pi"].notna().all()
+    assert sorted(result.checkpoints, key=str) == sorted(
+        [("ce", 0, None), *[(t, 0, k) for t in ("episodic-panet", "frozen-pfenet")
+                            for k in (1, 2)]], key=str)
+    assert len({str(p) for p in result.checkpoints.values()}) == 5  # five models
+    two_shot = checkpoint_meta(result.checkpoints["episodic-panet", 0, 2])["config"]
+    assert two_shot["episodic"]["shots"] == 2
 
     summary = meta.summarize(rows, n_boot=20)
     assert list(dict.fromkeys(summary["method"])) == [a.label for a in meta.ARMS]
     diffs = meta.contrasts(rows, n_boot=20)
-    assert len(diffs) == len(meta.CONTRASTS) * 2 and (diffs["n_folds"] == 1).all()
+    assert len(diffs) == len(meta.CONTRASTS) * 3 and (diffs["n_folds"] == 1).all()
     claim = diffs[diffs["contrast"] == "CE + RePRI vs PFENet + head (own)"].set_index("shots")
     points = summary.set_index(["method", "shots"])["miou"]
     assert claim.loc[1, "miou"] == pytest.approx(
         points["CE + RePRI", 1] - points["PFENet + head (own)", 1])
     table = meta.two_by_two(summary)
     assert list(table.index) == ["ce", "episodic-panet"]
-    assert list(table.columns) == ["1-shot prototype", "1-shot repri", "2-shot prototype",
-                                   "2-shot repri"]
+    assert list(table.columns) == [f"{k}-shot {rule}" for k in (1, 2, 3)
+                                   for rule in ("two prototypes", "repri")]
     notes = meta.reading(summary, diffs)
     assert any("1-shot, RePRI against PFENet-style" in n for n in notes)
-    assert any("Gain from 1 to 2 shots" in n for n in notes)
+    assert any("Gain from 1 to 3 shots" in n for n in notes)
+    assert any("3-shot scores come from their 2-shot models" in n for n in notes)
     history = meta.peer_training_table(result.checkpoints)
-    assert set(history["training"]) == set(meta.TRAININGS) and (history["epochs"] == 1).all()
+    assert len(history) == 5 and (history["epochs"] == 1).all()
 
 
-@pytest.mark.filterwarnings("ignore:.*too few")
-def test_recipe_restricts_panet_to_peer_folds(tiny_profile, outputs):
-    with pytest.raises(ConfigError, match=r"peer_folds \[1\] are not among folds \[0\]"):
-        meta.meta_study(tiny_profile, folds=[0], shots=[1], n_episodes=4, peer_folds=[1])
-    rows = meta.meta_study(tiny_profile, folds=[0], shots=[1], n_episodes=4, peer_folds=[],
-                           peer_overrides=TINY_PEERS).rows
-    assert "episodic-panet" not in set(rows["training"])
-    assert len(meta.contrasts(rows, n_boot=10)) == 2  # the contrasts without PANet
+def test_a_k_shot_peer_keeps_the_one_shot_image_budget(tiny_profile):
+    one = meta.peer_train_config(dataclasses.replace(tiny_profile, name="full"), 1, "panet")
+    five = meta.peer_train_config(dataclasses.replace(tiny_profile, name="full"), 1, "panet",
+                                  shots=5)
+    assert five.episodic.shots == 5 and five.run.name == "synth-panet-5shot-fold1"
+    for field in ("episodes_per_epoch", "val_episodes"):  # (k + 1) images a task
+        assert getattr(five.episodic, field) == round(getattr(one.episodic, field) * 2 / 6)
+    assert five.optim.batch_size == round(one.optim.batch_size * 2 / 6)
+    assert meta.shot_overrides(one, 1) == []
+    assert [meta.trained_shots(k) for k in (1, 4, 5, 10)] == [1, 1, 5, 5]
 
 
 def test_peer_configs_follow_the_profile(tiny_profile, tmp_path):
@@ -269,17 +283,15 @@ def test_peer_configs_follow_the_profile(tiny_profile, tmp_path):
         meta.peer_train_config(real, 0, "panet")
 
 
-def test_notebook_parameters_check_peer_folds(outputs):
+def test_notebook_parameters_check_folds(outputs):
     from fsstools import study
 
-    ns = {"profile": "quick", "folds": [0], "peer_folds": [], "shots": [1], "n_episodes": 4,
+    ns = {"profile": "quick", "folds": [0], "shots": [1], "n_episodes": 4,
           "n_boot": 10, "device": "cpu", "output_dir": ""}
     _, out = study.start("06_meta_learning", ns)
     assert out.parent == outputs / "quick"
-    with pytest.raises(ConfigError, match=r"parameter peer_folds: \[2\] not in folds \[0\]"):
-        study.start("06_meta_learning", {**ns, "peer_folds": [2]})
-    with pytest.raises(ConfigError, match="parameter peer_folds: fold 5 does not exist"):
-        study.start("06_meta_learning", {**ns, "peer_folds": [5]})
+    with pytest.raises(ConfigError, match="parameter folds: fold 5 does not exist"):
+        study.start("06_meta_learning", {**ns, "folds": [5]})
 
 
 @pytest.mark.parametrize("first, last, verdict, trend", [

@@ -27,8 +27,9 @@ REPO = Path(__file__).resolve().parent.parent
 NOTEBOOKS = sorted((REPO / "notebooks").glob("[0-9][0-9]_*.ipynb"))
 ALLOWED_IMPORTS = {"fsstools", "pandas", "matplotlib", "IPython"}
 NOTEBOOK_LAYER = {"fsstools.study", "fsstools.meta", "fsstools.stats", "fsstools.report",
-                  "fsstools.plots", "fsstools.widgets"}
-"""What notebooks import from fsstools: the recipes, statistics, reporting, plots, widgets."""
+                  "fsstools.readings", "fsstools.plots", "fsstools.widgets"}
+"""What notebooks import from fsstools: the recipes, statistics, reporting and readings,
+plots, widgets."""
 TEACHING_LAYER = {"00_walkthrough": {"fsstools.inference"}}
 """Notebooks that may also import the inference primitives (00 runs RePRI's loop by hand)."""
 DATA_PARAMETERS = ("profile", "dataset", "data_root", "train_config")
@@ -272,11 +273,10 @@ def test_papermill_meta_learning_records_csv(tmp_path):
     peers without a prior, the 2x2, the paired contrasts and the closing notes recorded
     (the quick peers are trained once and cached, shared with nbval's run of 06)."""
     shots, n = [1, 3], 16
-    nb = _execute("06_meta_learning", tmp_path, shots=shots, n_episodes=n, n_boot=50,
-                  peer_folds=[0])
+    nb = _execute("06_meta_learning", tmp_path, shots=shots, n_episodes=n, n_boot=50)
     assert _stray_values(nb) == []
     recorded = json.loads((tmp_path / parameters.RECORD_NAME).read_text())
-    assert recorded["parameters"]["peer_folds"] == [0] and "peer_folds" in recorded["injected"]
+    assert recorded["parameters"]["shots"] == shots and "shots" in recorded["injected"]
     arms = [a.label for a in meta.ARMS]
     _check_summary(pd.read_csv(tmp_path / "summary.csv"), arms, shots)
     episodes = pd.read_csv(tmp_path / "episodes.csv")
@@ -291,12 +291,13 @@ def test_papermill_meta_learning_records_csv(tmp_path):
     assert (diffs["miou_low"] <= diffs["miou"] + 1e-9).all()
     grid = pd.read_csv(tmp_path / "two_by_two.csv")
     assert list(grid["training"]) == ["ce", "episodic-panet"]
-    assert list(grid.columns[1:]) == ["1-shot prototype", "1-shot repri", "3-shot prototype",
-                                      "3-shot repri"]
+    assert list(grid.columns[1:]) == ["1-shot two prototypes", "1-shot repri",
+                                      "3-shot two prototypes", "3-shot repri"]
     models = pd.read_csv(tmp_path / "models.csv")
     assert set(models["training"]) == set(meta.TRAININGS)
     text = (tmp_path / "summary.md").read_text()
     assert "## 06 Meta-learning" in text and "3-shot, RePRI against PFENet-style" in text
+    assert "3-shot scores come from their 1-shot models" in text
     assert (tmp_path / "shot_curves.png").stat().st_size > 0
 
 

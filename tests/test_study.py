@@ -57,9 +57,13 @@ def test_score_caches_per_method_and_episodes(outputs, capsys):
 
 
 def test_setting_methods_and_columns():
-    deltas = study.delta_methods([-0.5, 0.0])
-    assert list(deltas) == ["oracle delta=-0.50", "oracle delta=+0.00"]
-    assert deltas["oracle delta=+0.00"] == METHODS["oracle_repri"]
+    deltas = study.delta_methods([-0.5, 0.0], ["oracle_repri", "oracle_repri_weights"])
+    assert list(deltas) == ["oracle_repri delta=-0.50", "oracle_repri delta=+0.00",
+                            "oracle_repri_weights delta=-0.50", "oracle_repri_weights delta=+0.00"]
+    assert deltas["oracle_repri delta=+0.00"] == METHODS["oracle_repri"]
+    assert deltas["oracle_repri_weights delta=-0.50"].prior_delta == -0.5
+    rows = study.with_setting(pd.DataFrame({"method": list(deltas)}), deltas, "name")
+    assert rows["name"].tolist() == ["oracle_repri"] * 2 + ["oracle_repri_weights"] * 2
     t_pi = study.t_pi_methods([[], [10, 25]])
     assert [m.t_pi for m in t_pi.values()] == [(), (10, 25)]
     rows = pd.DataFrame({"method": list(t_pi)})
@@ -69,3 +73,28 @@ def test_setting_methods_and_columns():
 def test_study_episode_picks_the_list():
     view = study.study_episode(tiny_study(), shots=2, index=3, images=False)
     assert view.shots == 2 and view.class_id == 2 and view.index == 3
+
+
+@pytest.mark.filterwarnings("ignore:.*too few")
+def test_every_base_seed_scores_the_same_episodes_with_its_own_model(tmp_path, outputs):
+    from fsstools.data.synthetic import SynthConfig
+    from fsstools.models.checkpoints import checkpoint_meta
+    from tests.test_meta import TINY_BASE
+
+    (tmp_path / "tiny.yaml").write_text(TINY_BASE)
+    prof = study.Profile("quick", tmp_path / "tiny", SynthConfig(n_train=24, n_val=120, size=32,
+                                                                 styles=("A",)),
+                         str(tmp_path / "tiny.yaml"))
+    cfg0, cfg2 = study.train_config(prof, 0), study.train_config(prof, 0, base_seed=2)
+    assert (cfg0.run.seed, cfg2.run.seed) == (0, 2)
+    assert cfg2.run.name == f"{cfg0.run.name}-seed2"
+    rows = study.evaluate_folds(prof, [0], [1], ["inductive"], 6, base_seeds=[0, 2]).rows
+    assert sorted(rows["base_seed"].unique()) == [0, 2] and len(rows) == 2 * 6
+    per_seed = rows.sort_values("episode").groupby("base_seed")
+    assert per_seed["class_id"].apply(tuple).nunique() == 1  # the same tasks
+    assert per_seed["fg_inter"].apply(tuple).nunique() == 2  # scored by different models
+    models = study.base_model_table(prof, [0], [0, 2])
+    assert list(models["base_seed"]) == [0, 2]
+    seeds = [checkpoint_meta(study.run_dir(prof, 0, s) / "best.pt")["config"]["run"]["seed"]
+             for s in (0, 2)]
+    assert seeds == [0, 2]

@@ -209,34 +209,45 @@ def delta_curve(
     value: str = "miou",
     reference: pd.DataFrame | None = None,
     title: str | None = None,
+    config_labels: dict[str, str] | None = None,
 ) -> Figure:
-    """``value`` against a perturbation of the prior, one line per shot count.
+    """``value`` against a perturbation of the prior, one line per shot count and, with a
+    ``config`` column, per oracle configuration (solid and dashed-dotted markers).
 
     Args:
-        summary: rows with ``x``, shots, ``value`` and its interval.
+        summary: rows with ``x``, shots, ``value`` and its interval (and ``config``).
         reference: optional rows (shots, ``value``) drawn as dashed horizontal lines, e.g.
             RePRI with its estimated prior.
+        config_labels: display name of each ``config``.
     """
-    fig = new_figure(5.0, 3.6)
+    fig = new_figure(5.6, 3.8)
     ax = fig.add_subplot()
     shots = sorted(summary["shots"].unique())
     shades = dict(zip(shots, CYCLE, strict=False))
     data = percent(summary, [value, f"{value}_low", f"{value}_high"]).sort_values(x)
-    data = data.assign(_shots=data["shots"].map(lambda k: f"oracle, {k}-shot"))
-    sns.lineplot(data=data, x=x, y=value, hue="_shots",
-                 hue_order=[f"oracle, {k}-shot" for k in shots],
-                 palette=[shades[k] for k in shots], marker="o", errorbar=None, ax=ax)
-    for k in shots:
-        sel = data[data["shots"] == k]
-        _band(ax, sel[x], sel[f"{value}_low"], sel[f"{value}_high"], shades[k])
-        if reference is not None:
+    if "config" not in data:
+        data = data.assign(config="oracle")
+    names = config_labels or {}
+    configs = list(dict.fromkeys(data["config"]))
+    lines = dict(zip(configs, ["-", "-.", ":", "--"], strict=False))
+    marks = dict(zip(configs, "osD^", strict=False))
+    for config in configs:
+        for k in shots:
+            sel = data[(data["shots"] == k) & (data["config"] == config)]
+            if sel.empty:
+                continue
+            ax.plot(sel[x], sel[value], linestyle=lines[config], marker=marks[config],
+                    color=shades[k], label=f"{names.get(config, config)}, {k}-shot")
+            _band(ax, sel[x], sel[f"{value}_low"], sel[f"{value}_high"], shades[k])
+    if reference is not None:
+        for k in shots:
             for _, row in reference[reference["shots"] == k].iterrows():
                 ax.axhline(100 * row[value], color=shades[k], linestyle="--", linewidth=1,
                            label=f"{label(row.get('method', 'reference'))}, {k}-shot")
     ax.axvline(0, color="black", linewidth=0.6)
     ax.set_xlabel("relative error put on the oracle prior (delta)")
     ax.set_ylabel(VALUE_LABELS.get(value, value))
-    ax.legend(fontsize=8, title=None)
+    ax.legend(fontsize=7, title=None)
     if title:
         ax.set_title(title)
     return fig
@@ -244,8 +255,9 @@ def delta_curve(
 
 @themed
 def training_curves(history: pd.DataFrame, by: str = "fold") -> Figure:
-    """Training loss and base-class validation mIoU per epoch, one line per fold (or per
-    value of the column ``by``, e.g. a precision variant)."""
+    """Training loss and base-class validation mIoU per epoch, one colour per fold (or per
+    value of the column ``by``, e.g. a precision variant) and, with several base seeds
+    (a ``base_seed`` column), one line per seed."""
     panels = [
         ("train_loss", "training loss"),
         ("val_miou", "val mIoU, background incl. (%)"),
@@ -254,6 +266,8 @@ def training_curves(history: pd.DataFrame, by: str = "fold") -> Figure:
     panels = [p for p in panels if p[0] in history]
     label = (lambda f: f"fold {f}") if by == "fold" else str
     groups = [label(f) for f in sorted(history[by].unique())]
+    several = "base_seed" in history and by != "base_seed" and history["base_seed"].nunique() > 1
+    seeds = {"units": "base_seed", "estimator": None} if several else {}  # a line per seed
     fig = new_figure(3.8 * len(panels), 3.2)
     axes = fig.subplots(1, len(panels), squeeze=False)[0]
     for i, (ax, (col, name)) in enumerate(zip(axes, panels, strict=True)):
@@ -262,7 +276,7 @@ def training_curves(history: pd.DataFrame, by: str = "fold") -> Figure:
         data = data.assign(**{col: scale * data[col], "_group": data[by].map(label)})
         sns.lineplot(data=data, x="epoch", y=col, hue="_group", hue_order=groups,
                      palette=CYCLE[: len(groups)], marker="o", errorbar=None,
-                     legend=i == 0, ax=ax)
+                     legend=i == 0, ax=ax, **seeds)
         ax.set_xlabel("epoch")
         ax.set_ylabel("")
         ax.set_title(name, fontsize=10)

@@ -1,0 +1,269 @@
+"""Readings written from the numbers: the sentences a notebook closes with.
+
+Every sentence quotes the interval that supports it, and a gap whose 95% interval covers 0
+is called *level*: the episodes (and base seeds, where the table covers them) do not
+resolve it. The inputs are the tables of :mod:`fsstools.stats` (fractions; shown here in
+points of mIoU).
+
+Example:
+    >>> import pandas as pd
+    >>> row = pd.Series({"miou": 0.012, "miou_low": -0.003, "miou_high": 0.027})
+    >>> verdict(row, "ahead", "behind")
+    'level'
+    >>> points(row)
+    '+1.2 [-0.3, +2.7]'
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import pandas as pd
+
+LEVEL = "level"
+"""What a difference whose interval covers 0 is called."""
+
+
+def points(row: pd.Series, value: str = "miou") -> str:
+    """A difference in signed points with its interval, e.g. ``+1.2 [-0.3, +2.7]``."""
+    return (f"{100 * row[value]:+.1f} [{100 * row[f'{value}_low']:+.1f}, "
+            f"{100 * row[f'{value}_high']:+.1f}]")
+
+
+def score(row: pd.Series, value: str = "miou") -> str:
+    """A score in percent with its interval, e.g. ``67.0 [65.8, 68.3]``."""
+    return (f"{100 * row[value]:.1f} [{100 * row[f'{value}_low']:.1f}, "
+            f"{100 * row[f'{value}_high']:.1f}]")
+
+
+def verdict(row: pd.Series, ahead: str, behind: str, value: str = "miou") -> str:
+    """``ahead`` when the whole interval is above 0, ``behind`` when below, else
+    :data:`LEVEL`."""
+    if row[f"{value}_low"] > 0:
+        return ahead
+    if row[f"{value}_high"] < 0:
+        return behind
+    return LEVEL
+
+
+def covers(table: pd.DataFrame) -> str:
+    """What the intervals of ``table`` cover, from its ``interval`` column."""
+    if "interval" not in table or table.empty:
+        return "episodes"
+    kinds = sorted(set(table["interval"]))
+    return kinds[0] if len(kinds) == 1 else " / ".join(kinds)
+
+
+def label_of(labels: Callable[[str], str] | None) -> Callable[[str], str]:
+    return labels or (lambda name: name)
+
+
+def difference_notes(
+    diffs: pd.DataFrame,
+    reference: str,
+    key: str = "method",
+    labels: Callable[[str], str] | None = None,
+) -> list[str]:
+    """One sentence per compared value: its difference to ``reference`` at every shot
+    count, with the verdict of each.
+
+    Args:
+        diffs: :func:`fsstools.stats.differences` rows (``key``, shots, miou, ...).
+        labels: display name of a ``key`` value.
+    """
+    name = label_of(labels)
+    notes = []
+    if diffs.empty:
+        return notes
+    for value, grp in diffs.groupby(key, sort=False):
+        parts = [f"{points(r)} at {r.shots} shot{'s' if r.shots > 1 else ''} "
+                 f"({verdict(r, 'ahead', 'behind')})"
+                 for _, r in grp.sort_values("shots").iterrows()]
+        notes.append(f"**{name(value)}** minus {name(reference)}: {'; '.join(parts)}.")
+    return notes
+
+
+def shot_gain_note(summary: pd.DataFrame, labels: Callable[[str], str] | None = None,
+                   key: str = "method") -> str | None:
+    """Each value's mIoU gain from the fewest to the most shots it was scored at (points),
+    largest first; None with a single shot count."""
+    name = label_of(labels)
+    shots = sorted(summary["shots"].unique())
+    if len(shots) < 2:
+        return None
+    lo, hi = shots[0], shots[-1]
+    wide = summary.pivot_table(index=key, columns="shots", values="miou", sort=False)
+    gains = (100 * (wide[hi] - wide[lo])).dropna().sort_values(ascending=False)
+    listed = ", ".join(f"{name(m)} {g:+.1f}" for m, g in gains.items())
+    return f"**Gain from {lo} to {hi} shots** (points of mIoU, point estimates): {listed}."
+
+
+def spread_note(spread: pd.DataFrame, what: str, value: str = "miou") -> str | None:
+    """The range across base seeds of one contrast per shot count.
+
+    Args:
+        spread: rows of one contrast: shots, base_seed and ``value`` (a fraction), e.g. the
+            per-seed differences (``miou_diff``) of :func:`fsstools.stats.seed_spread`.
+    """
+    if spread.empty or spread["base_seed"].nunique() < 2:
+        return None
+    parts = []
+    for shots, grp in spread.groupby("shots"):
+        v = 100 * grp.sort_values("base_seed")[value]
+        parts.append(f"{shots} shot{'s' if shots > 1 else ''}: "
+                     + " / ".join(f"{x:+.1f}" for x in v)
+                     + f" (range {v.max() - v.min():.1f})")
+    return (f"**{what}, per base seed** ({spread['base_seed'].nunique()} seeds, points): "
+            + "; ".join(parts) + ".")
+
+
+def bullets(notes: Sequence[str | None]) -> list[str]:
+    """Markdown bullets of the notes that exist."""
+    return [f"- {n}" for n in notes if n]
+
+
+# ----------------------------------------------------------------------------- per notebook
+
+BENCHMARK_CAVEAT = (
+    "On the embedded benchmark a class's colours and pattern name it in any patch, so the "
+    "query's own pixels cluster by class: this favours methods that read the query "
+    "(transductive ones) more than real images would."
+)
+
+
+def coverage_note(table: pd.DataFrame, n_base_seeds: int) -> str:
+    """What the intervals cover and the rule the readings follow."""
+    return (f"Intervals (95%) cover {covers(table)}"
+            f"{f' ({n_base_seeds} base seeds per fold)' if n_base_seeds > 1 else ''}; a gap "
+            "whose interval covers 0 is called level.")
+
+
+def spread_notes(spread: pd.DataFrame, reference: str,
+                 methods: Sequence[str], labels: Callable[[str], str] | None = None
+                 ) -> list[str | None]:
+    """:func:`spread_note` of ``method - reference`` for each of ``methods`` present in
+    ``spread`` (rows of :func:`fsstools.stats.seed_spread` with a reference: their
+    ``miou_diff``)."""
+    name = label_of(labels)
+    return [spread_note(spread[spread["method"] == m], f"{name(m)} minus {name(reference)}",
+                        "miou_diff")
+            for m in methods if (spread["method"] == m).any()]
+
+
+def n_seeds(rows: pd.DataFrame) -> int:
+    """Base seeds per fold in per-episode rows (1 without a ``base_seed`` column)."""
+    if "base_seed" not in rows:
+        return 1
+    return int(rows.groupby("fold")["base_seed"].nunique().min())
+
+
+def method_reading(rows: pd.DataFrame, summary: pd.DataFrame, diffs: pd.DataFrame,
+                   spread: pd.DataFrame | None, reference: str,
+                   spread_methods: Sequence[str], labels: Callable[[str], str] | None = None,
+                   caveat: bool = True) -> list[str]:
+    """The closing bullets of a method comparison (notebooks 02 and 03): what the
+    intervals cover, each method against ``reference`` at every shot count, the gain
+    with the shots, the base-seed spread of the headline contrasts, and the benchmark's
+    caveat.
+
+    Args:
+        rows: the per-episode rows (for the base-seed count).
+        summary: :func:`fsstools.stats.fold_mean` of ``rows``.
+        diffs: :func:`fsstools.stats.differences` of ``rows`` to ``reference``.
+        spread: :func:`fsstools.stats.seed_spread` of ``rows`` to ``reference`` (None:
+            left out).
+        spread_methods: the methods whose contrast to ``reference`` is shown per seed.
+    """
+    notes: list[str | None] = [coverage_note(diffs, n_seeds(rows))]
+    notes += difference_notes(diffs, reference, labels=labels)
+    notes.append(shot_gain_note(summary, labels))
+    if spread is not None:
+        notes += spread_notes(spread, reference, spread_methods, labels)
+    if caveat:
+        notes.append(BENCHMARK_CAVEAT)
+    return bullets(notes)
+
+
+def base_model_reading(models: pd.DataFrame) -> list[str]:
+    """The closing bullets of notebook 01 from its table of base models
+    (:func:`fsstools.study.base_model_table`): how flat the curves ended and how much the
+    base-class validation score moves with the training seed."""
+    gains = models["last_epoch_gain_points"].abs()
+    notes: list[str | None] = [
+        f"**Last-epoch change** of the validation mIoU: at most {gains.max():.1f} points over "
+        f"{len(models)} model(s) (median {gains.median():.1f}); "
+        + ("every curve had flattened (< 1 point)." if gains.max() < 1 else
+           "a curve that still moves by a point or more in its last epoch is not converged.")
+    ]
+    per_fold = models.groupby("fold")["val_miou_base_classes"]
+    parts = [f"fold {fold} {100 * v.mean():.1f}" + (
+        f" (seeds {' / '.join(f'{100 * x:.1f}' for x in v)}, range "
+        f"{100 * (v.max() - v.min()):.1f})" if len(v) > 1 else "") for fold, v in per_fold]
+    notes.append("**Base-class validation mIoU** (background excluded, %): "
+                 + "; ".join(parts) + ".")
+    if models.groupby("fold")["base_seed"].nunique().max() > 1:
+        spread = per_fold.agg(lambda v: v.max() - v.min()).max()
+        notes.append(f"The training seed alone moves a fold's base-class score by up to "
+                     f"{100 * spread:.1f} points: the later notebooks score every method with "
+                     "each seed's model and let their intervals cover that.")
+    return bullets(notes)
+
+
+def domain_reading(rows: pd.DataFrame, diffs: pd.DataFrame, drop: pd.DataFrame,
+                   labels: Callable[[str], str] | None = None) -> list[str]:
+    """The closing bullets of notebook 04.
+
+    Args:
+        rows: per-episode rows (for the base-seed count).
+        diffs: :func:`fsstools.stats.differences` to RePRI with ``by=("domain", "shots")``.
+        drop: :func:`fsstools.stats.domain_drop` (point estimates: the two domains are
+            scored on different images, so their difference has no paired interval).
+    """
+    name = label_of(labels)
+    notes: list[str | None] = [coverage_note(diffs, n_seeds(rows))]
+    for domain, grp in (() if diffs.empty else diffs.groupby("domain", sort=False)):
+        notes += [f"{domain}: {n}" for n in difference_notes(grp, "repri", labels=labels)]
+    parts = []
+    for method, grp in drop.groupby("method", sort=False):
+        per_shot = " / ".join(f"{v:.1f}" for v in grp.sort_values("shots")["drop_points"])
+        parts.append(f"{name(method)} {per_shot}")
+    counts = sorted(drop["shots"].unique())
+    shots = " / ".join(map(str, counts)) + (" shots" if counts[-1] > 1 else " shot")
+    notes.append(f"**Drop from A -> A to A -> B** (points of mIoU at {shots}; point "
+                 f"estimates, the domains use different images): {'; '.join(parts)}.")
+    return bullets(notes)
+
+
+def prior_reading(error_summary: pd.DataFrame, delta_diffs: pd.DataFrame,
+                  t_pi_diffs: pd.DataFrame, config_labels: dict[str, str]) -> list[str]:
+    """The closing bullets of notebook 05.
+
+    Args:
+        error_summary: :func:`fsstools.stats.prior_error_summary`.
+        delta_diffs: per oracle configuration (column ``config``), each ``prior_delta``
+            minus the exact prior (delta 0) on the same episodes.
+        t_pi_diffs: each ``t_pi`` schedule minus t_pi = 10.
+        config_labels: display name of each ``config``.
+    """
+    notes: list[str | None] = []
+    parts = [f"{r.shots}-shot {r.stage}: median {100 * r.median_error:+.0f}%, within +-10% "
+             f"for {100 * r.within_10pct:.0f}% of tasks"
+             for r in error_summary.itertuples()]
+    notes.append("**Error of RePRI's estimated prior** (pi / true - 1): "
+                 + "; ".join(parts) + ".")
+    notes.append(coverage_note(delta_diffs, 1))
+    for config, grp in delta_diffs.groupby("config", sort=False):
+        for shots, sub in grp.groupby("shots"):
+            sub = sub.sort_values("prior_delta")
+            parts = [f"{d:+.0%}: {points(r)}" for d, (_, r) in
+                     zip(sub["prior_delta"], sub.iterrows(), strict=True)]
+            level = [f"{d:+.0%}" for d, (_, r) in zip(sub["prior_delta"], sub.iterrows(),
+                                                       strict=True)
+                     if verdict(r, "ahead", "behind") == LEVEL]
+            notes.append(f"**{config_labels.get(config, config)}, {shots}-shot, prior scaled "
+                         f"by (1 + delta)**, minus the exact prior: {'; '.join(parts)}. "
+                         + (f"Level with the exact prior at {', '.join(level)}."
+                            if level else "Every perturbation tested costs mIoU."))
+    notes += difference_notes(t_pi_diffs, "10", key="t_pi",
+                              labels=lambda t: f"t_pi = {t}")
+    return bullets(notes)

@@ -1,0 +1,97 @@
+"""Readings written from the numbers: every sentence quotes its interval, and a gap whose
+interval covers 0 is called level."""
+
+from __future__ import annotations
+
+import pandas as pd
+import pytest
+
+from fsstools import readings
+
+
+def diff_rows(values: dict[tuple[str, int], tuple[float, float, float]], key: str = "method"
+              ) -> pd.DataFrame:
+    return pd.DataFrame([{key: k, "shots": s, "miou": v[0], "miou_low": v[1], "miou_high": v[2],
+                          "interval": "base seeds x episodes"}
+                         for (k, s), v in values.items()])
+
+
+@pytest.mark.parametrize("low, high, expected", [
+    (0.01, 0.03, "ahead"), (-0.03, -0.01, "behind"), (-0.01, 0.02, "level"), (0.0, 0.02, "level"),
+])
+def test_verdict_calls_an_interval_covering_zero_level(low, high, expected):
+    row = pd.Series({"miou": (low + high) / 2, "miou_low": low, "miou_high": high})
+    assert readings.verdict(row, "ahead", "behind") == expected
+
+
+def test_difference_notes_quote_each_interval_and_its_verdict():
+    diffs = diff_rows({("ce", 1): (-0.03, -0.044, -0.018), ("ce", 5): (0.006, -0.002, 0.013)})
+    (note,) = readings.difference_notes(diffs, "repri", labels=str.upper)
+    assert note.startswith("**CE** minus REPRI:")
+    assert "-3.0 [-4.4, -1.8] at 1 shot (behind)" in note
+    assert "+0.6 [-0.2, +1.3] at 5 shots (level)" in note
+    assert readings.coverage_note(diffs, 3).startswith(
+        "Intervals (95%) cover base seeds x episodes (3 base seeds per fold)")
+
+
+def test_shot_gain_and_seed_spread_are_computed_from_the_tables():
+    summary = pd.DataFrame({"method": ["a", "a", "b", "b"], "shots": [1, 10, 1, 10],
+                            "miou": [0.40, 0.76, 0.67, 0.76]})
+    note = readings.shot_gain_note(summary)
+    assert "from 1 to 10 shots" in note and note.index("a +36.0") < note.index("b +9.0")
+    assert readings.shot_gain_note(summary[summary["shots"] == 1]) is None
+    spread = pd.DataFrame({"method": "ce", "shots": 1, "base_seed": [0, 1, 2],
+                           "miou_diff": [-0.03, -0.018, -0.01]})
+    (note,) = readings.spread_notes(spread, "repri", ["ce", "absent"])
+    assert "-3.0 / -1.8 / -1.0 (range 2.0)" in note and "3 seeds" in note
+    assert readings.spread_note(spread[spread["base_seed"] == 0], "x", "miou_diff") is None
+
+
+def test_base_model_reading_reports_flatness_and_seed_spread():
+    models = pd.DataFrame({"fold": [0, 0, 1, 1], "base_seed": [0, 1, 0, 1],
+                           "last_epoch_gain_points": [-0.1, 0.3, 0.2, -1.4],
+                           "val_miou_base_classes": [0.90, 0.86, 0.88, 0.88]})
+    notes = readings.base_model_reading(models)
+    assert "at most 1.4 points" in notes[0] and "not converged" in notes[0]
+    assert "fold 0 88.0 (seeds 90.0 / 86.0, range 4.0)" in notes[1]
+    assert "up to 4.0 points" in notes[2]
+    flat = readings.base_model_reading(models.assign(last_epoch_gain_points=0.2, base_seed=0))
+    assert "every curve had flattened" in flat[0] and len(flat) == 2
+
+
+def test_prior_reading_names_the_level_perturbations_per_configuration():
+    errors = pd.DataFrame({"shots": [1], "stage": ["final (t=T)"], "median_error": [0.32],
+                           "within_10pct": [0.2]})
+    delta = pd.DataFrame([
+        {"config": c, "prior_delta": d, "shots": 1, "miou": m, "miou_low": m - 0.01,
+         "miou_high": m + 0.01}
+        for c, vals in {"oracle_repri": {-0.1: -0.02, 0.1: -0.005},
+                        "oracle_repri_weights": {-0.1: -0.004, 0.1: 0.003}}.items()
+        for d, m in vals.items()])
+    t_pi = diff_rows({("5", 1): (0.009, 0.005, 0.012)}, key="t_pi")
+    notes = readings.prior_reading(errors, delta, t_pi, {"oracle_repri": "authors"})
+    assert "median +32%" in notes[0] and "20% of tasks" in notes[0]
+    authors = next(n for n in notes if "**authors, 1-shot" in n)
+    assert "Level with the exact prior at +10%." in authors
+    weights = next(n for n in notes if "**oracle_repri_weights, 1-shot" in n)
+    assert "at -10%, +10%" in weights
+    assert any("t_pi = 5** minus t_pi = 10: +0.9 [+0.5, +1.2] at 1 shot (ahead)" in n
+               for n in notes)
+
+
+def test_domain_reading_splits_by_domain_and_gives_drops():
+    diffs = pd.concat([diff_rows({("ce", 1): (-0.116, -0.126, -0.106)}).assign(domain=d)
+                       for d in ("A -> A", "A -> B")], ignore_index=True)
+    drop = pd.DataFrame({"method": ["ce", "ce"], "shots": [1, 5], "drop_points": [20.5, 3.25]})
+    rows = pd.DataFrame({"fold": [0, 0], "base_seed": [0, 1]})
+    notes = readings.domain_reading(rows, diffs, drop)
+    assert "(2 base seeds per fold)" in notes[0]
+    assert sum(n.startswith("- A -> B: **ce** minus repri") for n in notes) == 1
+    assert "ce 20.5 / 3.2" in notes[-1] and "1 / 5 shots" in notes[-1]
+
+
+def test_nothing_to_compare_gives_no_sentence():
+    assert readings.difference_notes(pd.DataFrame(), "repri") == []
+    drop = pd.DataFrame({"method": ["ce"], "shots": [1], "drop_points": [2.0]})
+    notes = readings.domain_reading(pd.DataFrame({"fold": [0]}), pd.DataFrame(), drop)
+    assert len(notes) == 2 and "ce 2.0" in notes[1]
