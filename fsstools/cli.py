@@ -31,7 +31,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from fsstools import __version__
-from fsstools.errors import ConfigError, UserError, did_you_mean
+from fsstools.errors import ConfigError, MissingError, UserError, did_you_mean
 
 COMMANDS: dict[str, str] = {
     "synth": "generate the embedded synthetic benchmark",
@@ -41,6 +41,7 @@ COMMANDS: dict[str, str] = {
     "extract": "extract and cache features for episode lists",
     "evaluate": "run inference methods on episodes and score them",
     "reproduce": "run all notebooks with papermill (the main job)",
+    "report": "write docs/results.md and the README's headline table from the main job",
 }
 EXIT_USER_ERROR = 2  # what argparse uses for a bad option, so every user error exits alike
 EXIT_INTERRUPTED = 130  # the shell's code for Ctrl-C
@@ -211,6 +212,18 @@ def reproduce_parser() -> argparse.ArgumentParser:
     return p
 
 
+def report_parser() -> argparse.ArgumentParser:
+    p = _parser("report", "Write docs/results.md (every table and figure of the main job, with "
+                "the commit and machine it ran on) and the README's headline table from the "
+                "main job's outputs.")
+    p.add_argument("--outputs", type=Path, default=None,
+                   help="the main job's folder (default: the outputs folder)")
+    p.add_argument("--docs", type=Path, default=Path("docs"), help="where results.md goes")
+    p.add_argument("--readme", type=Path, default=Path("README.md"),
+                   help="README whose headline block is replaced (an empty value: none)")
+    return p
+
+
 # ----------------------------------------------------------------------------- commands
 
 
@@ -350,6 +363,24 @@ def cmd_reproduce(argv: list[str]) -> int:
     return 1 if failed else 0
 
 
+def cmd_report(argv: list[str]) -> int:
+    from fsstools import paths
+    from fsstools.publish import write_report
+
+    args = report_parser().parse_args(argv)
+    outputs = paths.resolve(args.outputs or paths.outputs_dir())
+    readme = paths.resolve(args.readme) if str(args.readme) not in ("", ".") else None
+    if readme is not None and not readme.is_file():
+        raise MissingError(f"--readme {readme} does not exist; pass the README to update, "
+                           "or --readme '' for none")
+    try:
+        path = write_report(outputs, paths.resolve(args.docs), readme)
+    except ValueError as err:
+        raise ConfigError(f"--readme {readme}: {err}", key="readme") from None
+    print(f"{path}" + (f" and the headline table of {readme}" if readme else ""))
+    return 0
+
+
 HANDLERS: dict[str, Callable[[list[str]], int]] = {
     "synth": cmd_synth,
     "coco-masks": cmd_coco_masks,
@@ -358,6 +389,7 @@ HANDLERS: dict[str, Callable[[list[str]], int]] = {
     "extract": cmd_extract,
     "evaluate": cmd_evaluate,
     "reproduce": cmd_reproduce,
+    "report": cmd_report,
 }
 PARSERS: dict[str, Callable[[], argparse.ArgumentParser]] = {
     "synth": synth_parser,
@@ -367,6 +399,7 @@ PARSERS: dict[str, Callable[[], argparse.ArgumentParser]] = {
     "extract": extract_parser,
     "evaluate": evaluate_parser,
     "reproduce": reproduce_parser,
+    "report": report_parser,
 }
 
 

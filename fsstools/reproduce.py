@@ -220,7 +220,7 @@ def reproduce(
     out = paths.resolve(out or paths.outputs_dir())
     books = list_notebooks(only)
     runs = []
-    total = time.perf_counter()
+    total, started = time.perf_counter(), time.time()
     for i, nb in enumerate(books, 1):
         print(f"[{i}/{len(books)}] {nb.name} ...", flush=True)
         run = run_notebook(nb, out, overrides or {})
@@ -228,5 +228,9 @@ def reproduce(
         print(f"[{i}/{len(books)}] {nb.name} {state} ({run.seconds:.0f} s)", flush=True)
         runs.append(run)
     path = write_summary(runs, out)
+    if only is None:  # the whole main job: record what its numbers were made on
+        from fsstools.publish import write_run_record
+
+        write_run_record(out, {r.notebook: r.seconds for r in runs}, started)
     print(f"summary: {path} (total {time.perf_counter() - total:.0f} s)")
     return runs

@@ -31,7 +31,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("fsstools.widgets",),
     ("fsstools.parameters", "fsstools.profiles", "fsstools.study",
      "fsstools.meta"),  # recipes: what notebooks call, with stats, report, plots, widgets
-    ("fsstools.reproduce",),
+    ("fsstools.reproduce", "fsstools.publish"),
     ("fsstools.cli",),
 ]
 ENTRY_POINTS = {"__main__"}
