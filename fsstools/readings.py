@@ -267,3 +267,37 @@ def prior_reading(error_summary: pd.DataFrame, delta_diffs: pd.DataFrame,
     notes += difference_notes(t_pi_diffs, "10", key="t_pi",
                               labels=lambda t: f"t_pi = {t}")
     return bullets(notes)
+
+
+def walkthrough_reading(numbers: pd.Series, traces: pd.DataFrame, t_pi: Sequence[int],
+                        ) -> list[str]:
+    """The closing bullets of notebook 00, from its one task.
+
+    Args:
+        numbers: the task's row: shots, initial IoU, final IoU, pi at t=0, pi at the end,
+            true share.
+        traces: the library's per-iteration traces of that task (iteration, kl, ...).
+        t_pi: RePRI's prior updates (before which step).
+    """
+    true = numbers["true share"]
+
+    def rel(pi: float) -> str:
+        return f"{100 * (pi / true - 1):+.0f}%" if true > 0 else "undefined (no foreground)"
+
+    notes: list[str | None] = [
+        f"**On this task** ({numbers['shots']} shot(s)) RePRI took the query IoU from "
+        f"{100 * numbers['initial IoU']:.1f} (its initial classifier) to "
+        f"{100 * numbers['final IoU']:.1f} after its steps.",
+        f"**The prior** started at {numbers['pi at t=0']:.3f} against a true foreground "
+        f"share of {true:.3f} (relative error {rel(numbers['pi at t=0'])}) and ended at "
+        f"{numbers['pi at the end']:.3f} ({rel(numbers['pi at the end'])}).",
+    ]
+    kl = traces["kl"].to_numpy()
+    if t_pi and 2 <= t_pi[0] <= len(kl):
+        u = t_pi[0] - 1  # the pass that re-estimates the prior
+        notes.append(f"**The KL term** was {kl[u - 1]:.4f} on the pass before the update at "
+                     f"t_pi = {t_pi[0]} and {kl[u]:.4f} on the pass that re-estimates the "
+                     f"prior (the current share), {kl[-1]:.4f} at the end.")
+    notes.append("One task shows how the method works, not how well: notebooks 02 to 05 "
+                 "score it on thousands of tasks with intervals.")
+    return bullets(notes)

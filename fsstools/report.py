@@ -34,7 +34,7 @@ METHOD_LABELS = {
     "repri_reference": "RePRI (reference code)",
     "oracle_repri": "Oracle-RePRI (authors' config)",
     "oracle_repri_weights": "Oracle-RePRI at RePRI's weights",
-    "panet": "PANet prototypes (inductive)",
+    "panet": "Two prototypes, fg/bg softmax (PANet's rule, inductive)",
     "pfenet": "PFENet-style head (own inference)",
 }
 """What each method uses: "inductive" methods never read the query; "query-mean bias"

@@ -95,3 +95,14 @@ def test_nothing_to_compare_gives_no_sentence():
     drop = pd.DataFrame({"method": ["ce"], "shots": [1], "drop_points": [2.0]})
     notes = readings.domain_reading(pd.DataFrame({"fold": [0]}), pd.DataFrame(), drop)
     assert len(notes) == 2 and "ce 2.0" in notes[1]
+
+
+def test_walkthrough_reading_follows_the_task_and_the_kl_reset():
+    numbers = pd.Series({"shots": 1, "initial IoU": 0.41, "final IoU": 0.735,
+                         "pi at t=0": 0.3, "pi at the end": 0.12, "true share": 0.1})
+    traces = pd.DataFrame({"kl": [0.0] + [0.05] * 8 + [0.0] + [0.01] * 41})
+    notes = readings.walkthrough_reading(numbers, traces, (10,))
+    assert "from 41.0 (its initial classifier) to 73.5" in notes[0]
+    assert "relative error +200%" in notes[1] and "0.120 (+20%)" in notes[1]
+    assert "was 0.0500 on the pass before the update at t_pi = 10 and 0.0000" in notes[2]
+    assert len(readings.walkthrough_reading(numbers, traces, ())) == 3
