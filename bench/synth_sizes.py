@@ -1,7 +1,7 @@
 """Object-size statistics of the embedded benchmark, measured from its masks, beside PASCAL's.
 
 Builds (or reuses) a benchmark, measures every style and split from the masks on disk
-(``fsstools.data.synth_stats``) and prints, per split, the size targets of issue 10 (class
+(``fsstools.data.synth_stats``) and prints, per split, the size statistics the benchmark aims at (class
 medians of the held (image, class) foreground shares differ >= 5x; their 5-95% range spans
 >= 8x), images per class, classes per image and the share of objects cut by the border, then
 a per-class table beside PASCAL VOC 2012 (``synth_pascal``). Optionally draws the per-class
