@@ -15,6 +15,9 @@ The stages chain through files::
         --shots 1 --n 1000 --out ep.json
     fsstools extract --checkpoint RUN/best.pt --episodes ep.json --size 128
     fsstools evaluate --set checkpoint=RUN/best.pt --set episodes=[ep.json] --set size=128
+
+One concern, the command table: a parser and a handler of a few lines per command, kept in
+one file so every command reads alike (its length grows with the commands, not with logic).
 """
 
 from __future__ import annotations

@@ -103,7 +103,7 @@ def checked_train_config(cfg: EvalConfig) -> TrainConfig | None:
     Raises:
         MissingError: the checkpoint or the training config does not exist.
         ConfigError: neither is named, or the training config trains another split than
-            ``cfg`` tests (:func:`check_train_split`).
+            ``cfg`` tests (:func:`fsstools.guard.check_train_split`).
     """
     if cfg.checkpoint:
         path = paths.resolve(cfg.checkpoint)
@@ -121,46 +121,9 @@ def checked_train_config(cfg: EvalConfig) -> TrainConfig | None:
                                   overrides_from="train_overrides")
     except MissingError as err:
         raise MissingError(f"train_config: {err}") from None
-    check_train_split(cfg, trained)
+    guard.check_train_split(cfg.dataset, cfg.fold, cfg.scheme, cfg.coco_to_pascal,
+                            cfg.train_config, cfg.train_overrides, trained.data)
     return trained
-
-
-def check_train_split(cfg: EvalConfig, trained: TrainConfig) -> None:
-    """The training config trains the split ``cfg`` tests: the fold is given once, by
-    ``cfg.fold``, and the base model must not have seen that fold's novel classes.
-
-    Raises:
-        ConfigError: naming both folds (or data sets, or COCO schemes), the training config
-            and the fix.
-    """
-    d = trained.data
-    dataset = "coco" if cfg.coco_to_pascal else cfg.dataset
-    scheme = cfg.scheme if dataset == "coco" else d.scheme  # the scheme splits COCO only
-    if (d.dataset, d.fold, d.scheme) == (dataset, cfg.fold, scheme):
-        return
-    raise ConfigError(
-        f"{cfg.dataset} fold {cfg.fold} is evaluated but train_config {cfg.train_config} "
-        f"trains {_split_name(d.dataset, d.fold, d.scheme)}: the fold is given once (fold="
-        f"{cfg.fold}) and the training config must train "
-        f"{_split_name(dataset, cfg.fold, scheme)}, else the base model may see classes fold "
-        f"{cfg.fold} tests; {_train_split_fix(cfg, trained, dataset, scheme)}",
-        key="train_config",
-    )
-
-
-def _train_split_fix(cfg: EvalConfig, trained: TrainConfig, dataset: str, scheme: str) -> str:
-    way = f"--set train_config=configs/{dataset}/fold{cfg.fold}.yaml"
-    if trained.data.dataset != dataset:  # another data set takes its own config, not overrides
-        return way
-    fix = [o for o in cfg.train_overrides if not o.startswith(("data.fold=", "data.scheme="))]
-    fix.append(f"data.fold={cfg.fold}")
-    if trained.data.scheme != scheme:
-        fix.append(f"data.scheme={scheme}")
-    return f"{way}, or --set train_overrides=[{', '.join(fix)}]"
-
-
-def _split_name(dataset: str, fold: int, scheme: str) -> str:
-    return f"{dataset} fold {fold}" + (f" ({scheme} scheme)" if dataset == "coco" else "")
 
 
 def resolve_checkpoint(cfg: EvalConfig, force: bool = False) -> Path:

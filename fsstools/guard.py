@@ -17,12 +17,12 @@ Example:
 from __future__ import annotations
 
 import warnings
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal, NamedTuple
+from typing import TYPE_CHECKING, Any, Literal, NamedTuple
 
 from fsstools.data import splits
-from fsstools.errors import ConflictError
+from fsstools.errors import ConfigError, ConflictError
 from fsstools.models.checkpoints import read_checkpoint
 
 if TYPE_CHECKING:
@@ -136,3 +136,41 @@ def _fix(train_dataset: str, fold: int, what: str) -> str:
     if what == "extract":
         return f"--checkpoint {run} (train one with `fsstools train --config {config}`)"
     return f"--set checkpoint={run}, or --set checkpoint=null --set train_config={config}"
+
+
+def check_train_split(dataset: str, fold: int, scheme: str, coco_to_pascal: bool,
+                      train_config: str, train_overrides: Sequence[str], trained: Any) -> None:
+    """The training config trains the split an evaluation tests: the fold is given once, by
+    the eval config's ``fold``, and the base model must not see that fold's novel classes.
+
+    Args:
+        dataset, fold, scheme, coco_to_pascal: what the evaluation tests.
+        train_config, train_overrides: the training config behind its checkpoint.
+        trained: that config's ``data`` (dataset, fold, scheme).
+
+    Raises:
+        ConfigError: naming both folds (or data sets, or COCO schemes), the training config
+            and the fix.
+    """
+    train_set = "coco" if coco_to_pascal else dataset
+    want = scheme if train_set == "coco" else trained.scheme  # the scheme splits COCO only
+    if (trained.dataset, trained.fold, trained.scheme) == (train_set, fold, want):
+        return
+    way = f"--set train_config=configs/{train_set}/fold{fold}.yaml"
+    if trained.dataset == train_set:  # the same data set: overrides can fix it too
+        fix = [o for o in train_overrides if not o.startswith(("data.fold=", "data.scheme="))]
+        fix.append(f"data.fold={fold}")
+        if trained.scheme != want:
+            fix.append(f"data.scheme={want}")
+        way += f", or --set train_overrides=[{', '.join(fix)}]"
+    raise ConfigError(
+        f"{dataset} fold {fold} is evaluated but train_config {train_config} trains "
+        f"{_split_name(trained.dataset, trained.fold, trained.scheme)}: the fold is given once "
+        f"(fold={fold}) and the training config must train {_split_name(train_set, fold, want)}"
+        f", else the base model may see classes fold {fold} tests; {way}",
+        key="train_config",
+    )
+
+
+def _split_name(dataset: str, fold: int, scheme: str) -> str:
+    return f"{dataset} fold {fold}" + (f" ({scheme} scheme)" if dataset == "coco" else "")
