@@ -1,10 +1,10 @@
 """Object-size statistics of the embedded benchmark, measured from its masks, beside PASCAL's.
 
 Builds (or reuses) a benchmark, measures every style and split from the masks on disk
-(``fsstools.data.synth_stats``) and prints, per split, the size statistics the benchmark aims at (class
+(``fsstools.data.synth.stats``) and prints, per split, the size statistics the benchmark aims at (class
 medians of the held (image, class) foreground shares differ >= 5x; their 5-95% range spans
 >= 8x), images per class, classes per image and the share of objects cut by the border, then
-a per-class table beside PASCAL VOC 2012 (``synth_pascal``). Optionally draws the per-class
+a per-class table beside PASCAL VOC 2012 (``fsstools.data.synth.pascal``). Optionally draws the per-class
 share distributions (``--figure``) and recomputes the PASCAL table from Dataset Ninja's
 per-image file (``--pascal``). The last line is ``median_ratio=<x> range_ratio=<y>`` (the
 smallest over the splits).
@@ -29,15 +29,16 @@ import numpy as np
 from fsstools.artifacts import atomic_write
 from fsstools.constants import min_fg_pixels
 from fsstools.data.splits import PASCAL_CLASSES
-from fsstools.data.synth_pascal import (
+from fsstools.data.synth.benchmark import ensure_synth
+from fsstools.data.synth.generate import SPLITS, SynthConfig
+from fsstools.data.synth.pascal import (
     PASCAL_CLASS_STATS,
     PASCAL_HELD_MEDIANS,
     PASCAL_SUMMARY,
     class_stats,
 )
-from fsstools.data.synth_render import N_CLASSES, class_names
-from fsstools.data.synth_stats import measure, read_counts
-from fsstools.data.synthetic import SPLITS, SynthConfig, ensure_synth
+from fsstools.data.synth.render import N_CLASSES, class_names
+from fsstools.data.synth.stats import measure, read_counts
 
 PASCAL_SPLIT = "trainval"
 PASCAL_REFERENCE_PX = 2048
@@ -102,8 +103,8 @@ def print_pascal_check(path: Path) -> None:
         worst = max(worst, float(np.max(np.abs(np.array(row) - ours))))
         print(f"  {name:12s} q05 {row[0]:5.2f}  median {row[1]:5.2f}  q95 {row[2]:5.2f}  "
               f"one object {row[3]:.2f}  held median {row[4]:5.2f}")
-    print(f"largest difference to synth_pascal.PASCAL_CLASS_STATS: {worst:.3f}")
-    print(f"synth_pascal.PASCAL_SUMMARY: {PASCAL_SUMMARY}")
+    print(f"largest difference to pascal.PASCAL_CLASS_STATS: {worst:.3f}")
+    print(f"pascal.PASCAL_SUMMARY: {PASCAL_SUMMARY}")
 
 
 def print_stats(root: Path) -> tuple[float, float]:

@@ -119,15 +119,14 @@ def imported_modules(name: str) -> set[str]:
     return found
 
 
-def _parents(name: str) -> list[str]:
-    parts = name.split(".")
-    return [".".join(parts[:i]) for i in range(1, len(parts))]
-
-
 @functools.cache
 def modules_feeding(name: str) -> tuple[str, ...]:
-    """``name`` and every fsstools module it imports, transitively (with the packages whose
-    ``__init__`` runs on the way), sorted."""
+    """``name`` and every fsstools module it imports, transitively, sorted.
+
+    A package's ``__init__`` counts where a module imports from it (``from fsstools.models
+    import PSPNet``), not merely because one of its submodules is imported: the package
+    files re-export, they compute nothing of their own.
+    """
     seen: set[str] = set()
     todo = [name]
     while todo:
@@ -135,7 +134,7 @@ def modules_feeding(name: str) -> tuple[str, ...]:
         if mod in seen:
             continue
         seen.add(mod)
-        todo.extend(m for m in (*imported_modules(mod), *_parents(mod)) if m not in seen)
+        todo.extend(m for m in imported_modules(mod) if m not in seen)
     return tuple(sorted(seen))
 
 

@@ -106,8 +106,8 @@ def _add_accept_edited(p: argparse.ArgumentParser) -> None:
 
 
 def synth_parser() -> argparse.ArgumentParser:
-    from fsstools.data.synth_render import STYLES
-    from fsstools.data.synthetic import PRESETS, SynthConfig
+    from fsstools.data.synth.generate import PRESETS, SynthConfig
+    from fsstools.data.synth.render import STYLES
 
     d = SynthConfig()
     p = _parser("synth", "Generate the embedded synthetic benchmark (VOC layout, two styles).")
@@ -231,7 +231,7 @@ def report_parser() -> argparse.ArgumentParser:
 
 
 def cmd_synth(argv: list[str]) -> int:
-    from fsstools.data.synthetic import SynthConfig, contact_sheet, ensure_synth
+    from fsstools.data.synth.benchmark import SynthConfig, contact_sheet, ensure_synth
 
     args = synth_parser().parse_args(argv)
     cfg = SynthConfig(args.n_train, args.n_val, args.size, args.seed, tuple(args.styles),

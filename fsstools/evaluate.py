@@ -2,17 +2,17 @@
 
 The flow per study: sample (or reload) one episode list per (shots, seed), extract the
 features of the union of their images once (:func:`prepare`), then run every method on
-every list and keep one row per episode (:func:`score`). Every step is cached under a
-content key (see :mod:`fsstools.cache`): the scores of one method on one list are keyed
-by the feature cache's key, the episodes' hash, the method's settings, the device type
-and the code version, so the notebooks and the CLI share them and never read stale ones.
+every list and keep one row per episode (:func:`score`, computed by :mod:`fsstools.scoring`).
+Every step is cached under a content key (see :mod:`fsstools.cache`): the scores of one
+method on one list are keyed by the feature cache's key, the episodes' hash, the method's
+settings, the device type and the code version of :mod:`fsstools.scoring`, so the notebooks
+and the CLI share them and never read stale ones.
 Summaries are computed from the rows (:mod:`fsstools.stats`), so a figure can always be
 traced back to its episodes.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import time
 from collections.abc import Mapping, Sequence
@@ -24,8 +24,8 @@ import numpy as np
 import pandas as pd
 import torch
 
-from fsstools import cache, guard, metrics, paths, stats
 from fsstools import config as config_lib
+from fsstools import guard, paths, scoring, stats
 from fsstools.artifacts import atomic_torch_save, atomic_write_text, file_hash
 from fsstools.data import splits, voc
 from fsstools.data.episodes import EpisodeList, ensure_episodes, load_episode_files
@@ -36,15 +36,8 @@ from fsstools.eval_config import (
     check_out_dir,
     results_dir,
 )
-from fsstools.features import FeatureStore, ensure_features, episode_list_images, gather
-from fsstools.inference import (
-    MethodConfig,
-    fg_probs,
-    oracle_prior,
-    query_valid_mask,
-    resolve_methods,
-    run_method,
-)
+from fsstools.features import FeatureStore, ensure_features, episode_list_images
+from fsstools.inference import MethodConfig, resolve_methods
 
 if TYPE_CHECKING:
     from torch import nn
@@ -223,73 +216,6 @@ def check_supports(store: FeatureStore, lists: Mapping[tuple[int, int], EpisodeL
                     )
 
 
-def score_episodes(
-    store: FeatureStore,
-    episodes: EpisodeList,
-    method: MethodConfig,
-    device: str | torch.device = "cpu",
-    batch_tasks: int | None = None,
-    trace: bool = False,
-    model: nn.Module | None = None,
-) -> tuple[pd.DataFrame, dict[str, torch.Tensor] | None]:
-    """Run ``method`` on every episode and score it at the padded image size (no cache).
-
-    Args:
-        model: the PFENet-style peer whose features ``store`` holds, for ``pfenet``
-            (:func:`peer_model`); unused by every other method.
-
-    Returns:
-        One row per episode (episode, class_id, fg/bg intersection and union, pi, true_share,
-        pred_share) and, with ``trace``, name -> (T, E) traces over all episodes.
-
-    Raises:
-        ValueError: a task's logits are not finite (named by its episode index).
-    """
-    n = len(episodes.episodes)
-    batch = batch_tasks or 256
-    meter = metrics.IoUMeter()
-    extra: dict[str, list[torch.Tensor]] = {"pi": [], "true_share": [], "pred_share": []}
-    traces: dict[str, list[torch.Tensor]] = {}
-    for start in range(0, n, batch):
-        tb = gather(store, episodes, range(start, min(start + batch, n)), device)
-        valid = query_valid_mask(tb.query_mask_small, tb.query_valid_small, method.reference)
-        out = run_method(
-            method,
-            tb.support_feats,
-            tb.support_masks,
-            tb.query_feats,
-            valid,
-            query_mask=tb.query_mask_small,
-            trace=trace,
-            model=model,
-        )
-        finite = torch.isfinite(out.logits).flatten(1).all(dim=1)
-        if not bool(finite.all()):
-            bad = start + int((~finite).nonzero()[0])
-            raise ValueError(
-                f"method {method.name!r} gave non-finite logits (NaN or inf) on episode {bad} "
-                f"of {episodes.dataset} fold {episodes.fold} ({episodes.shots}-shot): check "
-                "the features of its images and the method's settings (lr, tau)"
-            )
-        pred = fg_probs(out.logits, tuple(tb.query_mask.shape[-2:])) > 0.5  # (B, H, W)
-        meter.update(pred, tb.query_mask, tb.class_id)
-        scored = tb.query_mask != 255
-        extra["pi"].append(out.pi.float().cpu())
-        # on the pixels pi averages over (the method's validity), so pi / true compares alike
-        extra["true_share"].append(
-            oracle_prior(tb.query_mask_small.flatten(1), valid.flatten(1)).cpu()
-        )
-        share = (pred & scored).sum((1, 2)) / scored.sum((1, 2)).clamp_min(1)
-        extra["pred_share"].append(share.float().cpu())
-        for k, v in (out.traces or {}).items():
-            traces.setdefault(k, []).append(v.float().cpu())
-    rows = pd.DataFrame(meter.records.cpu().numpy(), columns=list(metrics.RECORD_COLUMNS))
-    rows.insert(0, "episode", np.arange(n))
-    for k, v in extra.items():
-        rows[k] = torch.cat(v).numpy()
-    return rows, ({k: torch.cat(v, dim=1) for k, v in traces.items()} if trace else None)
-
-
 def peer_model(study: Study) -> tuple[nn.Module, str]:
     """The PFENet-style peer of ``study.checkpoint`` and the checkpoint's content hash,
     loaded on ``study.cfg.device`` once per Study.
@@ -322,15 +248,8 @@ def _score_path(study: Study, shots: int, seed: int, method: MethodConfig) -> Pa
     # holds them when the features come from that checkpoint, which a hand-built Study
     # need not guarantee.
     model = {"checkpoint": peer_model(study)[1]} if method.classifier == "pfenet" else {}
-    key = cache.cache_key(
-        stage="scores",
-        features=study.store.key,
-        episodes=study.episode_lists[shots, seed].hash,
-        method=config_lib.to_dict(dataclasses.replace(method, name="")),
-        device=torch.device(study.cfg.device).type,
-        code=cache.code_version(__name__),
-        **model,
-    )
+    key = scoring.scores_key(study.store.key, study.episode_lists[shots, seed].hash, method,
+                             study.cfg.device, **model)
     return paths.cache_dir("scores") / f"{key}.csv"
 
 
@@ -368,7 +287,7 @@ def score(
                 tr = torch.load(trace_path, weights_only=True) if trace else None
             else:
                 model = peer_model(study)[0] if m.classifier == "pfenet" else None
-                rows, tr = score_episodes(study.store, episodes, m, cfg.device, cfg.batch_tasks,
+                rows, tr = scoring.score_episodes(study.store, episodes, m, cfg.device, cfg.batch_tasks,
                                           trace, model)
                 if tr is not None:
                     atomic_torch_save({k: v.float() for k, v in tr.items()}, trace_path)
@@ -437,11 +356,3 @@ def run_evaluation(
     }
     out = save_results(cfg, rows, summary, results_dir(cfg, study.episode_lists), meta)
     return Results(rows, summary, out)
-
-
-def evaluate(
-    cfg: EvalConfig, progress: bool = True, force: bool = False, accept_edited: bool = False
-) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """:func:`run_evaluation`, returning (per-episode rows, summary)."""
-    results = run_evaluation(cfg, progress, force, accept_edited)
-    return results.rows, results.summary

@@ -2,10 +2,14 @@
 
 Episodes share images (a val image is query in one task and support in many others), so
 features are computed per unique image, stored as arrays, and gathered per task batch.
-The cache key covers the checkpoint's bytes, the list of images with the fingerprints of
-their files (regenerated or edited images and masks are extracted again), the
-preprocessing and the code version, so any inference variant re-reads the same features
-instead of running the backbone again, and nothing stale is ever served.
+The cache key covers the checkpoint's bytes, the network that reads it, the list of images
+with the fingerprints of their files (regenerated or edited images and masks are extracted
+again), the preprocessing and the code version, so any inference variant re-reads the same
+features instead of running the backbone again, and nothing stale is ever served.
+
+The same cache serves the PFENet-style head's training: its trunk never changes, so the
+trunk runs once per training and validation image (``model=`` a PFENet around the trunk,
+``normalize=False``) and the head trains on the stored arrays.
 """
 
 from __future__ import annotations
@@ -76,12 +80,15 @@ def episode_images(episodes: EpisodeList) -> list[tuple[str, str]]:
 
 
 def cache_key(
-    checkpoint: Path, pairs: Sequence[tuple[str, str]], root: Path, size: int, dtype: str
+    checkpoint: Path, pairs: Sequence[tuple[str, str]], root: Path, size: int, dtype: str,
+    extractor: str = "checkpoint", normalize: bool = True,
 ) -> str:
     """Key of the features of ``pairs`` under ``checkpoint`` (see the module doc)."""
     return cache.cache_key(
         stage="features",
         checkpoint=file_hash(checkpoint, 16),
+        extractor=extractor,
+        normalize=normalize,
         images=[p[0] for p in pairs],
         files=cache.fingerprint_pairs(root, pairs),
         size=size,
@@ -107,11 +114,13 @@ def extract(
     batch_size: int = 32,
     dtype: str = "float32",
     progress: bool = True,
+    normalize: bool = True,
 ) -> None:
     """Run ``model.extract_features`` over ``pairs`` and write the arrays into ``out_dir``.
 
     Arrays are written chunk by chunk into memory-mapped ``.npy`` files, so memory stays
-    bounded by one batch whatever the number of images.
+    bounded by one batch whatever the number of images. ``normalize`` scales each pixel's
+    feature vector to unit length.
     """
     root = Path(root)
     transform = TestTransform(size)
@@ -125,7 +134,9 @@ def extract(
             samples = [transform(*voc.load_pair(root, img, mask, n_classes))
                        for img, mask in chunk]
             images = torch.stack([s["image"] for s in samples]).to(device)
-            feats = F.normalize(model.extract_features(images).float(), dim=1)  # (b, C, h, w)
+            feats = model.extract_features(images).float()  # (b, C, h, w)
+            if normalize:
+                feats = F.normalize(feats, dim=1)
             masks = torch.stack([s["mask"] for s in samples])  # (b, H, W)
             valid = torch.stack([s["valid"] for s in samples])
             h, w = feats.shape[-2:]
@@ -187,6 +198,8 @@ def ensure_features(
     cache_dir: Path | None = None,
     progress: bool = True,
     force: bool = False,
+    model: torch.nn.Module | None = None,
+    normalize: bool = True,
 ) -> FeatureStore:
     """Features of the images ``pairs`` under ``checkpoint``, from the cache or extracted.
 
@@ -194,6 +207,12 @@ def ensure_features(
     so that one extraction serves every shot count, seed and method. Reuse is announced;
     ``force`` extracts again. The arrays are built in a temporary folder and renamed into
     place, so an interrupted extraction leaves no partial cache entry.
+
+    Args:
+        model: the network to run instead of the one ``checkpoint`` holds (a PFENet around
+            the checkpoint's frozen trunk); its class is part of the key.
+        normalize: unit-length features per pixel (what inference reads); False keeps the
+            network's own scale (what the PFENet-style head trains on).
     """
     from fsstools.models.checkpoints import load_model
 
@@ -202,7 +221,8 @@ def ensure_features(
         raise MissingError(
             f"checkpoint {checkpoint} does not exist; train one with `fsstools train --config ...`"
         )
-    key = cache_key(checkpoint, pairs, Path(root), size, dtype)
+    extractor = "checkpoint" if model is None else type(model).__name__
+    key = cache_key(checkpoint, pairs, paths.resolve(root), size, dtype, extractor, normalize)
     final = (Path(cache_dir) if cache_dir is not None else paths.cache_dir("features")) / key
     with cache.locked(f"features-{key}"):
         if (final / "index.json").is_file() and not force:
@@ -210,11 +230,13 @@ def ensure_features(
                 cache.announce_reuse(f"features of {len(pairs)} images", final / "index.json")
             return open_store(final, key)
         if final.exists():
-            shutil.rmtree(final)
-        model = load_model(checkpoint, device)  # a bad checkpoint fails before any folder exists
+            shutil.rmtree(final)  # an entry without its index is incomplete
+        if model is None:  # a bad checkpoint fails before any folder exists
+            model = load_model(checkpoint, device)
         with atomic_dir(final) as tmp:
             n_classes = splits.n_classes(dataset)
-            extract(model, root, pairs, n_classes, size, tmp, device, batch_size, dtype, progress)
+            extract(model, root, pairs, n_classes, size, tmp, device, batch_size, dtype, progress,
+                    normalize)
     return open_store(final, key)
 
 

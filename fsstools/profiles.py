@@ -30,7 +30,7 @@ import numpy as np
 from fsstools import config as config_lib
 from fsstools import parameters, paths
 from fsstools.data import splits
-from fsstools.data.synthetic import SynthConfig, ensure_synth
+from fsstools.data.synth.benchmark import SynthConfig, ensure_synth
 from fsstools.errors import ConfigError, MissingError
 from fsstools.eval_config import EvalConfig
 from fsstools.inference import resolve_methods

@@ -38,7 +38,7 @@ def test_code_version_ignores_docstrings_and_comments_only(tmp_path, monkeypatch
 
 
 def test_imports_inside_functions_count():
-    # evaluate imports the trainer inside a function; it still feeds the score cache
+    # evaluate imports the trainer inside a function, and that import counts
     assert "fsstools.training" in cache.imported_modules("fsstools.evaluate")
     with pytest.raises(ValueError, match="not a module"):
         cache.imported_modules("fsstools.nothing_here")

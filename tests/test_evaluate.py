@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from fsstools import config as config_lib
-from fsstools import evaluate, features, report, stats
+from fsstools import evaluate, features, report, scoring, stats
 from fsstools.constants import IGNORE_INDEX
 from fsstools.data.episodes import sample_episodes
 from fsstools.inference import METHODS
@@ -99,8 +99,8 @@ def test_gather_builds_binary_task_masks(setup):
 
 def test_score_episodes_does_not_depend_on_batching(setup):
     _, _, el, store, _ = setup
-    a, _ = evaluate.score_episodes(store, el, METHODS["repri"], batch_tasks=5)
-    b, _ = evaluate.score_episodes(store, el, METHODS["repri"], batch_tasks=12)
+    a, _ = scoring.score_episodes(store, el, METHODS["repri"], batch_tasks=5)
+    b, _ = scoring.score_episodes(store, el, METHODS["repri"], batch_tasks=12)
     pd.testing.assert_frame_equal(a, b)
     assert len(a) == len(el.episodes)
     assert (a["fg_inter"] <= a["fg_union"]).all() and (a["bg_inter"] <= a["bg_union"]).all()
@@ -111,7 +111,7 @@ def test_summaries_are_bounded_and_bracket_the_estimate(setup):
     _, _, el, store, _ = setup
     rows = []
     for name in ("inductive", "repri"):
-        r, _ = evaluate.score_episodes(store, el, METHODS[name])
+        r, _ = scoring.score_episodes(store, el, METHODS[name])
         rows.append(r.assign(method=name, fold=0, shots=2, seed=0))
     df = pd.concat(rows, ignore_index=True)
     summary = stats.summarize(df, n_boot=50)
@@ -142,13 +142,14 @@ def test_evaluate_end_to_end_writes_results_and_config(setup, tmp_path, outputs,
         n_boot=20,
         out_dir=str(tmp_path / "eval"),
     )
-    episodes, summary = evaluate.evaluate(cfg, progress=False)
+    results = evaluate.run_evaluation(cfg, progress=False)
+    episodes, summary = results.rows, results.summary
     assert set(summary["method"]) == {"inductive", "ce"} and len(episodes) == 12
     for name in ("episodes.csv", "summary.csv", "classes.csv", "config.yaml", "meta.json"):
         assert (tmp_path / "eval" / name).is_file()
     assert config_lib.load(evaluate.EvalConfig, tmp_path / "eval" / "config.yaml") == cfg
     capsys.readouterr()
-    again, _ = evaluate.evaluate(cfg)  # everything reloaded (and said so): same tasks, scores
+    again = evaluate.run_evaluation(cfg).rows  # everything reloaded (and said so): same tasks, scores
     pd.testing.assert_frame_equal(episodes, again)
     out = capsys.readouterr().out
     assert "reusing 6 1-shot episodes" in out and "reusing features of" in out
@@ -157,16 +158,16 @@ def test_evaluate_end_to_end_writes_results_and_config(setup, tmp_path, outputs,
 
 def test_non_finite_logits_name_the_episode(setup, monkeypatch):
     _, _, el, store, _ = setup
-    real = evaluate.run_method
+    real = scoring.run_method
 
     def broken(*args, **kwargs):
         out = real(*args, **kwargs)
         out.logits[1, 0, 0] = float("nan")
         return out
 
-    monkeypatch.setattr(evaluate, "run_method", broken)
+    monkeypatch.setattr(scoring, "run_method", broken)
     with pytest.raises(ValueError, match="non-finite logits .* on episode 1 "):
-        evaluate.score_episodes(store, el, METHODS["repri"])
+        scoring.score_episodes(store, el, METHODS["repri"])
 
 
 def test_support_object_lost_by_downsampling_gets_one_cell_back():
@@ -182,9 +183,9 @@ def test_pi_and_the_true_share_use_one_pixel_set(setup, reference):
     _, _, el, store, _ = setup
     # with the oracle prior, pi IS the true share: equal only if both use the same pixels
     method = dataclasses.replace(METHODS["oracle_repri_weights"], reference=reference)
-    rows, _ = evaluate.score_episodes(store, el, method)
+    rows, _ = scoring.score_episodes(store, el, method)
     assert np.allclose(rows["pi"], rows["true_share"], atol=1e-6)
     # the estimated prior is measured against the same share (see stats.prior_errors)
-    est, _ = evaluate.score_episodes(store, el, dataclasses.replace(METHODS["repri"],
+    est, _ = scoring.score_episodes(store, el, dataclasses.replace(METHODS["repri"],
                                                                     reference=reference))
     assert np.allclose(est["true_share"], rows["true_share"])

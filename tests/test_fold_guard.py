@@ -13,7 +13,7 @@ from fsstools import cli, evaluate, guard, paths, study
 from fsstools import config as config_lib
 from fsstools.data import splits
 from fsstools.data.episodes import sample_episodes, save_episodes
-from fsstools.data.synthetic import SynthConfig
+from fsstools.data.synth.generate import SynthConfig
 from fsstools.errors import ConfigError, ConflictError
 from fsstools.evaluate import EvalConfig
 from fsstools.models.checkpoints import CHECKPOINT_FORMAT, PANET_FORMAT, PFENET_FORMAT

@@ -21,9 +21,10 @@ LAYERS: list[tuple[str, ...]] = [
     ("fsstools.inference",),  # pure tensors
     ("fsstools.metrics",),
     ("fsstools.stats",),
+    ("fsstools.features",),  # one feature cache: inference's and the PFENet-style head's
     ("fsstools.training",),
-    ("fsstools.features",),
     ("fsstools.guard",),  # a checkpoint is never scored on its training classes
+    ("fsstools.scoring",),  # one method on one episode list: what the score cache keys
     ("fsstools.eval_config", "fsstools.evaluate"),  # EvalConfig, then the pipeline using it
     ("fsstools.inspect",),
     ("fsstools.report", "fsstools.readings"),

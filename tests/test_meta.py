@@ -13,9 +13,10 @@ import torch.nn.functional as F
 
 from fsstools import config as config_lib
 from fsstools import evaluate, meta, stats
-from fsstools.data.synthetic import SynthConfig
+from fsstools.data.synth.generate import SynthConfig
 from fsstools.errors import ConfigError
-from fsstools.evaluate import Study, score_episodes
+from fsstools.evaluate import Study
+from fsstools.scoring import score_episodes
 from fsstools.features import gather
 from fsstools.inference import METHODS, query_valid_mask, resolve_method, run_method
 from fsstools.inference.peers import PANET_SCALE

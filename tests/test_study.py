@@ -77,7 +77,7 @@ def test_study_episode_picks_the_list():
 
 @pytest.mark.filterwarnings("ignore:.*too few")
 def test_every_base_seed_scores_the_same_episodes_with_its_own_model(tmp_path, outputs):
-    from fsstools.data.synthetic import SynthConfig
+    from fsstools.data.synth.generate import SynthConfig
     from fsstools.models.checkpoints import checkpoint_meta
     from tests.test_meta import TINY_BASE
 

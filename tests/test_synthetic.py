@@ -12,20 +12,18 @@ from PIL import Image
 from fsstools import cli
 from fsstools.artifacts import file_hash
 from fsstools.constants import min_fg_pixels
-from fsstools.data import synth_pascal, synth_stats, synthetic, voc
+from fsstools.data import voc
 from fsstools.data.splits import PASCAL_CLASSES
-from fsstools.data.synth_render import (
-    N_CLASSES,
-    SHAPES,
-    STYLES,
-    TEXTURES,
-    boundary_band,
-    class_parts,
-    render_scene,
-    render_scene_v2,
-)
-from fsstools.data.synth_shapes import place_cut, polygon_area, shape_polygon
-from fsstools.data.synthetic import SynthConfig, SynthError, ensure_synth, plan_classes
+from fsstools.data.synth import generate as synthetic
+from fsstools.data.synth import manifest as synth_manifest
+from fsstools.data.synth import pascal as synth_pascal
+from fsstools.data.synth import sheet as synth_sheet
+from fsstools.data.synth import stats as synth_stats
+from fsstools.data.synth.benchmark import ensure_synth
+from fsstools.data.synth.classes import N_CLASSES, SHAPES, TEXTURES, class_parts
+from fsstools.data.synth.generate import SynthConfig, SynthError, plan_classes
+from fsstools.data.synth.render import STYLES, boundary_band, render_scene, render_scene_v2
+from fsstools.data.synth.shapes import place_cut, polygon_area, shape_polygon
 from fsstools.errors import ConflictError
 
 # Tiny sets are too small for 10-shot episodes by design; that warning has its own test.
@@ -71,16 +69,16 @@ def test_readers_refuse_a_benchmark_of_another_generator(tiny_root, tmp_path):
     assert voc.read_pairs(tiny_root / "A", "lists/train.txt")  # current: read as usual
     stale = tmp_path / "synth"
     shutil.copytree(tiny_root, stale)
-    manifest = json.loads((stale / synthetic.MANIFEST).read_text())
+    manifest = json.loads((stale / synth_manifest.MANIFEST).read_text())
     manifest["version"] = "0123456789abcdef"
-    (stale / synthetic.MANIFEST).write_text(json.dumps(manifest))
+    (stale / synth_manifest.MANIFEST).write_text(json.dumps(manifest))
     with pytest.raises(ConflictError) as err:
         voc.read_pairs(stale / "A", "lists/train.txt")  # a style folder; the manifest above
     assert f"fsstools synth --out {stale} --n-train 6 --n-val 6 --size 64" in str(err.value)
     assert "0123456789abcdef" in str(err.value)
-    (stale / synthetic.MANIFEST).unlink()  # no manifest: somebody's own data, read as usual
+    (stale / synth_manifest.MANIFEST).unlink()  # no manifest: somebody's own data, read as usual
     assert voc.read_pairs(stale / "A", "lists/train.txt")
-    (stale / synthetic.MANIFEST).write_text(json.dumps(manifest))
+    (stale / synth_manifest.MANIFEST).write_text(json.dumps(manifest))
     code = cli.main(["episodes", "--root", str(stale / "A"), "--list", "lists/val.txt",
                      "--dataset", "synth", "--fold", "0", "--n", "2", "--out",
                      str(tmp_path / "e.json")])
@@ -289,7 +287,7 @@ def test_styles_differ_in_colour_statistics(tiny_root):
 
 
 def test_contact_sheet_written(tiny_root, tmp_path):
-    out = synthetic.contact_sheet(tiny_root, tmp_path / "sheet.png", n=4)
+    out = synth_sheet.contact_sheet(tiny_root, tmp_path / "sheet.png", n=4)
     sheet = Image.open(out)
     assert sheet.format == "PNG" and sheet.width >= 4 * 64 and sheet.height >= 2 * 2 * 64
     assert (tiny_root / "contact_sheet.png").is_file()

@@ -8,7 +8,7 @@ The synthetic benchmark has 20 classes of its own and PASCAL's folds. Class ids 
 
 from __future__ import annotations
 
-from fsstools.data import synth_render
+from fsstools.data.synth import classes as synth_classes
 from fsstools.errors import ConfigError
 
 PASCAL_CLASSES = (
@@ -63,7 +63,7 @@ def class_names(dataset: str) -> tuple[str, ...]:
     """Names of the classes of ``dataset``; class id ``i + 1`` has name ``[i]``."""
     check_split(dataset, 0, SCHEMES[0])
     if dataset == "synth":
-        return tuple(synth_render.class_names())
+        return tuple(synth_classes.class_names())
     return COCO_CLASSES if dataset == "coco" else PASCAL_CLASSES
 
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -21,7 +20,8 @@ from tqdm.auto import tqdm
 from fsstools import cache, paths
 from fsstools.artifacts import atomic_write_text
 from fsstools.constants import IGNORE_INDEX, min_fg_pixels
-from fsstools.errors import ConflictError, DataError, MissingError
+from fsstools.data.synth import manifest as synth_manifest
+from fsstools.errors import DataError, MissingError
 
 Pair = tuple[str, str]
 
@@ -49,49 +49,6 @@ def resolve_list_file(root: str | Path, list_file: str | Path) -> Path:
     )
 
 
-def check_synth_version(root: str | Path) -> None:
-    """Refuse an embedded benchmark that this code would not generate.
-
-    ``root`` is a data root; when it (or its parent, for a style folder) holds the manifest
-    ``fsstools synth`` writes, the manifest's generator version must be this code's. A
-    folder without a manifest is somebody's own data and passes.
-
-    Raises:
-        ConflictError: the benchmark was made by other generator code, so its images are not
-            today's benchmark (the notebooks regenerate such data by themselves).
-    """
-    from fsstools.data import synthetic
-
-    root = Path(root)
-    for folder in (root, root.parent):
-        try:
-            manifest = json.loads((folder / synthetic.MANIFEST).read_text())
-        except (OSError, json.JSONDecodeError):
-            continue
-        version = manifest.get("version")
-        if version == synthetic.generator_version():
-            return
-        raise ConflictError(
-            f"{folder} holds the synthetic benchmark of another generator version ({version}; "
-            f"this code makes {synthetic.generator_version()}), so its images are not today's "
-            f"benchmark. Regenerate it: fsstools synth --out {folder}"
-            f"{_synth_flags(manifest.get('config', {}))}"
-        )
-
-
-def _synth_flags(settings: dict) -> str:
-    """``fsstools synth`` options that reproduce ``settings`` (a manifest's config)."""
-    from fsstools.data.synthetic import SynthConfig
-
-    flags = ""
-    for key, default in asdict(SynthConfig()).items():
-        words, usual = ([list(v) if isinstance(v, list | tuple) else [v]
-                         for v in (settings.get(key, default), default)])
-        if key != "jpeg_quality" and words != usual:  # the one setting without an option
-            flags += f" --{key.replace('_', '-')} {' '.join(map(str, words))}"
-    return flags
-
-
 def read_pairs(root: str | Path, list_file: str | Path) -> list[Pair]:
     """Image/mask paths, relative to ``root``, listed in ``list_file`` (either format).
 
@@ -100,7 +57,7 @@ def read_pairs(root: str | Path, list_file: str | Path) -> list[Pair]:
     """
     root = Path(root)
     path = resolve_list_file(root, list_file)
-    check_synth_version(root)
+    synth_manifest.check_version(root)
     mask_dir = next((d for d in _VOC_MASK_DIRS if (root / d).is_dir()), _VOC_MASK_DIRS[-1])
     pairs = []
     for number, line in enumerate(path.read_text().splitlines(), start=1):

@@ -22,7 +22,7 @@ from fsstools.plots.style import (
 
 def class_mask_rgb(mask: np.ndarray) -> np.ndarray:
     """(H, W) class ids -> (H, W, 3) uint8 colours (black background, white 255)."""
-    from fsstools.data.synth_sheet import class_colours
+    from fsstools.data.synth.sheet import class_colours
 
     return class_colours()[mask]
 

@@ -2,13 +2,13 @@
 
 :mod:`fsstools.training.run` runs both modes with the same code (config layering, the
 content-keyed run folder, atomic checkpoints, exact resume, torchrun DDP, checkpoint
-selection); this module gives it, for the episodic mode, the data, the model, the
-objective, the validation and the checkpoint fields:
+selection); this module's :data:`RECIPE` gives it, for the episodic mode, the data, the
+model, the objective, the validation and the checkpoint fields:
 
 - data: random tasks of base classes (:mod:`fsstools.data.episodic`: foreground the task's
   class, other base classes background, novel classes ignored, 255) with the base
   training's augmentation for PANet; for PFENet the same tasks over cached frozen-trunk
-  features (:mod:`fsstools.training.frozen`, no augmentation). Validation: a fixed, seeded
+  features (:mod:`fsstools.features`, :mod:`fsstools.training.frozen`; no augmentation). Validation: a fixed, seeded
   set of base-class tasks of the validation list; novel classes never appear;
 - model: :class:`~fsstools.models.panet.PANet` from the base model's config (same
   initialisation under the same seed), or :class:`~fsstools.models.pfenet.PFENet` on the
@@ -37,16 +37,20 @@ from fsstools.data.episodes import EpisodeList, sample_episodes
 from fsstools.data.episodic import EpisodicTrainDataset, FixedEpisodeDataset
 from fsstools.data.transforms import TestTransform, TrainTransform
 from fsstools.errors import ConfigError
+from fsstools.features import ensure_features, episode_images
 from fsstools.metrics import IoUMeter
 from fsstools.models.checkpoints import PANET_FORMAT, PFENET_FORMAT, load_trunk
 from fsstools.models.panet import build_panet
 from fsstools.models.pfenet import PFENet
 from fsstools.training.config import TrainConfig
-from fsstools.training.frozen import FeatureEpisodes, FixedFeatureEpisodes, ensure_frozen_features
+from fsstools.training.frozen import FeatureEpisodes, FixedFeatureEpisodes
 from fsstools.training.loop import Objective, Precision
+from fsstools.training.run import Recipe, TrainData, data_fingerprint
 from fsstools.training.runtime import DistContext, gather_objects
 
 TRUNK_HASH_LENGTH = 16
+FROZEN_BATCH = 64
+"""Images per trunk pass when caching the head's training features."""
 
 
 def trunk_path(cfg: TrainConfig) -> Path:
@@ -118,17 +122,15 @@ def build_data(cfg: TrainConfig, preload: bool, device: torch.device
     index = voc.class_index(d.root, pairs, n_classes, d.min_fg)
     keep = sorted({i for c in base for i in index[c]})
     row = {i: r for r, i in enumerate(keep)}
-    common = dict(model=model, trunk_hash=trunk_hash(cfg), root=d.root, dataset=d.dataset,
-                  size=d.val_size, device=device, dtype=e.feature_dtype)
-    train_store = ensure_frozen_features(pairs=[pairs[i] for i in keep], **common)
-    val_store = ensure_frozen_features(pairs=_episode_pairs(val_eps), **common)
+    # The trunk runs once per image: the head trains on stored arrays (see fsstools.features).
+    common = dict(checkpoint=trunk_path(cfg), model=model, normalize=False, root=d.root,
+                  dataset=d.dataset, size=d.val_size, device=device, dtype=e.feature_dtype,
+                  batch_size=FROZEN_BATCH)
+    train_store = ensure_features(pairs=[pairs[i] for i in keep], **common)
+    val_store = ensure_features(pairs=episode_images(val_eps), **common)
     train = FeatureEpisodes(train_store, {c: [row[i] for i in index[c]] for c in base},
                             d.dataset, d.fold, e.shots, e.episodes_per_epoch, d.scheme)
     return train, FixedFeatureEpisodes(val_store, val_eps), base
-
-
-def _episode_pairs(episodes: EpisodeList) -> list[tuple[str, str]]:
-    return list(dict.fromkeys(p for ep in episodes.episodes for p in (ep.query, *ep.supports)))
 
 
 def build_model(cfg: TrainConfig) -> nn.Module:
@@ -190,3 +192,31 @@ def checkpoint_fields(model: nn.Module, cfg: TrainConfig) -> dict[str, Any]:
     return {"format": PFENET_FORMAT, "model_config": config_lib.to_dict(model.model_cfg),
             "pfenet_config": config_lib.to_dict(cfg.episodic.pfenet),
             "trunk": str(trunk_path(cfg)), "trunk_hash": trunk_hash(cfg)}
+
+
+def _data(cfg: TrainConfig, ctx: DistContext) -> TrainData:
+    train, val, classes = build_data(cfg, cfg.run.preload, ctx.device)
+    return TrainData(train, val, classes, data_fingerprint(cfg.data))
+
+
+def _validate(net: nn.Module, loader: DataLoader, data: TrainData, ctx: DistContext,
+              precision: Precision, channels_last: bool) -> dict[str, Any]:
+    return validate(net, loader, data.classes, ctx.device, ctx, precision, channels_last)
+
+
+def _key_settings(cfg: TrainConfig, settings: dict[str, Any]) -> dict[str, Any]:
+    if cfg.episodic.model == "pfenet":
+        settings["episodic"]["trunk"] = trunk_hash(cfg)  # the trunk's bytes, not its path
+    return settings
+
+
+RECIPE = Recipe(
+    code=__name__,
+    label=lambda cfg: f"episodic {cfg.episodic.model} model",
+    data=_data,
+    model=build_model,
+    objective=lambda cfg: objective(cfg.optim.label_smoothing),
+    validate=_validate,
+    checkpoint_fields=checkpoint_fields,
+    key_settings=_key_settings,
+)

@@ -1,6 +1,8 @@
-"""One training run, base or episodic (``mode``; the episodic parts are in
-:mod:`~fsstools.training.episodic`): its data, its content-keyed folder, and the loop over
-epochs.
+"""One training run: its content-keyed folder, the loop over epochs, checkpoints and resume.
+
+What differs between the kinds of run (base training, :mod:`~fsstools.training.base`; the
+episodic peers, :mod:`~fsstools.training.episodic`) comes in a :class:`Recipe`: the data,
+the network, the loss, the validation and the checkpoint's extra fields.
 
 A run lives in ``<runs>/<name>-<key>/``: ``config.yaml``, ``metrics.csv``, ``last.pt`` (full
 training state, every epoch), ``best.pt`` (model selected on base-class validation mIoU;
@@ -8,7 +10,9 @@ novel classes are never looked at) and a ``done`` marker once all epochs ran. Th
 covers the config (run-control keys left out, paths made absolute, ``run.amp: auto``
 replaced by the precision it means on this machine), a fingerprint of every
 listed training and validation image and mask, the ImageNet weights file and the code
-version of :mod:`fsstools.training`, so new data or new code never reuses an old run.
+version of this module and of the recipe's module (each with what it imports), so new data
+or new code never reuses an old run, while an edit elsewhere (plots, reports, the other kind
+of run) does not retrain.
 A run that fails before its first checkpoint leaves no folder behind.
 """
 
@@ -21,11 +25,13 @@ import math
 import shutil
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
+from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, RandomSampler, Subset
 
@@ -34,16 +40,15 @@ from fsstools import config as config_lib
 from fsstools.artifacts import atomic_torch_save, atomic_write_text
 from fsstools.data import splits, voc
 from fsstools.errors import ConflictError
-from fsstools.models import PSPNet
 from fsstools.models.checkpoints import CHECKPOINT_FORMAT
-from fsstools.training import episodic
 from fsstools.training.config import RUN_CONTROL_KEYS, DataConfig, TrainConfig, with_run
 from fsstools.training.loop import (
+    Objective,
+    Precision,
     Trainee,
     build_trainee,
     resolve_precision,
     train_one_epoch,
-    validate,
 )
 from fsstools.training.runtime import (
     DistContext,
@@ -78,6 +83,38 @@ class TrainData:
         return len(self.classes) + 1  # base classes + background
 
 
+Validate = Callable[[nn.Module, DataLoader, TrainData, DistContext, Precision, bool],
+                    dict[str, Any]]
+"""(network, validation loader, data, context, precision, channels_last) -> ``miou``,
+``miou_fg`` and ``class_iou`` of the validation set."""
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """What one kind of run does its own way; :func:`train` does the rest.
+
+    Attributes:
+        code: the module computing this kind of run; its code version (with what it
+            imports) keys the run, beside this module's.
+        label: the run's name in messages, e.g. "base model".
+        data: (config, context) -> the training and validation sets.
+        model: config -> the network to train, or None for the PSPNet of ``config.model``.
+        objective: config -> the loss on a batch, or None for cross-entropy.
+        validate: see :data:`Validate`.
+        checkpoint_fields: (network, config) -> what a checkpoint holds besides the weights.
+        key_settings: (config, settings) -> the config part of the run's key.
+    """
+
+    code: str
+    label: Callable[[TrainConfig], str]
+    data: Callable[[TrainConfig, DistContext], TrainData]
+    model: Callable[[TrainConfig], nn.Module | None]
+    objective: Callable[[TrainConfig], Objective | None]
+    validate: Validate
+    checkpoint_fields: Callable[[nn.Module, TrainConfig], dict[str, Any]]
+    key_settings: Callable[[TrainConfig, dict[str, Any]], dict[str, Any]]
+
+
 def data_fingerprint(cfg: DataConfig) -> str:
     """Fingerprint of every image and mask the training and validation lists name."""
     parts = {}
@@ -87,26 +124,13 @@ def data_fingerprint(cfg: DataConfig) -> str:
     return cache.cache_key(**parts)
 
 
-def build_data(cfg: DataConfig, preload: bool = False) -> TrainData:
-    """Base-class training and validation sets of ``cfg.fold`` (decoded in memory with
-    ``preload``)."""
-    from fsstools.data.datasets import BaseTrainDataset
-    from fsstools.data.transforms import TestTransform, TrainTransform
-
-    common = dict(root=cfg.root, dataset=cfg.dataset, fold=cfg.fold, scheme=cfg.scheme,
-                  min_fg=cfg.min_fg, preload=preload)
-    train = BaseTrainDataset(list_file=cfg.train_list, **common,
-                             transform=TrainTransform(cfg.crop_size, cfg.scale, cfg.rotation))
-    val = BaseTrainDataset(list_file=cfg.val_list, **common, transform=TestTransform(cfg.val_size))
-    return TrainData(train, val, tuple(train.base_classes), data_fingerprint(cfg))
-
-
-def run_key(cfg: TrainConfig, data_key: str | None = None) -> str:
+def run_key(cfg: TrainConfig, recipe: Recipe, data_key: str | None = None) -> str:
     """Key of the run of ``cfg``: what shapes the trained weights (see the module doc).
 
     Args:
         cfg: the config; run-control keys are left out, so a run resumed on another device
             or with more workers is the same run.
+        recipe: the kind of run.
         data_key: the data's fingerprint; default :func:`data_fingerprint` of ``cfg.data``.
     """
     if cfg.run.amp == "auto":  # key the precision this machine trains in, not the request
@@ -118,23 +142,20 @@ def run_key(cfg: TrainConfig, data_key: str | None = None) -> str:
     pretrained = cfg.model.pretrained
     if pretrained is not None:
         settings["model"]["pretrained"] = str(paths.resolve(pretrained))
-    if cfg.mode == "base":
-        del settings["mode"], settings["episodic"]  # not read by base training
-    elif cfg.episodic.model == "pfenet":
-        settings["episodic"]["trunk"] = episodic.trunk_hash(cfg)  # the trunk's bytes, not path
+    settings = recipe.key_settings(cfg, settings)
     return cache.cache_key(
         stage="base_model" if cfg.mode == "base" else "episodic_model",
         config=settings,
         data=data_key if data_key is not None else data_fingerprint(cfg.data),
         pretrained=cache.fingerprint_file(pretrained),
-        code=cache.code_version("fsstools.training"),
+        code=cache.code_version(__name__, recipe.code),
     )
 
 
-def run_directory(cfg: TrainConfig, data_key: str | None = None) -> Path:
+def run_directory(cfg: TrainConfig, recipe: Recipe, data_key: str | None = None) -> Path:
     """``<out_dir>/<name>-<run key>``; ``out_dir`` defaults to ``paths.runs_dir()``."""
     parent = paths.resolve(cfg.run.out_dir) if cfg.run.out_dir else paths.runs_dir()
-    return parent / f"{cfg.run.name}-{run_key(cfg, data_key)}"
+    return parent / f"{cfg.run.name}-{run_key(cfg, recipe, data_key)}"
 
 
 def _loaders(data: TrainData, cfg: TrainConfig, ctx: DistContext
@@ -168,9 +189,8 @@ def _loaders(data: TrainData, cfg: TrainConfig, ctx: DistContext
     return train, val, generator
 
 
-def _payload(model: PSPNet, cfg: TrainConfig, data: TrainData, epoch: int,
+def _payload(model: nn.Module, cfg: TrainConfig, recipe: Recipe, data: TrainData, epoch: int,
              metrics: dict[str, Any], run_dir_key: str) -> dict[str, Any]:
-    mode = {} if cfg.mode == "base" else episodic.checkpoint_fields(model, cfg)
     return {
         "format": CHECKPOINT_FORMAT,
         "model": model.state_dict(),
@@ -181,15 +201,16 @@ def _payload(model: PSPNet, cfg: TrainConfig, data: TrainData, epoch: int,
         "run_key": run_dir_key,
         "epoch": epoch,
         "metrics": metrics,
-        **mode,
+        **recipe.checkpoint_fields(model, cfg),
     }
 
 
-def _save_epoch(run_dir: Path, cfg: TrainConfig, data: TrainData, t: Trainee,
+def _save_epoch(run_dir: Path, cfg: TrainConfig, recipe: Recipe, data: TrainData, t: Trainee,
                 metrics: dict[str, Any], best: dict[str, Any], rngs: list[Any]) -> dict[str, Any]:
     """Write best.pt (if improved), metrics.csv and last.pt; returns the updated best."""
     epoch = metrics["epoch"]
-    payload = _payload(t.model, cfg, data, epoch, metrics, run_dir.name.rsplit("-", 1)[-1])
+    payload = _payload(t.model, cfg, recipe, data, epoch, metrics,
+                       run_dir.name.rsplit("-", 1)[-1])
     score = metrics.get(f"val_{cfg.run.select_on}", float("nan"))
     if score > best["score"]:  # NaN (no validation this epoch) never wins
         best = {"epoch": epoch, "score": score}
@@ -208,12 +229,13 @@ def _log(metrics: dict[str, Any], epochs: int) -> None:
           f"{metrics['images_per_s']:.1f} img/s {metrics['time_s']:.1f}s", file=sys.stderr)
 
 
-def main(cfg: TrainConfig, data: TrainData | None = None) -> Path:
+def train(cfg: TrainConfig, recipe: Recipe, data: TrainData | None = None) -> Path:
     """Train (or resume, or skip if done) the run of ``cfg``; returns its folder.
 
     Args:
         cfg: the resolved configuration.
-        data: datasets to use instead of ``build_data(cfg.data)`` (tests, notebooks); their
+        recipe: the kind of run.
+        data: datasets to use instead of the recipe's (tests, notebooks); their
             ``fingerprint`` stands for the data in the run's key.
 
     Raises:
@@ -222,23 +244,23 @@ def main(cfg: TrainConfig, data: TrainData | None = None) -> Path:
     splits.check_split(cfg.data.dataset, cfg.data.fold, cfg.data.scheme)
     ctx = init_distributed(cfg.run.device)
     cfg, precision_line = resolve_precision(cfg, ctx.device)  # config.yaml shows it resolved
-    run_dir = run_directory(cfg, None if data is None else data.fingerprint)
+    run_dir = run_directory(cfg, recipe, None if data is None else data.fingerprint)
     # A second process asking for the same run (two notebooks, say) waits, then reuses it.
     lock = cache.locked(f"run-{run_dir.name}") if ctx.is_main else contextlib.nullcontext()
     with lock:
         try:
-            return _run(cfg, data, ctx, run_dir, precision_line)
+            return _run(cfg, recipe, data, ctx, run_dir, precision_line)
         except BaseException:
             if ctx.is_main and not (run_dir / "last.pt").is_file():
                 shutil.rmtree(run_dir, ignore_errors=True)  # nothing to resume: leave no trace
             raise
 
 
-def _run(cfg: TrainConfig, data: TrainData | None, ctx: DistContext, run_dir: Path,
-         precision_line: str) -> Path:
+def _run(cfg: TrainConfig, recipe: Recipe, data: TrainData | None, ctx: DistContext,
+         run_dir: Path, precision_line: str) -> Path:
     if (run_dir / "done").is_file():
         if cfg.run.progress and ctx.is_main:
-            cache.announce_reuse(f"{_label(cfg)} {cfg.run.name}", run_dir / "best.pt")
+            cache.announce_reuse(f"{recipe.label(cfg)} {cfg.run.name}", run_dir / "best.pt")
         return run_dir
     last = run_dir / "last.pt"
     if last.is_file() and not cfg.run.resume:
@@ -249,13 +271,11 @@ def _run(cfg: TrainConfig, data: TrainData | None, ctx: DistContext, run_dir: Pa
     if cfg.run.threads is not None:
         torch.set_num_threads(cfg.run.threads)
     seed_everything(cfg.run.seed + ctx.rank)
-    base = cfg.mode == "base"
     if data is None:
-        data = build_data(cfg.data, cfg.run.preload) if base else _episodic_data(cfg, ctx)
+        data = recipe.data(cfg, ctx)
     train_loader, val_loader, generator = _loaders(data, cfg, ctx)
-    t = build_trainee(cfg, data.n_classes, len(train_loader), ctx,
-                      None if base else episodic.build_model(cfg))
-    objective = None if base else episodic.objective(cfg.optim.label_smoothing)
+    t = build_trainee(cfg, data.n_classes, len(train_loader), ctx, recipe.model(cfg))
+    objective = recipe.objective(cfg)
     start_epoch, best = 0, {"epoch": 0, "score": -1.0}
     if last.is_file():
         state = torch.load(last, map_location="cpu", weights_only=True)
@@ -290,18 +310,13 @@ def _run(cfg: TrainConfig, data: TrainData | None, ctx: DistContext, run_dir: Pa
                    "lr": t.scheduler.get_last_lr()[0],  # at the end of the epoch
                    "images_per_s": float(sums[1]) / stats["seconds"]}
         if epoch % cfg.run.val_every == 0 or epoch == cfg.run.epochs:
-            if base:
-                val = validate(net, val_loader, data.n_classes, ctx.device, ctx, t.precision,
-                               cfg.run.channels_last)
-            else:
-                val = episodic.validate(net, val_loader, data.classes, ctx.device, ctx,
-                                        t.precision, cfg.run.channels_last)
+            val = recipe.validate(net, val_loader, data, ctx, t.precision, cfg.run.channels_last)
             metrics.update(val_miou=val["miou"], val_miou_fg=val["miou_fg"],
                            val_class_iou=val["class_iou"])
         metrics["time_s"] = time.perf_counter() - tic
         rngs = gather_objects(rng_state(), ctx)
         if ctx.is_main:
-            best = _save_epoch(run_dir, cfg, data, t, metrics, best, rngs)
+            best = _save_epoch(run_dir, cfg, recipe, data, t, metrics, best, rngs)
             if cfg.run.progress:
                 _log(metrics, cfg.run.epochs)
         barrier(ctx)
@@ -316,26 +331,17 @@ def _run(cfg: TrainConfig, data: TrainData | None, ctx: DistContext, run_dir: Pa
     return run_dir
 
 
-def _label(cfg: TrainConfig) -> str:
-    return "base model" if cfg.mode == "base" else f"episodic {cfg.episodic.model} model"
-
-
-def _episodic_data(cfg: TrainConfig, ctx: DistContext) -> TrainData:
-    train, val, classes = episodic.build_data(cfg, cfg.run.preload, ctx.device)
-    return TrainData(train, val, classes, data_fingerprint(cfg.data))
-
-
-def ensure_trained(cfg: TrainConfig, data: TrainData | None = None, force: bool = False
-                   ) -> Path:
+def ensure_trained(cfg: TrainConfig, recipe: Recipe, data: TrainData | None = None,
+                   force: bool = False) -> Path:
     """Path of the best checkpoint of ``cfg``'s run: reused if finished (announced), resumed
     if interrupted, trained otherwise; ``force`` trains it again from scratch."""
-    run_dir = run_directory(cfg, None if data is None else data.fingerprint)
+    run_dir = run_directory(cfg, recipe, None if data is None else data.fingerprint)
     if force and run_dir.exists():
         shutil.rmtree(run_dir)
     if (run_dir / "done").is_file():
-        cache.announce_reuse(f"{_label(cfg)} {cfg.run.name}", run_dir / "best.pt")
+        cache.announce_reuse(f"{recipe.label(cfg)} {cfg.run.name}", run_dir / "best.pt")
     else:
-        run_dir = main(with_run(cfg, resume=True, stop_after_epoch=None), data)
+        run_dir = train(with_run(cfg, resume=True, stop_after_epoch=None), recipe, data)
     return run_dir / "best.pt"
 
 

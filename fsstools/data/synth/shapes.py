@@ -11,7 +11,6 @@ from collections.abc import Callable
 import numpy as np
 from PIL import Image, ImageDraw
 
-SHAPES = ("ellipse", "rectangle", "triangle", "star", "cross")
 MAX_OCCLUSION = 0.3
 """A new object may hide at most this share of an earlier object's visible pixels."""
 PLACEMENT_TRIES = 10

@@ -10,7 +10,10 @@ from PIL import Image, ImageDraw
 
 from fsstools.artifacts import atomic_write
 from fsstools.constants import IGNORE_INDEX
-from fsstools.data.synth_render import N_CLASSES
+from fsstools.data.synth.classes import N_CLASSES
+from fsstools.data.synth.manifest import MANIFEST
+from fsstools.data.synth.manifest import read as read_manifest
+from fsstools.errors import MissingError
 
 COLUMNS = 8
 GAP = 4
@@ -71,3 +74,17 @@ def render_sheet(root: Path, styles: tuple[str, ...], out_png: Path, n: int) -> 
             sheet.paste(mask, (c * step, y + (2 * r + 1) * step))
         y += 2 * n_rows * step
     return atomic_write(Path(out_png), lambda p: sheet.save(p, format="PNG"))
+
+
+def contact_sheet(root: Path, out_png: Path, n: int = 16) -> Path:
+    """Save a grid of the first ``n`` validation images of each style above their masks.
+
+    Masks are coloured per class (black background, white borders).
+    """
+    root = Path(root)
+    manifest = read_manifest(root / MANIFEST)
+    if not manifest.get("complete"):
+        raise MissingError(
+            f"{root / MANIFEST} is missing or incomplete; run `fsstools synth --out {root}` first"
+        )
+    return render_sheet(root, tuple(manifest["config"]["styles"]), Path(out_png), n)

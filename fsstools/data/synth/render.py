@@ -6,11 +6,8 @@ Everything here is a pure function of a ``numpy.random.Generator`` and plain arg
 a scene is reproducible from its seed alone. Lengths are given for a 128-pixel image and
 scaled with the image size.
 
-A class is a shape family combined with a texture family (pattern plus two-colour palette).
-Class ids follow a Latin-square assignment: class ``5 f + j + 1`` (fold ``f``, slot ``j``)
-has shape ``j`` and texture ``(j + f) % 4``. Every shape therefore appears with all four
-textures and every texture with all five shapes, so neither cue alone names a class; and
-each fold's five novel classes cover all five shapes.
+A class is a shape family combined with a texture family (pattern plus two-colour palette);
+:mod:`.classes` gives the assignment.
 
 v1 paints every class of a texture family in the family's palette, so only the outline tells
 those five classes apart. With v2's PASCAL-like sizes that outline is often not there (an
@@ -33,9 +30,9 @@ from functools import partial
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 
-from fsstools.data.synth_pascal import scene_objects
-from fsstools.data.synth_shapes import (
-    SHAPES,
+from fsstools.data.synth.classes import SHAPES, TEXTURES, class_parts
+from fsstools.data.synth.pascal import scene_objects
+from fsstools.data.synth.shapes import (
     blob_polygon,
     boundary_band,
     place,
@@ -45,9 +42,6 @@ from fsstools.data.synth_shapes import (
     shape_polygon,
 )
 
-TEXTURES = ("stripes", "checker", "dots", "camo")
-N_CLASSES = len(SHAPES) * len(TEXTURES)
-CLASSES_PER_FOLD = 5
 REFERENCE_SIZE = 128
 """Image size the pixel lengths below are written for."""
 Fill = Callable[[np.ndarray], np.ndarray]
@@ -55,7 +49,7 @@ Fill = Callable[[np.ndarray], np.ndarray]
 
 # Benchmark v1: object area as a share of the image, by number of objects in the scene;
 # drawn before borders and occlusion take their part, so the visible share lands mostly in
-# 10-30%. v2 draws sizes per class instead (synth_pascal).
+# 10-30%. v2 draws sizes per class instead (:mod:`.pascal`).
 OBJECT_AREA = {1: (0.15, 0.36), 2: (0.13, 0.30), 3: (0.12, 0.24)}
 HUE_JITTER = 12.0
 """Degrees of per-object hue jitter; well below the 60+ degrees between palettes."""
@@ -119,23 +113,6 @@ STYLES = {
         noise=0.035,
     ),
 }
-
-
-def class_parts(class_id: int) -> tuple[int, int]:
-    """(shape index, texture index) of class ``class_id`` in 1..20 (Latin-square rule)."""
-    if not 1 <= class_id <= N_CLASSES:
-        raise ValueError(f"class id {class_id} outside 1..{N_CLASSES}")
-    fold, slot = divmod(class_id - 1, CLASSES_PER_FOLD)
-    return slot, (slot + fold) % len(TEXTURES)
-
-
-def class_names() -> list[str]:
-    """Names "shape-texture" of classes 1..20 (index i -> class id i+1)."""
-    names = []
-    for c in range(1, N_CLASSES + 1):
-        s, t = class_parts(c)
-        names.append(f"{SHAPES[s]}-{TEXTURES[t]}")
-    return names
 
 
 def _rgb(h_deg: float, s: float, v: float) -> np.ndarray:
@@ -307,7 +284,7 @@ def render_scene_v2(
     """Benchmark v2: PASCAL-like object sizes, objects cut by the frame, small objects.
 
     Each class's share of the image is drawn from its PASCAL counterpart's statistics and
-    split among its objects (``synth_pascal.scene_objects``); objects are placed largest
+    split among its objects (``pascal.scene_objects``); objects are placed largest
     first and may reach beyond the frame (``place_cut``).
 
     Args:

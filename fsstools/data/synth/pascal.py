@@ -72,7 +72,7 @@ PASCAL_SUMMARY = {
     "median_ratio_held": 6.2,
     "range_ratio_held": 29.2,
 }
-"""The same table summarised as ``synth_stats.summarise`` measures ours ("held": the pairs
+"""The same table summarised as ``stats.summarise`` measures ours ("held": the pairs
 where the class covers >= 2048 px, i.e. the ones that can make a PASCAL-5i episode)."""
 
 MAX_INSTANCES = 6

@@ -1,8 +1,8 @@
-"""The embedded synthetic benchmark: 20 shape x texture classes in two visual styles.
+"""Writing the embedded synthetic benchmark: 20 shape x texture classes in two visual styles.
 
 Two versions, chosen by ``SynthConfig.preset``: ``"v2"`` (the default) imitates PASCAL VOC's
 scene statistics (class-dependent object sizes with a wide spread within each class, objects
-cut by the frame, small objects, 1-4 classes per image; see ``synth_pascal`` and
+cut by the frame, small objects, 1-4 classes per image; see :mod:`.pascal` and
 ``docs/benchmark.md``); ``"v1"`` is the first version, every object covering 12-36% of the
 image, kept byte for byte for comparison.
 
@@ -11,9 +11,13 @@ cached: ``<root>/synth.json`` records the generating config and its hash, and a 
 call with the same config reuses the files.
 
     >>> from pathlib import Path
+    >>> from fsstools.data.synth.benchmark import ensure_synth
     >>> root = ensure_synth(Path("data/synth"))  # doctest: +SKIP
     >>> (root / "A" / "lists" / "train.txt").read_text().splitlines()[0]  # doctest: +SKIP
     'JPEGImages/A_train_00000.jpg SegmentationClass/A_train_00000.png'
+
+The code version of this module (with what it imports) is the generator version a folder's
+manifest records; :mod:`.benchmark` adds the reuse, the summary and the contact sheet.
 
 Every image is rendered from its own seed, derived from (seed, style, split, index), so the
 bytes on disk do not depend on the number of worker processes.
@@ -36,9 +40,12 @@ from PIL import Image
 from fsstools import cache
 from fsstools.artifacts import atomic_write_text
 from fsstools.constants import IGNORE_INDEX
-from fsstools.data.synth_pascal import plan_images
-from fsstools.data.synth_render import N_CLASSES, RENDERERS, STYLES, class_names
-from fsstools.data.synth_stats import label_counts, summarise
+from fsstools.data.synth.classes import N_CLASSES, class_names
+from fsstools.data.synth.manifest import MANIFEST, generator_version
+from fsstools.data.synth.manifest import read as _read_manifest
+from fsstools.data.synth.pascal import plan_images
+from fsstools.data.synth.render import RENDERERS, STYLES
+from fsstools.data.synth.stats import label_counts, summarise
 from fsstools.errors import ConfigError, UserError
 
 SYNTH_CLASSES = tuple(class_names())
@@ -52,8 +59,6 @@ PRESETS = tuple(RENDERERS)
 N_OBJECTS_PROBS = (0.35, 0.40, 0.25)
 SAME_CLASS_PROB = 0.1
 """v1 only: chance that an image's second object repeats the first one's class."""
-MANIFEST = "synth.json"
-CONTACT_SHEET = "contact_sheet.png"
 
 
 class SynthError(UserError):
@@ -68,7 +73,7 @@ class SynthConfig:
         n_train, n_val: images per style in each split.
         size: image side in pixels (square images).
         seed: root of every per-image seed.
-        styles: visual domains to write, each a key of ``synth_render.STYLES``.
+        styles: visual domains to write, each a key of ``render.STYLES``.
         jpeg_quality: JPEG quality of the images.
         preset: benchmark version, "v2" (PASCAL-like sizes) or "v1" (the first version,
             reproduced byte for byte).
@@ -107,12 +112,6 @@ class SynthConfig:
         return self.n_train if split == "train" else self.n_val
 
 
-def generator_version() -> str:
-    """Code version of the generator (every module it imports); cached data made by other
-    code is regenerated."""
-    return cache.code_version(__name__)
-
-
 def synth_hash(cfg: SynthConfig) -> str:
     """Hash of the config and the generator version: the cache key of a generated set."""
     return cache.cache_key(stage="synth", config=asdict(cfg), code=generator_version())
@@ -127,7 +126,7 @@ def plan_classes(cfg: SynthConfig, style: str, split: str) -> list[tuple[int, ..
 
     Classes are dealt from a stream of shuffled permutations of 1..20, so every class
     appears (almost exactly) equally often. v2 draws PASCAL's classes per image and objects
-    per class (``synth_pascal.plan_images``); v1 draws 1-3 objects, later ones on top.
+    per class (``pascal.plan_images``); v1 draws 1-3 objects, later ones on top.
     """
     n = cfg.n_images(split)
     if cfg.preset == "v2":
@@ -202,13 +201,6 @@ def _prepare_root(root: Path, styles: tuple[str, ...]) -> None:
                 "`fsstools synth`; delete it or choose another --out folder"
             )
         shutil.rmtree(folder)
-
-
-def _read_manifest(path: Path) -> dict:
-    try:
-        return json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError):
-        return {}
 
 
 def _run(tasks: list[tuple], workers: int, progress: bool) -> list[np.ndarray]:
@@ -293,69 +285,3 @@ def is_current(root: Path, cfg: SynthConfig) -> bool:
     )
 
 
-def ensure_synth(
-    root: Path, cfg: SynthConfig = SynthConfig(), progress: bool = True, workers: int | None = None
-) -> Path:
-    """Return ``root`` holding the benchmark for ``cfg``, generating it unless already there.
-
-    Args:
-        root: output folder; gets one sub-folder per style, ``synth.json`` and a contact sheet.
-        cfg: what to generate; a different config than the cached one regenerates.
-        progress: show a progress bar and print what happened.
-        workers: processes to render with (default: all CPUs); does not change the output.
-
-    Raises:
-        SynthError: ``root`` is not writable, or holds style folders not written by us.
-    """
-    root = Path(root)
-    _check_writable(root)
-    with cache.locked(f"synth-{cache.cache_key(root=root.resolve())}"):
-        if is_current(root, cfg):
-            if progress:
-                cache.announce_reuse(f"synthetic data ({synth_hash(cfg)})", root / MANIFEST)
-            if not (root / CONTACT_SHEET).is_file():
-                contact_sheet(root, root / CONTACT_SHEET)
-            return root
-        manifest = generate(root, cfg, workers, progress)
-        contact_sheet(root, root / CONTACT_SHEET)
-    if progress:
-        print(f"generated synthetic data in {root} in {manifest['seconds']} s")
-        for key, s in manifest["stats"].items():
-            print(f"  {key}: {describe(s)}")
-    return root
-
-
-def describe(stats: dict) -> str:
-    """One line on a split's ``synth_stats.summarise`` statistics."""
-    q = stats["held_share_quantiles"]
-    if not q:
-        return "no image holds a class"
-    return (
-        f"held (image, class) pairs cover a median {q['0.5']:.3f} of the image "
-        f"(5-95%: {q['0.05']:.3f}-{q['0.95']:.3f}, {stats['range_ratio']:.1f}x); "
-        f"class medians differ {stats['median_ratio']:.1f}x; "
-        f"images per class >= {min(stats['images_per_class'])}"
-    )
-
-
-def _check_writable(root: Path) -> None:
-    try:
-        root.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise SynthError(f"cannot write to {root} ({e}); choose a writable --out folder") from None
-
-
-def contact_sheet(root: Path, out_png: Path, n: int = 16) -> Path:
-    """Save a grid of the first ``n`` validation images of each style above their masks.
-
-    Masks are coloured per class (black background, white borders).
-    """
-    from fsstools.data.synth_sheet import render_sheet
-
-    root = Path(root)
-    manifest = _read_manifest(root / MANIFEST)
-    if not manifest.get("complete"):
-        raise SynthError(
-            f"{root / MANIFEST} is missing or incomplete; run `fsstools synth --out {root}` first"
-        )
-    return render_sheet(root, tuple(manifest["config"]["styles"]), Path(out_png), n)

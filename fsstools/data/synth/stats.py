@@ -19,7 +19,7 @@ import numpy as np
 from PIL import Image
 
 from fsstools.constants import IGNORE_INDEX, min_fg_pixels
-from fsstools.data.synth_render import N_CLASSES
+from fsstools.data.synth.classes import N_CLASSES
 
 QUANTILES = (0.05, 0.25, 0.5, 0.75, 0.95)
 DIGITS = 4
