@@ -65,9 +65,9 @@ def test_version(capsys):
     assert capsys.readouterr().out.strip() == f"fsstools {fsstools.__version__}"
 
 
-@pytest.mark.parametrize("name", sorted(cli.PARSERS))
+@pytest.mark.parametrize("name", sorted(cli.COMMANDS))
 def test_every_option_is_explained_with_its_default_and_no_rst(name, capsys):
-    parser = cli.PARSERS[name]()
+    parser = cli.COMMANDS[name].parser()
     for action in parser._actions:
         assert action.help, f"fsstools {name} {action.option_strings or action.dest}: no help"
     assert cli.main([name, "--help"]) == 0

@@ -9,6 +9,7 @@ index) may appear.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 import shutil
@@ -323,10 +324,11 @@ def test_debug_shows_the_traceback(world, capsys, monkeypatch, where):
 
 
 def test_an_unexpected_failure_keeps_its_traceback(monkeypatch):
-    def broken(argv):
+    def broken(args):
         raise RuntimeError("a bug, not a user error")
 
-    monkeypatch.setitem(cli.HANDLERS, "evaluate", broken)
+    command = dataclasses.replace(cli.COMMANDS["evaluate"], run=broken)
+    monkeypatch.setitem(cli.COMMANDS, "evaluate", command)
     with pytest.raises(RuntimeError, match="a bug"):
         cli.main(["evaluate"])
 

@@ -348,7 +348,7 @@ def test_episodic_two_process_gloo_ddp_ranks_agree(voc_root, tmp_path):
     sets = [*RUN, *EPISODIC, f"data.root={voc_root}", f"run.out_dir={tmp_path}", "run.device=cpu"]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "FSSTOOLS_OUTPUTS": str(tmp_path / "outputs")}
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--standalone",
-           "-m", "fsstools.training", "--config", str(config), "--set", *sets]
+           "-m", "fsstools.cli", "train", "--config", str(config), "--set", *sets]
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             text=True, start_new_session=True)
     try:

@@ -35,8 +35,8 @@ LAYERS: list[tuple[str, ...]] = [
     ("fsstools.reproduce", "fsstools.publish"),
     ("fsstools.cli",),
 ]
-ENTRY_POINTS = {"__main__"}
-"""Modules that only start a command (``python -m fsstools.training``) sit above everything."""
+MAX_LINES = 450
+"""A module longer than this holds more than one concern: split it."""
 
 INFERENCE_MAY_IMPORT = {"fsstools.constants", "fsstools.config", "fsstools.errors"}
 """inference/ takes and returns tensors: no files, no logging, no data or models."""
@@ -46,8 +46,6 @@ def modules() -> list[str]:
     names = []
     for path in sorted(PACKAGE.rglob("*.py")):
         parts = path.relative_to(PACKAGE.parent).with_suffix("").parts
-        if parts[-1] in ENTRY_POINTS:
-            continue
         names.append(".".join(parts[:-1] if parts[-1] == "__init__" else parts))
     return names
 
@@ -78,6 +76,12 @@ def test_no_import_from_a_lower_layer_to_a_higher_one(name):
     assert not upward, f"{name} (layer {layer(name)}) imports higher layers: {upward}"
 
 
+@pytest.mark.parametrize("path", sorted(PACKAGE.rglob("*.py")), ids=lambda p: p.name)
+def test_no_module_is_over_the_line_limit(path):
+    lines = len(path.read_text().splitlines())
+    assert lines <= MAX_LINES, f"{path} has {lines} lines (limit {MAX_LINES}): split it"
+
+
 def test_inference_imports_nothing_but_tensor_code():
     for name, imported in GRAPH.items():
         if name.startswith("fsstools.inference"):
@@ -101,17 +105,3 @@ def test_no_import_circle():
     for name in sorted(GRAPH):
         if name not in state:
             visit(name, [name])
-
-
-def test_the_stages_code_versions_cover_what_feeds_them():
-    """A cached stage's code version hashes every module it imports, directly or not: the
-    masks fed to inference come from features, episodes and constants, so a score cached
-    before an edit of any of them is never served after it."""
-    feeding = set(cache.modules_feeding("fsstools.evaluate"))
-    assert {"fsstools.features", "fsstools.data.episodes", "fsstools.constants",
-            "fsstools.inference.stacked", "fsstools.metrics"} <= feeding
-    assert {"fsstools.data.voc", "fsstools.data.transforms", "fsstools.models.pspnet"} <= set(
-        cache.modules_feeding("fsstools.features"))
-    assert {"fsstools.training.loop", "fsstools.data.datasets", "fsstools.models.backbones"} <= set(
-        cache.modules_feeding("fsstools.training"))
-    assert "fsstools.plots" not in feeding and "fsstools.study" not in feeding

@@ -16,7 +16,6 @@ from fsstools import evaluate, meta, stats
 from fsstools.data.synth.generate import SynthConfig
 from fsstools.errors import ConfigError
 from fsstools.evaluate import Study
-from fsstools.scoring import score_episodes
 from fsstools.features import gather
 from fsstools.inference import METHODS, query_valid_mask, resolve_method, run_method
 from fsstools.inference.peers import PANET_SCALE
@@ -24,6 +23,7 @@ from fsstools.models import PSPNet
 from fsstools.models.checkpoints import CHECKPOINT_FORMAT, PFENET_FORMAT, checkpoint_meta
 from fsstools.models.pfenet import PFENet
 from fsstools.profiles import Profile
+from fsstools.scoring import score_episodes
 from tests.tiny import FEATURE_GRID, IMAGE_SIZE, TINY_MODEL, TINY_PFENET, tiny_study
 
 TRUNK_INPUT = 32

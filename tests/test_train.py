@@ -282,7 +282,7 @@ def test_two_process_gloo_ddp_ranks_agree(tmp_path, voc_root):
     config.write_text("run:\n  name: ddp\n")
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2",
-           "--standalone", "-m", "fsstools.training", "--config", str(config),
+           "--standalone", "-m", "fsstools.cli", "train", "--config", str(config),
            "--set", *disk_overrides(voc_root, tmp_path), "run.device=cpu"]
     # Own process group, so a hang kills torchrun's ranks too rather than leaving orphans.
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
