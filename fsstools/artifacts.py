@@ -61,10 +61,6 @@ def atomic_write_text(path: Path, text: str) -> Path:
     return atomic_write(path, lambda p: p.write_text(text))
 
 
-def atomic_write_bytes(path: Path, data: bytes) -> Path:
-    return atomic_write(path, lambda p: p.write_bytes(data))
-
-
 def atomic_torch_save(obj: Any, path: Path) -> Path:
     import torch
 

@@ -1,4 +1,6 @@
-"""Numbers named once and shared by every layer."""
+"""Numbers and names fixed once and shared by every layer."""
+
+from typing import Literal, get_args
 
 IGNORE_INDEX = 255
 """Mask value for pixels that are neither scored nor used as labels (borders, padding)."""
@@ -14,6 +16,10 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 
 EPS = 1e-10
 """Added to denominators and inside logarithms."""
+
+FeatureDtype = Literal["float32", "float16"]
+"""How cached features are stored."""
+FEATURE_DTYPES: tuple[str, ...] = get_args(FeatureDtype)
 
 
 def min_fg_pixels(image_area: int) -> int:

@@ -19,15 +19,16 @@ import yaml
 
 from fsstools import config as config_lib
 from fsstools import paths
+from fsstools.constants import FEATURE_DTYPES, FeatureDtype
 from fsstools.data import splits
 from fsstools.data.episodes import EpisodeList
+from fsstools.data.splits import Dataset, Scheme
 from fsstools.data.transforms import FEATURE_STRIDE
 from fsstools.errors import ConfigError, ConflictError, did_you_mean
 from fsstools.inference import resolve_methods
 
 DEFAULT_METHODS = ("inductive", "ce_support", "prototype", "ce", "ce_h", "ce_kl", "repri",
                    "oracle_repri")
-FEATURE_DTYPES = ("float32", "float16")
 CONFIG_NAME = "config.yaml"
 """The resolved config written next to every result."""
 RESULTS_HASH_LENGTH = 8
@@ -70,11 +71,11 @@ class EvalConfig:
             this config (:func:`results_dir`), so runs never overwrite each other.
     """
 
-    dataset: str = "synth"
+    dataset: Dataset = "synth"
     root: str = "data/synth/A"
     list_file: str = "lists/val.txt"
     fold: int = 0
-    scheme: str = "interleaved"
+    scheme: Scheme = "interleaved"
     coco_to_pascal: bool = False
     size: int = 128
     shots: tuple[int, ...] = (1, 5)
@@ -88,7 +89,7 @@ class EvalConfig:
     train_config: str | None = "configs/synth/fold0.yaml"
     train_overrides: tuple[str, ...] = ()
     device: str = "cpu"
-    feature_dtype: str = "float32"
+    feature_dtype: FeatureDtype = "float32"
     batch_tasks: int | None = None
     n_boot: int = 1000
     out_dir: str | None = None

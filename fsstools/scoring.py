@@ -17,6 +17,7 @@ from torch import nn
 
 from fsstools import cache, metrics
 from fsstools import config as config_lib
+from fsstools.constants import IGNORE_INDEX
 from fsstools.data.episodes import EpisodeList
 from fsstools.features import FeatureStore, gather
 from fsstools.inference import MethodConfig, fg_probs, oracle_prior, query_valid_mask, run_method
@@ -88,7 +89,7 @@ def score_episodes(
             )
         pred = fg_probs(out.logits, tuple(tb.query_mask.shape[-2:])) > 0.5  # (B, H, W)
         meter.update(pred, tb.query_mask, tb.class_id)
-        scored = tb.query_mask != 255
+        scored = tb.query_mask != IGNORE_INDEX
         extra["pi"].append(out.pi.float().cpu())
         # on the pixels pi averages over (the method's validity), so pi / true compares alike
         extra["true_share"].append(

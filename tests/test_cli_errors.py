@@ -135,7 +135,7 @@ def negative_shots_when_sampling(w: World):
 
 
 def unknown_fold_and_dataset(w: World):
-    return w.evaluate("fold=7", "dataset=pascall"), ["dataset 'pascall'",
+    return w.evaluate("fold=7", "dataset=pascall"), ["got 'pascall'",
                                                       "did you mean 'pascal'"], ()
 
 

@@ -14,6 +14,7 @@ from fsstools.cli.common import (
     new_parser,
     yaml_path,
 )
+from fsstools.constants import FEATURE_DTYPES
 
 
 def train_parser() -> argparse.ArgumentParser:
@@ -56,7 +57,7 @@ def extract_parser() -> argparse.ArgumentParser:
                    help="test-time image size")
     p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1 ...")
     p.add_argument("--batch-size", type=at_least(1), default=32, help="images per forward pass")
-    p.add_argument("--dtype", default="float32", choices=["float32", "float16"],
+    p.add_argument("--dtype", default="float32", choices=FEATURE_DTYPES,
                    help="stored feature precision")
     add_accept_edited(p)
     add_force(p)

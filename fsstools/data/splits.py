@@ -8,6 +8,8 @@ The synthetic benchmark has 20 classes of its own and PASCAL's folds. Class ids 
 
 from __future__ import annotations
 
+from typing import Literal, get_args
+
 from fsstools.data.synth import classes as synth_classes
 from fsstools.errors import ConfigError
 
@@ -34,8 +36,12 @@ COCO_CLASSES = (
 )  # fmt: skip
 """COCO names in increasing category-id order; class id ``i + 1`` is ``COCO_CLASSES[i]``."""
 
-DATASETS = ("pascal", "coco", "synth")
-SCHEMES = ("interleaved", "contiguous")
+Dataset = Literal["pascal", "coco", "synth"]
+"""Class tables (and test splits) this module knows."""
+DATASETS: tuple[str, ...] = get_args(Dataset)
+Scheme = Literal["interleaved", "contiguous"]
+"""COCO-20i split schemes (PASCAL-5i and synth have one)."""
+SCHEMES: tuple[str, ...] = get_args(Scheme)
 N_FOLDS = 4
 
 # PASCAL names that COCO spells differently; every other PASCAL name is spelled the same.

@@ -8,6 +8,8 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from fsstools.constants import FeatureDtype
+from fsstools.data.splits import Dataset, Scheme
 from fsstools.models import ModelConfig
 from fsstools.models.panet import PANetConfig
 from fsstools.models.pfenet import PFENetConfig
@@ -17,12 +19,12 @@ from fsstools.models.pfenet import PFENetConfig
 class DataConfig:
     """Where the images are and how base-training samples are made."""
 
-    dataset: Literal["pascal", "coco", "synth"] = "pascal"
+    dataset: Dataset = "pascal"
     root: str = "data/pascal"
     train_list: str = "lists/train.txt"
     val_list: str = "lists/val.txt"
     fold: int = 0
-    scheme: Literal["interleaved", "contiguous"] = "interleaved"
+    scheme: Scheme = "interleaved"
     crop_size: int = 417
     val_size: int = 417
     scale: tuple[float, float] = (0.5, 2.0)
@@ -108,7 +110,7 @@ class EpisodicConfig:
     trunk: str | None = None
     """pfenet: the fold's base checkpoint (a best.pt of base training on the same fold); its
     architecture replaces ``model``, its bytes are part of the run's key."""
-    feature_dtype: Literal["float16", "float32"] = "float16"
+    feature_dtype: FeatureDtype = "float16"
     """pfenet: storage of the cached trunk features."""
     panet: PANetConfig = field(default_factory=PANetConfig)
     pfenet: PFENetConfig = field(default_factory=PFENetConfig)
