@@ -17,14 +17,20 @@ shot count (wall clock, and CPU time of the process) and the load average. The l
 from __future__ import annotations
 
 import argparse
-import os
 import statistics
-import time
 from collections.abc import Callable
 from functools import partial
 
+import torch
+
 from fsstools import plots, study, widgets
 
+try:
+    from bench import timing
+except ModuleNotFoundError:  # run as bench/explorer.py: bench/ itself is sys.path[0]
+    import timing
+
+CPU = torch.device("cpu")
 KL_VALUES = (0.5, 1.0)
 """The explorer's KL weight alternates between these, so every redraw is a real change."""
 
@@ -32,9 +38,8 @@ KL_VALUES = (0.5, 1.0)
 def timed(step: Callable[[], object]) -> tuple[float, float]:
     """Milliseconds of ``step``: wall clock, and CPU time of this process (which a busy
     machine inflates far less)."""
-    wall, cpu = time.perf_counter(), time.process_time()
-    step()
-    return 1000 * (time.perf_counter() - wall), 1000 * (time.process_time() - cpu)
+    (wall,), (cpu,), _, _ = timing.timed(step, 1, CPU, warmup=0)
+    return 1000 * wall, 1000 * cpu
 
 
 def release_kl(explorer: widgets.EpisodeExplorer, value: float) -> None:
@@ -63,6 +68,7 @@ def main() -> None:
     p.add_argument("--repeats", type=int, default=10)
     p.add_argument("--n-episodes", type=int, default=60, help="tasks per list (notebook 00: 60)")
     args = p.parse_args()
+    print(timing.machine(CPU))
     prof = study.get_profile("quick")
     explorer = study.explorer(prof, 0, args.shots, args.n_episodes)
     medians = {}
@@ -77,7 +83,7 @@ def main() -> None:
         print(f"{k}-shot ({explorer.view.method.steps} steps, {args.repeats} redraws each): "
               f"in place {summary(in_place)}; from scratch {summary(scratch)}; inference "
               f"alone {summary(inference)}; PNG {len(explorer.figure.value) / 1024:.0f} KiB")
-    print(f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs")
+    print(timing.load())
     print(f"redraw_ms_1shot={medians.get(1, float('nan')):.0f}")
 
 

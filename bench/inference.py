@@ -18,19 +18,18 @@ Upsampling to 417x417 is left out of the timed loop for both implementations.
 from __future__ import annotations
 
 import argparse
-import os
-import resource
 import statistics
-import time
-from pathlib import Path
 
 import torch
 
 from fsstools.inference import METHODS, resolve_method, run_method
 
+try:
+    from bench.timing import load, open_device, timed
+except ModuleNotFoundError:  # run as bench/inference.py: bench/ itself is sys.path[0]
+    from timing import load, open_device, timed
+
 CHANNELS, GRID = 512, 53
-CLEAR_REFS = Path("/proc/self/clear_refs")
-STATUS = Path("/proc/self/status")
 
 
 def synthetic_episodes(
@@ -78,65 +77,6 @@ def synthetic_episodes(
     return tuple(t.to(device) for t in (sf, sm, qf, qv, qm))
 
 
-def _rss_kb(field: str) -> int:
-    for line in STATUS.read_text().splitlines():
-        if line.startswith(field):
-            return int(line.split()[1])
-    return 0
-
-
-class PeakMemory:
-    """Peak memory of a block above what was in use when it started, in MB."""
-
-    def __init__(self, device: torch.device) -> None:
-        self.device = device
-
-    def __enter__(self) -> PeakMemory:
-        if self.device.type == "cuda":
-            torch.cuda.synchronize(self.device)
-            torch.cuda.reset_peak_memory_stats(self.device)
-            self.base = torch.cuda.memory_allocated(self.device)
-        elif CLEAR_REFS.exists():
-            CLEAR_REFS.write_text("5")  # resets the peak resident set size (VmHWM)
-            self.base = _rss_kb("VmRSS:") * 1024
-        else:
-            self.base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        if self.device.type == "cuda":
-            torch.cuda.synchronize(self.device)
-            peak = torch.cuda.max_memory_allocated(self.device)
-        elif CLEAR_REFS.exists():
-            peak = _rss_kb("VmHWM:") * 1024
-        else:
-            peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-        self.mb = max(0, peak - self.base) / 1e6
-
-
-def timed(fn, repeats: int, device: torch.device) -> tuple[list[float], list[float], float, object]:
-    """Wall and process CPU times of ``repeats`` calls, peak memory (MB), the last output.
-
-    CPU time (all threads) is less sensitive than wall time to other jobs on a shared machine.
-    """
-    walls, cpus, out = [], [], None
-    with PeakMemory(device) as mem:
-        for _ in range(repeats):
-            if device.type == "cuda":
-                torch.cuda.synchronize(device)
-            t0, c0 = time.perf_counter(), time.process_time()
-            out = fn()
-            if device.type == "cuda":
-                torch.cuda.synchronize(device)
-            walls.append(time.perf_counter() - t0)
-            cpus.append(time.process_time() - c0)
-    return walls, cpus, mem.mb, out
-
-
-def load() -> str:
-    return "load " + " ".join(f"{x:.2f}" for x in os.getloadavg())
-
-
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--shots", type=int, default=1)
@@ -157,7 +97,7 @@ def main(argv: list[str] | None = None) -> int:
     if not 2 <= valid_rows <= args.grid:
         ap.error(f"--valid-rows {valid_rows} must lie in [2, --grid {args.grid}]")
 
-    device = torch.device(args.device)
+    device = open_device(args.device, ap.prog)
     cfg = resolve_method(args.method, reference=args.reference)
     sf, sm, qf, qv, qm = synthetic_episodes(args.tasks, args.shots, valid_rows, args.seed,
                                             device, args.channels, args.grid)

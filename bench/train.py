@@ -3,6 +3,8 @@
     .venv/bin/python bench/train.py                   # steps + data loading (about a minute)
     .venv/bin/python bench/train.py --train           # also a full run of the config's fold
     .venv/bin/python bench/train.py --json out.json   # also write the figures as JSON
+    .venv/bin/python bench/train.py --device cuda --config configs/pascal/fold0.yaml \
+        --set model.pretrained=null --no-loader       # PSPNet-ResNet-50 steps on a GPU
 
 Step throughput is forward + backward + optimiser step of the config's model on random
 tensors of the training batch shape, timed for each variant in turn (fp32 contiguous, the
@@ -10,15 +12,16 @@ config's choice, and the other two combinations of bf16 autocast and channels_la
 several rounds interleaved so that a load change hits all variants alike; medians are
 quoted. Data throughput is the training DataLoader's images/s with images decoded from disk
 and decoded once into memory (``run.preload``). The last line is ``speedup=<x>``: the
-config's steps over fp32 contiguous steps.
+config's steps over fp32 contiguous steps. ``--device cuda`` times the steps on the GPU
+(cuDNN autotuning on, as training does); ``--no-loader`` leaves out the data loading, which
+needs the config's images on disk.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import os
-import statistics
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -29,27 +32,31 @@ import torch.nn.functional as F
 
 from fsstools import config as config_lib
 from fsstools.constants import IGNORE_INDEX
+from fsstools.errors import UserError
 from fsstools.models import build_model
 from fsstools.training import TrainConfig, build_data, main, with_run
 from fsstools.training.loop import Precision, resolve_precision
 
+try:
+    from bench.timing import load, open_device, rate, timed, warm_up
+except ModuleNotFoundError:  # run as bench/train.py: bench/ itself is sys.path[0]
+    from timing import load, open_device, rate, timed, warm_up
+
 DEFAULT_CONFIG = "configs/synth/fold0.yaml"
+WARMUP_STEPS = 3
 
 
-def load_average() -> str:
-    return " ".join(f"{x:.2f}" for x in os.getloadavg())
-
-
-def make_step(cfg: TrainConfig, amp: str, channels_last: bool, n_classes: int = 16):
-    """A closure running one training step of ``cfg``'s model with the given precision."""
-    device = torch.device("cpu")
+def make_step(cfg: TrainConfig, amp: str, channels_last: bool, device: torch.device,
+              n_classes: int = 16):
+    """A closure running one training step of ``cfg``'s model on ``device`` with the given
+    precision and memory layout."""
     torch.manual_seed(0)
     fmt = torch.channels_last if channels_last else torch.contiguous_format
-    model = build_model(cfg.model, n_classes).to(memory_format=fmt).train()
+    model = build_model(cfg.model, n_classes).to(device, memory_format=fmt).train()
     opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
     batch, size = cfg.optim.batch_size, cfg.data.crop_size
-    x = torch.randn(batch, 3, size, size).contiguous(memory_format=fmt)
-    y = torch.randint(0, n_classes, (batch, size, size))
+    x = torch.randn(batch, 3, size, size).to(device).contiguous(memory_format=fmt)
+    y = torch.randint(0, n_classes, (batch, size, size)).to(device)
     precision = Precision.choose(amp, device)
 
     def step() -> None:
@@ -64,20 +71,21 @@ def make_step(cfg: TrainConfig, amp: str, channels_last: bool, n_classes: int = 
 
 
 def step_rates(cfg: TrainConfig, variants: dict[str, tuple[str, bool]], steps: int,
-               rounds: int) -> dict[str, float]:
-    """Median images/s of each variant over ``rounds`` interleaved rounds of ``steps``."""
-    fns = {name: make_step(cfg, *v) for name, v in variants.items()}
-    for fn in fns.values():  # warm-up (allocations, oneDNN primitive caches)
-        for _ in range(3):
-            fn()
-    rates: dict[str, list[float]] = {name: [] for name in fns}
+               rounds: int, device: torch.device) -> dict[str, float]:
+    """Images/s of each variant over the median of ``rounds`` interleaved rounds of
+    ``steps`` steps, after :data:`WARMUP_STEPS` untimed ones."""
+    fns = {name: make_step(cfg, *v, device) for name, v in variants.items()}
+    for fn in fns.values():
+        warm_up(fn, WARMUP_STEPS, device)
+
+    def round_of(fn):
+        return lambda: [fn() for _ in range(steps)]
+
+    seconds: dict[str, list[float]] = {name: [] for name in fns}
     for _ in range(rounds):
         for name, fn in fns.items():
-            tic = time.perf_counter()
-            for _ in range(steps):
-                fn()
-            rates[name].append(cfg.optim.batch_size * steps / (time.perf_counter() - tic))
-    return {name: statistics.median(r) for name, r in rates.items()}
+            seconds[name] += timed(round_of(fn), 1, device, warmup=0)[0]
+    return {name: rate(cfg.optim.batch_size * steps, s) for name, s in seconds.items()}
 
 
 def loader_rate(cfg: TrainConfig, preload: bool, batches: int) -> float:
@@ -95,31 +103,33 @@ def loader_rate(cfg: TrainConfig, preload: bool, batches: int) -> float:
     return n / (time.perf_counter() - tic)
 
 
-def run(config: str, train: bool, steps: int, rounds: int) -> dict:
-    cfg = config_lib.load(TrainConfig, config)
-    cfg = resolve_precision(cfg, torch.device("cpu"))[0]  # run.amp "auto" as training reads it
-    if cfg.run.threads is not None:
+def run(cfg: TrainConfig, config: str, device: torch.device, train: bool, loader: bool,
+        steps: int, rounds: int) -> dict:
+    cfg = resolve_precision(cfg, device)[0]  # run.amp "auto" as training reads it
+    if cfg.run.threads is not None and device.type == "cpu":
         torch.set_num_threads(cfg.run.threads)
+    torch.backends.cudnn.benchmark = device.type == "cuda"  # fixed shapes, as training does
     chosen = f"{cfg.run.amp}{'+channels_last' if cfg.run.channels_last else ''}"
     variants = {"fp32": ("fp32", False), "fp32+channels_last": ("fp32", True),
                 "bf16": ("bf16", False), "bf16+channels_last": ("bf16", True)}
-    results: dict = {"config": config, "threads": torch.get_num_threads(), "chosen": chosen,
-                     "load_before": load_average()}
-    rates = step_rates(cfg, variants, steps, rounds)
+    results: dict = {"config": config, "device": str(device), "threads": torch.get_num_threads(),
+                     "chosen": chosen, "load_before": load()}
+    rates = step_rates(cfg, variants, steps, rounds, device)
     results["step_images_per_s"] = rates
     print(f"steps of {cfg.model.arch} at {cfg.data.crop_size}px, batch {cfg.optim.batch_size}, "
-          f"{torch.get_num_threads()} threads (median of {rounds} rounds of {steps} steps):")
+          f"on {device}, {torch.get_num_threads()} threads (median of {rounds} rounds of "
+          f"{steps} steps):")
     for name, r in rates.items():
         mark = "  <- config" if name == chosen else ""
         print(f"  {name:<20} {r:7.1f} images/s  {r / rates['fp32']:.2f}x{mark}")
-    for preload in (False, True):
+    for preload in (False, True) if loader else ():
         r = loader_rate(cfg, preload, batches=30)
         results[f"loader_images_per_s_preload_{preload}"] = r
         print(f"data loading ({cfg.run.workers} worker(s)), preload={preload}: {r:.0f} images/s")
     if train:
         with tempfile.TemporaryDirectory() as tmp:
             start = time.perf_counter()
-            run_dir = main(with_run(cfg, out_dir=tmp, progress=False))
+            run_dir = main(with_run(cfg, out_dir=tmp, progress=False, device=str(device)))
             seconds = time.perf_counter() - start
             metrics = pd.read_csv(run_dir / "metrics.csv")
         val = metrics["val_miou"].to_numpy()
@@ -128,9 +138,9 @@ def run(config: str, train: bool, steps: int, rounds: int) -> dict:
         print(f"train {config}: {seconds:.0f} s for {len(metrics)} epochs; val mIoU per epoch "
               f"{' '.join(f'{v:.3f}' for v in val)}; last-epoch gain "
               f"{results['last_epoch_gain_points']:+.2f} points")
-    results["load_after"] = load_average()
+    results["load_after"] = load()
     results["speedup"] = rates[chosen] / rates["fp32"]
-    print(f"load average before {results['load_before']}, after {results['load_after']}")
+    print(f"{results['load_before']} before, {results['load_after']} after")
     print(f"speedup={results['speedup']:.2f}")
     return results
 
@@ -138,12 +148,25 @@ def run(config: str, train: bool, steps: int, rounds: int) -> dict:
 def cli(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--config", default=DEFAULT_CONFIG, help="training YAML")
+    parser.add_argument("--set", nargs="+", default=[], metavar="KEY=VALUE",
+                        help="config overrides, e.g. model.pretrained=null")
+    parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"],
+                        help="where the steps run (cuda: exit 2 without a CUDA device)")
     parser.add_argument("--train", action="store_true", help="also time a full training run")
+    parser.add_argument("--no-loader", action="store_true",
+                        help="leave out the data loading (it reads the config's images)")
     parser.add_argument("--steps", type=int, default=5, help="timed steps per round")
     parser.add_argument("--rounds", type=int, default=5, help="interleaved rounds per variant")
     parser.add_argument("--json", type=Path, help="also write the results here")
     args = parser.parse_args(argv)
-    results = run(args.config, args.train, args.steps, args.rounds)
+    try:
+        cfg = config_lib.load(TrainConfig, args.config, args.set)
+        device = open_device(args.device, parser.prog)
+        results = run(cfg, args.config, device, args.train, not args.no_loader, args.steps,
+                      args.rounds)
+    except UserError as err:  # a wrong path or key, missing data or weights
+        print(f"{parser.prog}: error: {err}", file=sys.stderr)
+        return 2
     if args.json:
         args.json.write_text(json.dumps(results, indent=1) + "\n")
     return 0

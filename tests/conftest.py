@@ -19,7 +19,7 @@ def pytest_collection_modifyitems(config, items):
     items.sort(key=lambda item: "browser" in item.keywords)
     if torch.cuda.is_available():
         return
-    skip_gpu = pytest.mark.skip(reason="needs CUDA")
+    skip_gpu = pytest.mark.skip(reason="needs CUDA: torch.cuda.is_available() is False here")
     for item in items:
         if "gpu" in item.keywords:
             item.add_marker(skip_gpu)

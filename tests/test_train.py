@@ -277,13 +277,17 @@ def test_cli_trains_from_a_yaml_config(tmp_path, voc_root, capsys):
 
 
 @pytest.mark.slow
-def test_two_process_gloo_ddp_ranks_agree(tmp_path, voc_root):
+@pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=pytest.mark.gpu)])
+def test_two_process_ddp_ranks_agree(tmp_path, voc_root, device):
+    """Two ranks under torchrun (gloo on the CPU, nccl on two GPUs) end with equal weights."""
+    if device == "cuda" and torch.cuda.device_count() < 2:
+        pytest.skip(f"nccl DDP needs 2 CUDA devices, found {torch.cuda.device_count()}")
     config = tmp_path / "tiny.yaml"
     config.write_text("run:\n  name: ddp\n")
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2",
            "--standalone", "-m", "fsstools.cli", "train", "--config", str(config),
-           "--set", *disk_overrides(voc_root, tmp_path), "run.device=cpu"]
+           "--set", *disk_overrides(voc_root, tmp_path), f"run.device={device}"]
     # Own process group, so a hang kills torchrun's ranks too rather than leaving orphans.
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             text=True, start_new_session=True)
