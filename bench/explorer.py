@@ -23,7 +23,7 @@ from functools import partial
 
 import torch
 
-from fsstools import plots, study, widgets
+from fsstools import plots, recipes, widgets
 
 try:
     from bench import timing
@@ -69,8 +69,8 @@ def main() -> None:
     p.add_argument("--n-episodes", type=int, default=60, help="tasks per list (notebook 00: 60)")
     args = p.parse_args()
     print(timing.machine(CPU))
-    prof = study.get_profile("quick")
-    explorer = study.explorer(prof, 0, args.shots, args.n_episodes)
+    prof = recipes.get_profile("quick")
+    explorer = recipes.explorer(prof, 0, args.shots, args.n_episodes)
     medians = {}
     for k in args.shots:
         explorer.shots.value = k  # a task change: decodes the task's images, new layout

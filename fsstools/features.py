@@ -79,7 +79,7 @@ def episode_images(episodes: EpisodeList) -> list[tuple[str, str]]:
     return list(seen.items())
 
 
-def cache_key(
+def features_key(
     checkpoint: Path, pairs: Sequence[tuple[str, str]], root: Path, size: int, dtype: str,
     extractor: str = "checkpoint", normalize: bool = True,
 ) -> str:
@@ -222,7 +222,7 @@ def ensure_features(
             f"checkpoint {checkpoint} does not exist; train one with `fsstools train --config ...`"
         )
     extractor = "checkpoint" if model is None else type(model).__name__
-    key = cache_key(checkpoint, pairs, paths.resolve(root), size, dtype, extractor, normalize)
+    key = features_key(checkpoint, pairs, paths.resolve(root), size, dtype, extractor, normalize)
     final = (Path(cache_dir) if cache_dir is not None else paths.cache_dir("features")) / key
     with cache.locked(f"features-{key}"):
         if (final / "index.json").is_file() and not force:

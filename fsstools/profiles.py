@@ -13,7 +13,7 @@ A *profile* is the embedded benchmark at one size or a real data set:
   classes they never saw, so ``data_root`` is the PASCAL root and the COCO root is the one
   the training config names.
 
-The notebooks reach all of this through :mod:`fsstools.study`.
+The notebooks reach all of this through :mod:`fsstools.recipes`.
 """
 
 from __future__ import annotations

@@ -186,7 +186,7 @@ def method_reading(rows: pd.DataFrame, summary: pd.DataFrame, diffs: pd.DataFram
 
 def base_model_reading(models: pd.DataFrame) -> list[str]:
     """The closing bullets of notebook 01 from its table of base models
-    (:func:`fsstools.study.base_model_table`): how flat the curves ended and how much the
+    (:func:`fsstools.recipes.base_model_table`): how flat the curves ended and how much the
     base-class validation score moves with the training seed."""
     gains = models["last_epoch_gain_points"].abs()
     notes: list[str | None] = [

@@ -38,8 +38,8 @@ from fsstools.data.episodes import EpisodeList
 from fsstools.data.splits import class_name
 from fsstools.features import FeatureStore
 from fsstools.inference import METHODS, MethodConfig
-from fsstools.inspect import EpisodeView, display_image, episode_view, episodes_of_class
 from fsstools.report import save_figure
+from fsstools.views import EpisodeView, display_image, episode_view, episodes_of_class
 
 PAPER = METHODS["repri"]
 """The method whose defaults the controls start from (and return to when shots change)."""
@@ -100,14 +100,14 @@ class EpisodeExplorer:
 
     Args:
         studies: episodes and features per test style, e.g. ``{"A": study_a, "B": study_b}``
-            (Studies from ``fsstools.study.fold_study``), or one of them.
+            (Studies from ``fsstools.recipes.fold_study``), or one of them.
         seed: which seeded episode lists to browse.
         draw: compute and draw the first view now.
         images: load images from disk (False: black images, masks only; for tests).
 
     Attributes:
         widget: the ipywidgets box to display.
-        view: the last computed :class:`~fsstools.inspect.EpisodeView` (None before a draw).
+        view: the last computed :class:`~fsstools.views.EpisodeView` (None before a draw).
         panel: the figure of the current layout, updated in place by each redraw (None
             before a draw; a new one when the shots change).
         last_redraw_s: seconds the last redraw took (inference, figure and PNG).

@@ -22,7 +22,7 @@ from fsstools.training import base, episodic, run
 
 ROOT = Path(__file__).resolve().parents[1]
 NOT_COMPUTING = ("fsstools.plots", "fsstools.report", "fsstools.readings", "fsstools.publish",
-                 "fsstools.cli", "fsstools.study", "fsstools.widgets",
+                 "fsstools.cli", "fsstools.recipes", "fsstools.widgets",
                  "fsstools.data.synth.sheet")
 
 

@@ -12,13 +12,13 @@ from torch.utils.data import DataLoader, TensorDataset
 from fsstools import config as config_lib
 from fsstools.constants import IGNORE_INDEX
 from fsstools.data import splits, voc
-from fsstools.data.episodes import Episode, EpisodeList
-from fsstools.data.episodic import (
+from fsstools.data.base_tasks import (
     BaseEpisodeSampler,
     EpisodicTrainDataset,
     FixedEpisodeDataset,
     task_label_map,
 )
+from fsstools.data.episodes import Episode, EpisodeList
 from fsstools.data.transforms import to_tensors
 from fsstools.errors import ConfigError, DataError
 from fsstools.models import PSPNet, load_model

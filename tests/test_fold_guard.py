@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from fsstools import cli, evaluate, guard, paths, study
+from fsstools import cli, evaluate, guard, paths, recipes
 from fsstools import config as config_lib
 from fsstools.data import splits
 from fsstools.data.episodes import sample_episodes, save_episodes
@@ -159,16 +159,16 @@ def test_the_notebooks_recipe_path_refuses_a_checkpoint_of_another_fold(world, o
                                                                         monkeypatch):
     root, fold0, fold1 = world
     prof = Profile("quick", root.parent, SynthConfig(size=SIZE, styles=("A",)), "unused.yaml")
-    cfg = study.eval_config(prof, 1, fold0, [1], 6)  # what fold_study and meta_study prepare
+    cfg = recipes.eval_config(prof, 1, fold0, [1], 6)  # what fold_study and meta_study prepare
     with pytest.raises(ConflictError) as err:
         evaluate.prepare(cfg, progress=False)
     assert_names_the_leak(str(err.value), fold0)
     # fold_study (and the explorer over it) prepares through the same guard
-    monkeypatch.setattr(study, "ensure_base_model", lambda *args, **kwargs: fold0)
+    monkeypatch.setattr(recipes, "ensure_base_model", lambda *args, **kwargs: fold0)
     with pytest.raises(ConflictError, match="fold 1: checkpoint"):
-        study.fold_study(prof, 1, [1], 6, progress=False)
-    monkeypatch.setattr(study, "ensure_base_model", lambda *args, **kwargs: fold1)
-    assert study.fold_study(prof, 1, [1], 6, progress=False).checkpoint == fold1
+        recipes.fold_study(prof, 1, [1], 6, progress=False)
+    monkeypatch.setattr(recipes, "ensure_base_model", lambda *args, **kwargs: fold1)
+    assert recipes.fold_study(prof, 1, [1], 6, progress=False).checkpoint == fold1
 
 
 @pytest.mark.parametrize("peer", ["panet", "pfenet"])

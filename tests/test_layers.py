@@ -26,12 +26,12 @@ LAYERS: list[tuple[str, ...]] = [
     ("fsstools.guard",),  # a checkpoint is never scored on its training classes
     ("fsstools.scoring",),  # one method on one episode list: what the score cache keys
     ("fsstools.eval_config", "fsstools.evaluate"),  # EvalConfig, then the pipeline using it
-    ("fsstools.inspect",),
+    ("fsstools.views",),
     ("fsstools.report", "fsstools.readings"),
     ("fsstools.plots",),
     ("fsstools.widgets",),
-    ("fsstools.parameters", "fsstools.profiles", "fsstools.study",
-     "fsstools.meta"),  # recipes: what notebooks call, with stats, report, plots, widgets
+    ("fsstools.parameters", "fsstools.profiles", "fsstools.recipes",
+     "fsstools.meta_learning"),  # recipes: what notebooks call, with stats, report, plots, widgets
     ("fsstools.reproduce", "fsstools.publish"),
     ("fsstools.cli",),
 ]

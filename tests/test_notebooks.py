@@ -18,7 +18,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from fsstools import meta, parameters, paths, study
+from fsstools import meta_learning, parameters, paths, recipes
 from fsstools.data import splits
 from fsstools.errors import ConfigError, MissingError
 from tests.fixtures import make_voc_folder
@@ -26,7 +26,7 @@ from tests.fixtures import make_voc_folder
 REPO = Path(__file__).resolve().parent.parent
 NOTEBOOKS = sorted((REPO / "notebooks").glob("[0-9][0-9]_*.ipynb"))
 ALLOWED_IMPORTS = {"fsstools", "pandas", "matplotlib", "IPython"}
-NOTEBOOK_LAYER = {"fsstools.study", "fsstools.meta", "fsstools.stats", "fsstools.report",
+NOTEBOOK_LAYER = {"fsstools.recipes", "fsstools.meta_learning", "fsstools.stats", "fsstools.report",
                   "fsstools.readings", "fsstools.plots", "fsstools.widgets"}
 """What notebooks import from fsstools: the recipes, statistics, reporting and readings,
 plots, widgets."""
@@ -124,7 +124,7 @@ def test_parameters_cell_holds_annotated_literals_with_help(path):
     # the first code cell after the parameters checks them
     code = [c for c in nb.cells if c.cell_type == "code"]
     first = ast.parse(code[2].source).body[0]
-    assert "study.start" in ast.unparse(first) and path.stem in ast.unparse(first)
+    assert "recipes.start" in ast.unparse(first) and path.stem in ast.unparse(first)
 
 
 def test_help_notebook_lists_types_and_help():
@@ -240,8 +240,8 @@ def test_papermill_shot_scaling_records_csv(tmp_path):
 def test_papermill_domain_shift_runs_coco_to_pascal_when_given_data(tmp_path):
     """The COCO -> PASCAL branch, wired with stand-ins: the quick synthetic set (VOC layout,
     PASCAL-like ids 1..20) as the PASCAL root and the quick checkpoint as the COCO model."""
-    prof = study.get_profile("quick")
-    checkpoint = study.ensure_base_model(prof, 0, progress=False).resolve()
+    prof = recipes.get_profile("quick")
+    checkpoint = recipes.ensure_base_model(prof, 0, progress=False).resolve()
     methods, shots = ["inductive", "repri"], [1]
     _execute(
         "04_domain_shift",
@@ -277,24 +277,24 @@ def test_papermill_meta_learning_records_csv(tmp_path):
     assert _stray_values(nb) == []
     recorded = json.loads((tmp_path / parameters.RECORD_NAME).read_text())
     assert recorded["parameters"]["shots"] == shots and "shots" in recorded["injected"]
-    arms = [a.label for a in meta.ARMS]
+    arms = [a.label for a in meta_learning.ARMS]
     _check_summary(pd.read_csv(tmp_path / "summary.csv"), arms, shots)
     episodes = pd.read_csv(tmp_path / "episodes.csv")
     assert len(episodes) == len(arms) * len(shots) * n
-    assert set(episodes["training"]) == set(meta.TRAININGS)
+    assert set(episodes["training"]) == set(meta_learning.TRAININGS)
     tasks = episodes.sort_values(["shots", "episode"]).groupby("method")["class_id"].apply(tuple)
     assert tasks.nunique() == 1  # the very same tasks for every arm
     peers = episodes["peer_method"].isin(["panet", "pfenet"])
     assert episodes.loc[peers, "pi"].isna().all() and episodes.loc[~peers, "pi"].notna().all()
     diffs = pd.read_csv(tmp_path / "differences.csv")
-    assert len(diffs) == len(meta.CONTRASTS) * len(shots)
+    assert len(diffs) == len(meta_learning.CONTRASTS) * len(shots)
     assert (diffs["miou_low"] <= diffs["miou"] + 1e-9).all()
     grid = pd.read_csv(tmp_path / "two_by_two.csv")
     assert list(grid["training"]) == ["ce", "episodic-panet"]
     assert list(grid.columns[1:]) == ["1-shot two prototypes", "1-shot repri",
                                       "3-shot two prototypes", "3-shot repri"]
     models = pd.read_csv(tmp_path / "models.csv")
-    assert set(models["training"]) == set(meta.TRAININGS)
+    assert set(models["training"]) == set(meta_learning.TRAININGS)
     text = (tmp_path / "summary.md").read_text()
     assert "## 06 Meta-learning" in text and "3-shot, RePRI against PFENet-style" in text
     assert "3-shot scores come from their 1-shot models" in text
@@ -316,7 +316,7 @@ def _namespace(injected: str = "", **values) -> dict:
     history = ["", "import pandas", DECLARED]
     if injected:
         history.append(f"# Parameters\n{injected}")
-    history.append('prof, out = study.start("demo", globals())')
+    history.append('prof, out = recipes.start("demo", globals())')
     ns = {"shots": [1, 5], "n_episodes": 200, "lr": 0.5, "data_root": "", "output_dir": ""}
     return {**ns, **values, "In": history}
 
@@ -371,20 +371,20 @@ def test_recorded_parameters_resolve_paths_against_the_working_folder(tmp_path, 
 
 def test_start_makes_a_hashed_default_folder_and_checks_values(outputs):
     ns = _parameters(_read(REPO / "notebooks" / "03_shot_scaling.ipynb"))
-    _, out = study.start("03_shot_scaling", ns)
+    _, out = recipes.start("03_shot_scaling", ns)
     key = parameters.check("03_shot_scaling", ns).key
     assert out == outputs / "quick" / f"03_shot_scaling-{key}"
     assert json.loads((out / "parameters.json").read_text())["key"] == key
     with pytest.raises(ConfigError, match="parameter folds: fold 7"):
-        study.start("03_shot_scaling", {**ns, "folds": [7]})
+        recipes.start("03_shot_scaling", {**ns, "folds": [7]})
     with pytest.raises(ConfigError, match="parameter methods: unknown method 'repi'"):
-        study.start("03_shot_scaling", {**ns, "methods": ["repi"]})
+        recipes.start("03_shot_scaling", {**ns, "methods": ["repi"]})
     with pytest.raises(ConfigError, match="parameter data_root: dataset pascal needs"):
-        study.start("03_shot_scaling", {**ns, "dataset": "pascal"})
+        recipes.start("03_shot_scaling", {**ns, "dataset": "pascal"})
     with pytest.raises(MissingError, match="parameter data_root: .*nowhere"):
-        study.start("03_shot_scaling", {**ns, "dataset": "pascal", "data_root": "/nowhere"})
+        recipes.start("03_shot_scaling", {**ns, "dataset": "pascal", "data_root": "/nowhere"})
     with pytest.raises(ConfigError, match="parameter dataset: 'voc'"):
-        study.start("03_shot_scaling", {**ns, "dataset": "voc", "data_root": "/x"})
+        recipes.start("03_shot_scaling", {**ns, "dataset": "voc", "data_root": "/x"})
 
 
 # ----------------------------------------------------------------------------- papermill: errors, sweeps, real data

@@ -12,7 +12,7 @@ from matplotlib.colors import to_rgb
 from matplotlib.container import BarContainer
 from matplotlib.figure import Figure
 
-from fsstools import inspect, plots, report
+from fsstools import plots, report, views
 from fsstools.inference import METHODS
 from fsstools.plots.style import BACKGROUND_DIM, CONTOUR_COLOUR
 
@@ -37,7 +37,7 @@ def summary_rows(methods=("ce", "repri"), shots=(1, 5)) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def tiny_view(shots: int = 2) -> inspect.EpisodeView:
+def tiny_view(shots: int = 2) -> views.EpisodeView:
     size, grid = 8, 2
     mask = np.zeros((size, size), dtype=np.int64)
     mask[:4, :4] = 1
@@ -45,7 +45,7 @@ def tiny_view(shots: int = 2) -> inspect.EpisodeView:
     traces = {
         k: np.linspace(1, 0, 4) for k in ("loss", "ce", "entropy", "kl", "pi", "fg_share", "iou")
     }
-    return inspect.EpisodeView(
+    return views.EpisodeView(
         class_id=3,
         class_name="triangle-dots",
         shots=shots,
@@ -239,7 +239,7 @@ def test_outlined_paints_the_inner_boundary_only():
     assert wide.sum() == 8 * 8 - 4 * 4
 
 
-def varied_view(seed: int, shots: int = 2, steps: int = 20) -> inspect.EpisodeView:
+def varied_view(seed: int, shots: int = 2, steps: int = 20) -> views.EpisodeView:
     """A task with noisy pictures, a shifted prediction and random traces of ``steps + 1``
     values, so that anything left over from another view shows in the drawing."""
     rng = np.random.default_rng(seed)

@@ -290,7 +290,7 @@ def class_iou_heatmap(scores: pd.DataFrame, n_classes: int = 20) -> Figure:
     """Base-class validation IoU per fold (rows) and class (columns); novel classes blank.
 
     Args:
-        scores: from ``fsstools.study.base_class_scores`` (fold, class_id, iou).
+        scores: from ``fsstools.recipes.base_class_scores`` (fold, class_id, iou).
         n_classes: classes of the data set (columns 0, background, to ``n_classes``).
     """
     grid = 100 * scores.pivot_table(index="fold", columns="class_id", values="iou",

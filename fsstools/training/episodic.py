@@ -5,10 +5,10 @@ content-keyed run folder, atomic checkpoints, exact resume, torchrun DDP, checkp
 selection); this module's :data:`RECIPE` gives it, for the episodic mode, the data, the
 model, the objective, the validation and the checkpoint fields:
 
-- data: random tasks of base classes (:mod:`fsstools.data.episodic`: foreground the task's
+- data: random tasks of base classes (:mod:`fsstools.data.base_tasks`: foreground the task's
   class, other base classes background, novel classes ignored, 255) with the base
   training's augmentation for PANet; for PFENet the same tasks over cached frozen-trunk
-  features (:mod:`fsstools.features`, :mod:`fsstools.training.frozen`; no augmentation). Validation: a fixed, seeded
+  features (:mod:`fsstools.features`, :mod:`fsstools.training.feature_tasks`; no augmentation). Validation: a fixed, seeded
   set of base-class tasks of the validation list; novel classes never appear;
 - model: :class:`~fsstools.models.panet.PANet` from the base model's config (same
   initialisation under the same seed), or :class:`~fsstools.models.pfenet.PFENet` on the
@@ -33,8 +33,8 @@ from fsstools import config as config_lib
 from fsstools import paths
 from fsstools.artifacts import file_hash
 from fsstools.data import splits, voc
+from fsstools.data.base_tasks import EpisodicTrainDataset, FixedEpisodeDataset
 from fsstools.data.episodes import EpisodeList, sample_episodes
-from fsstools.data.episodic import EpisodicTrainDataset, FixedEpisodeDataset
 from fsstools.data.transforms import TestTransform, TrainTransform
 from fsstools.errors import ConfigError
 from fsstools.features import ensure_features, episode_images
@@ -43,7 +43,7 @@ from fsstools.models.checkpoints import PANET_FORMAT, PFENET_FORMAT, load_trunk
 from fsstools.models.panet import build_panet
 from fsstools.models.pfenet import PFENet
 from fsstools.training.config import TrainConfig
-from fsstools.training.frozen import FeatureEpisodes, FixedFeatureEpisodes
+from fsstools.training.feature_tasks import FeatureEpisodes, FixedFeatureEpisodes
 from fsstools.training.loop import Objective, Precision
 from fsstools.training.run import Recipe, TrainData, data_fingerprint
 from fsstools.training.runtime import DistContext, gather_objects

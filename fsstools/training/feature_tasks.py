@@ -16,8 +16,8 @@ import torch
 from torch.utils.data import Dataset
 
 from fsstools.data import splits
+from fsstools.data.base_tasks import BaseEpisodeSampler, task_label_map
 from fsstools.data.episodes import EpisodeList
-from fsstools.data.episodic import BaseEpisodeSampler, task_label_map
 from fsstools.features import FeatureStore
 
 
@@ -37,7 +37,7 @@ def _task(store: FeatureStore, lut: np.ndarray, query: int, supports: Sequence[i
 
 class FeatureEpisodes(Dataset):
     """Random base-class tasks over cached trunk features, labelled as
-    :mod:`fsstools.data.episodic` labels image tasks (novel classes 255).
+    :mod:`fsstools.data.base_tasks` labels image tasks (novel classes 255).
 
     Items: ``(support_feats (S, C, h, w), support_masks (S, h, w) at the grid,
     query_feats (C, h, w), query_mask (H, W) at image size, class_id ())``.

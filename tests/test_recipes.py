@@ -1,4 +1,4 @@
-"""fsstools.study (recipes) and the one scoring pipeline they share with the CLI."""
+"""fsstools.recipes (recipes) and the one scoring pipeline they share with the CLI."""
 
 from __future__ import annotations
 
@@ -8,27 +8,27 @@ import pandas as pd
 import pytest
 import torch
 
-from fsstools import evaluate, paths, study
+from fsstools import evaluate, paths, recipes
 from fsstools.inference import METHODS
 from tests.tiny import tiny_study
 
 
 def test_profiles_and_train_config():
     with pytest.raises(ValueError, match="unknown profile"):
-        study.get_profile("medium")
-    quick = study.get_profile("quick")
-    cfg = study.train_config(quick, 2)
+        recipes.get_profile("medium")
+    quick = recipes.get_profile("quick")
+    cfg = recipes.train_config(quick, 2)
     assert cfg.data.fold == 2 and cfg.run.name == "synth-quick-fold2"
     assert cfg.data.root == str(paths.data_dir() / "synth_quick" / "A")
-    full = study.train_config(study.get_profile("full"), 3)
+    full = recipes.train_config(recipes.get_profile("full"), 3)
     assert full.data.fold == 3 and full.run.name == "synth-fold3"
 
 
 def test_setup_resolves_output_dir_against_the_working_folder(tmp_path, monkeypatch, outputs):
     monkeypatch.chdir(tmp_path)
-    _, out = study.setup("quick", "results/run1", "02_x")
+    _, out = recipes.setup("quick", "results/run1", "02_x")
     assert out == tmp_path / "results" / "run1" and out.is_dir()
-    _, default = study.setup("quick", "", "02_x")
+    _, default = recipes.setup("quick", "", "02_x")
     assert default == outputs / "quick" / "02_x"
 
 
@@ -57,21 +57,21 @@ def test_score_caches_per_method_and_episodes(outputs, capsys):
 
 
 def test_setting_methods_and_columns():
-    deltas = study.delta_methods([-0.5, 0.0], ["oracle_repri", "oracle_repri_weights"])
+    deltas = recipes.delta_methods([-0.5, 0.0], ["oracle_repri", "oracle_repri_weights"])
     assert list(deltas) == ["oracle_repri delta=-0.50", "oracle_repri delta=+0.00",
                             "oracle_repri_weights delta=-0.50", "oracle_repri_weights delta=+0.00"]
     assert deltas["oracle_repri delta=+0.00"] == METHODS["oracle_repri"]
     assert deltas["oracle_repri_weights delta=-0.50"].prior_delta == -0.5
-    rows = study.with_setting(pd.DataFrame({"method": list(deltas)}), deltas, "name")
+    rows = recipes.with_setting(pd.DataFrame({"method": list(deltas)}), deltas, "name")
     assert rows["name"].tolist() == ["oracle_repri"] * 2 + ["oracle_repri_weights"] * 2
-    t_pi = study.t_pi_methods([[], [10, 25]])
+    t_pi = recipes.t_pi_methods([[], [10, 25]])
     assert [m.t_pi for m in t_pi.values()] == [(), (10, 25)]
     rows = pd.DataFrame({"method": list(t_pi)})
-    assert study.with_setting(rows, t_pi, "t_pi")["t_pi"].tolist() == ["none", "10+25"]
+    assert recipes.with_setting(rows, t_pi, "t_pi")["t_pi"].tolist() == ["none", "10+25"]
 
 
 def test_study_episode_picks_the_list():
-    view = study.study_episode(tiny_study(), shots=2, index=3, images=False)
+    view = recipes.study_episode(tiny_study(), shots=2, index=3, images=False)
     assert view.shots == 2 and view.class_id == 2 and view.index == 3
 
 
@@ -79,22 +79,22 @@ def test_study_episode_picks_the_list():
 def test_every_base_seed_scores_the_same_episodes_with_its_own_model(tmp_path, outputs):
     from fsstools.data.synth.generate import SynthConfig
     from fsstools.models.checkpoints import checkpoint_meta
-    from tests.test_meta import TINY_BASE
+    from tests.test_meta_learning import TINY_BASE
 
     (tmp_path / "tiny.yaml").write_text(TINY_BASE)
-    prof = study.Profile("quick", tmp_path / "tiny", SynthConfig(n_train=24, n_val=120, size=32,
+    prof = recipes.Profile("quick", tmp_path / "tiny", SynthConfig(n_train=24, n_val=120, size=32,
                                                                  styles=("A",)),
                          str(tmp_path / "tiny.yaml"))
-    cfg0, cfg2 = study.train_config(prof, 0), study.train_config(prof, 0, base_seed=2)
+    cfg0, cfg2 = recipes.train_config(prof, 0), recipes.train_config(prof, 0, base_seed=2)
     assert (cfg0.run.seed, cfg2.run.seed) == (0, 2)
     assert cfg2.run.name == f"{cfg0.run.name}-seed2"
-    rows = study.evaluate_folds(prof, [0], [1], ["inductive"], 6, base_seeds=[0, 2]).rows
+    rows = recipes.evaluate_folds(prof, [0], [1], ["inductive"], 6, base_seeds=[0, 2]).rows
     assert sorted(rows["base_seed"].unique()) == [0, 2] and len(rows) == 2 * 6
     per_seed = rows.sort_values("episode").groupby("base_seed")
     assert per_seed["class_id"].apply(tuple).nunique() == 1  # the same tasks
     assert per_seed["fg_inter"].apply(tuple).nunique() == 2  # scored by different models
-    models = study.base_model_table(prof, [0], [0, 2])
+    models = recipes.base_model_table(prof, [0], [0, 2])
     assert list(models["base_seed"]) == [0, 2]
-    seeds = [checkpoint_meta(study.run_dir(prof, 0, s) / "best.pt")["config"]["run"]["seed"]
+    seeds = [checkpoint_meta(recipes.run_dir(prof, 0, s) / "best.pt")["config"]["run"]["seed"]
              for s in (0, 2)]
     assert seeds == [0, 2]

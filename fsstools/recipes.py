@@ -36,7 +36,6 @@ from fsstools.features import ensure_features, gather
 from fsstools.inference import METHODS, MethodConfig, query_valid_mask
 from fsstools.inference.classifier import normalize
 from fsstools.inference.losses import pixel_weights
-from fsstools.inspect import EpisodeView, display_image, episode_view, feature_pca
 from fsstools.models.checkpoints import checkpoint_meta
 from fsstools.profiles import DATASETS as DATASETS
 from fsstools.profiles import Profile as Profile
@@ -50,6 +49,7 @@ from fsstools.profiles import run_dir as run_dir
 from fsstools.profiles import setup as setup
 from fsstools.profiles import start as start
 from fsstools.profiles import train_config as train_config
+from fsstools.views import EpisodeView, display_image, episode_view, feature_pca
 from fsstools.widgets import EpisodeExplorer
 
 # ----------------------------------------------------------------------------- base models
@@ -293,7 +293,7 @@ def study_episode(
     seed: int = 0,
     images: bool = True,
 ) -> EpisodeView:
-    """:func:`fsstools.inspect.episode_view` of task ``index`` of the (shots, seed) list."""
+    """:func:`fsstools.views.episode_view` of task ``index`` of the (shots, seed) list."""
     return episode_view(study.store, study.episode_lists[shots, seed], index, method, images)
 
 

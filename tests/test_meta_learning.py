@@ -1,5 +1,5 @@
 """The peers' own inference through the one scoring pipeline, and the meta-learning recipe
-(fsstools.meta) on a tiny synthetic profile."""
+(fsstools.meta_learning) on a tiny synthetic profile."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 
 from fsstools import config as config_lib
-from fsstools import evaluate, meta, stats
+from fsstools import evaluate, meta_learning, stats
 from fsstools.data.synth.generate import SynthConfig
 from fsstools.errors import ConfigError
 from fsstools.evaluate import Study
@@ -210,12 +210,12 @@ def tiny_profile(tmp_path):
 @pytest.mark.filterwarnings("ignore:.*too few")
 def test_recipe_scores_every_arm_on_the_same_episodes(tiny_profile, outputs):
     n = 6
-    result = meta.meta_study(tiny_profile, folds=[0], shots=[1, 2, 3], n_episodes=n,
+    result = meta_learning.meta_study(tiny_profile, folds=[0], shots=[1, 2, 3], n_episodes=n,
                              peer_overrides=TINY_PEERS, peer_shots=(1, 2))
     rows = result.rows
-    assert list(dict.fromkeys(rows["method"])) == [a.label for a in meta.ARMS]
-    assert len(rows) == len(meta.ARMS) * 3 * n
-    assert set(rows["training"]) == set(meta.TRAININGS)
+    assert list(dict.fromkeys(rows["method"])) == [a.label for a in meta_learning.ARMS]
+    assert len(rows) == len(meta_learning.ARMS) * 3 * n
+    assert set(rows["training"]) == set(meta_learning.TRAININGS)
     assert set(rows["inference"]) == {"support-fit prototype", "two prototypes", "repri",
                                       "pfenet-head"}
     assert (rows["base_seed"] == 0).all()
@@ -237,62 +237,62 @@ def test_recipe_scores_every_arm_on_the_same_episodes(tiny_profile, outputs):
     two_shot = checkpoint_meta(result.checkpoints["episodic-panet", 0, 2])["config"]
     assert two_shot["episodic"]["shots"] == 2
 
-    summary = meta.summarize(rows, n_boot=20)
-    assert list(dict.fromkeys(summary["method"])) == [a.label for a in meta.ARMS]
-    diffs = meta.contrasts(rows, n_boot=20)
-    assert len(diffs) == len(meta.CONTRASTS) * 3 and (diffs["n_folds"] == 1).all()
+    summary = meta_learning.summarize(rows, n_boot=20)
+    assert list(dict.fromkeys(summary["method"])) == [a.label for a in meta_learning.ARMS]
+    diffs = meta_learning.contrasts(rows, n_boot=20)
+    assert len(diffs) == len(meta_learning.CONTRASTS) * 3 and (diffs["n_folds"] == 1).all()
     claim = diffs[diffs["contrast"] == "CE + RePRI vs PFENet + head (own)"].set_index("shots")
     points = summary.set_index(["method", "shots"])["miou"]
     assert claim.loc[1, "miou"] == pytest.approx(
         points["CE + RePRI", 1] - points["PFENet + head (own)", 1])
-    table = meta.two_by_two(summary)
+    table = meta_learning.two_by_two(summary)
     assert list(table.index) == ["ce", "episodic-panet"]
     assert list(table.columns) == [f"{k}-shot {rule}" for k in (1, 2, 3)
                                    for rule in ("two prototypes", "repri")]
-    notes = meta.reading(summary, diffs)
+    notes = meta_learning.reading(summary, diffs)
     assert any("1-shot, RePRI against PFENet-style" in n for n in notes)
     assert any("Gain from 1 to 3 shots" in n for n in notes)
     assert any("3-shot scores come from their 2-shot models" in n for n in notes)
-    history = meta.peer_training_table(result.checkpoints)
+    history = meta_learning.peer_training_table(result.checkpoints)
     assert len(history) == 5 and (history["epochs"] == 1).all()
 
 
 def test_a_k_shot_peer_keeps_the_one_shot_image_budget(tiny_profile):
-    one = meta.peer_train_config(dataclasses.replace(tiny_profile, name="full"), 1, "panet")
-    five = meta.peer_train_config(dataclasses.replace(tiny_profile, name="full"), 1, "panet",
+    one = meta_learning.peer_train_config(dataclasses.replace(tiny_profile, name="full"), 1, "panet")
+    five = meta_learning.peer_train_config(dataclasses.replace(tiny_profile, name="full"), 1, "panet",
                                   shots=5)
     assert five.episodic.shots == 5 and five.run.name == "synth-panet-5shot-fold1"
     for field in ("episodes_per_epoch", "val_episodes"):  # (k + 1) images a task
         assert getattr(five.episodic, field) == round(getattr(one.episodic, field) * 2 / 6)
     assert five.optim.batch_size == round(one.optim.batch_size * 2 / 6)
-    assert meta.shot_overrides(one, 1) == []
-    assert [meta.trained_shots(k) for k in (1, 4, 5, 10)] == [1, 1, 5, 5]
+    assert meta_learning.shot_overrides(one, 1) == []
+    assert [meta_learning.trained_shots(k) for k in (1, 4, 5, 10)] == [1, 1, 5, 5]
 
 
 def test_peer_configs_follow_the_profile(tiny_profile, tmp_path):
-    cfg = meta.peer_train_config(tiny_profile, 2, "pfenet", tmp_path / "base.pt")
+    cfg = meta_learning.peer_train_config(tiny_profile, 2, "pfenet", tmp_path / "base.pt")
     assert cfg.mode == "episodic" and cfg.episodic.model == "pfenet"
     assert cfg.data.fold == 2 and cfg.run.name == "synth-quick-pfenet-fold2"
     assert cfg.data.root == str(tiny_profile.style_root("A"))
     assert cfg.episodic.trunk == str(tmp_path / "base.pt")
-    full = meta.peer_train_config(dataclasses.replace(tiny_profile, name="full"), 1, "panet")
+    full = meta_learning.peer_train_config(dataclasses.replace(tiny_profile, name="full"), 1, "panet")
     assert full.run.name == "synth-panet-fold1" and full.episodic.model == "panet"
     with pytest.raises(ConfigError, match="needs the fold's base checkpoint"):
-        meta.peer_train_config(tiny_profile, 0, "pfenet")
+        meta_learning.peer_train_config(tiny_profile, 0, "pfenet")
     real = Profile("pascal", None, None, str(tmp_path / "x.yaml"), "pascal", tmp_path)
     with pytest.raises(ConfigError, match="embedded benchmark"):
-        meta.peer_train_config(real, 0, "panet")
+        meta_learning.peer_train_config(real, 0, "panet")
 
 
 def test_notebook_parameters_check_folds(outputs):
-    from fsstools import study
+    from fsstools import recipes
 
     ns = {"profile": "quick", "folds": [0], "shots": [1], "n_episodes": 4,
           "n_boot": 10, "device": "cpu", "output_dir": ""}
-    _, out = study.start("06_meta_learning", ns)
+    _, out = recipes.start("06_meta_learning", ns)
     assert out.parent == outputs / "quick"
     with pytest.raises(ConfigError, match="parameter folds: fold 5 does not exist"):
-        study.start("06_meta_learning", {**ns, "folds": [5]})
+        recipes.start("06_meta_learning", {**ns, "folds": [5]})
 
 
 @pytest.mark.parametrize("first, last, verdict, trend", [
@@ -305,5 +305,5 @@ def test_notebook_parameters_check_folds(outputs):
 def test_the_claim_is_read_from_the_paired_differences(first, last, verdict, trend):
     rows = [pd.Series(dict(zip(("miou", "miou_low", "miou_high"), v, strict=True)))
             for v in (first, last)]
-    note = meta._claim_note(*rows, 1, 10)
+    note = meta_learning._claim_note(*rows, 1, 10)
     assert verdict in note and f"the gap {trend}" in note
