@@ -45,6 +45,7 @@ COMMANDS: dict[str, str] = {
     "evaluate": "run inference methods on episodes and score them",
     "reproduce": "run all notebooks with papermill (the main job)",
     "report": "write docs/results.md and the README's headline table from the main job",
+    "segment": "segment your own images from a few labelled examples",
 }
 EXIT_USER_ERROR = 2  # what argparse uses for a bad option, so every user error exits alike
 EXIT_INTERRUPTED = 130  # the shell's code for Ctrl-C
@@ -227,6 +228,28 @@ def report_parser() -> argparse.ArgumentParser:
     return p
 
 
+def segment_parser() -> argparse.ArgumentParser:
+    p = _parser("segment", "Segment your own images from a few labelled ones: per query a mask "
+                "PNG of its size, an overlay PNG, p(foreground) as .npy and a row of "
+                "results.csv/.json (pi, predicted share, iterations, seconds).")
+    p.add_argument("--checkpoint", required=True, type=Path, help="a best.pt of fsstools train, "
+                   "a RePRI/PFENet PSPNet checkpoint or a torchvision ImageNet ResNet file")
+    p.add_argument("--support", required=True, action="append", metavar="IMAGE:MASK",
+                   help="a labelled example (repeatable); masks 0/1 or 0/255, 255 ignore "
+                   "beside 1, or class ids with --class-id")
+    p.add_argument("--query", action="append", default=[], type=Path, help="image to segment "
+                   "(repeatable)")
+    p.add_argument("--query-dir", type=Path, help="also segment every image of this folder")
+    p.add_argument("--method", default="repri", help="inference method")
+    p.add_argument("--class-id", type=_at_least(1), help="the class to segment in class-id masks")
+    p.add_argument("--size", type=_at_least(8), help="test size (default: the checkpoint's)")
+    p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1 ...")
+    p.add_argument("--batch-size", type=_at_least(1), default=8, help="images per forward pass")
+    p.add_argument("--out", required=True, type=Path, help="output folder")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    return p
+
+
 # ----------------------------------------------------------------------------- commands
 
 
@@ -384,6 +407,19 @@ def cmd_report(argv: list[str]) -> int:
     return 0
 
 
+def cmd_segment(argv: list[str]) -> int:
+    from fsstools.data.user_masks import query_files
+    from fsstools.segmentation import iter_segment, parse_support, write_results
+
+    args = segment_parser().parse_args(argv)
+    queries = [*args.query, *(query_files(args.query_dir) if args.query_dir else [])]
+    results = iter_segment([parse_support(s) for s in args.support], queries, args.checkpoint,
+                           args.method, args.size, args.device, args.class_id, args.batch_size)
+    rows = write_results(results, args.out, [str(q) for q in queries], not args.no_progress)
+    print(f"{len(rows)} queries segmented: masks, overlays and results.csv in {args.out}")
+    return 0
+
+
 HANDLERS: dict[str, Callable[[list[str]], int]] = {
     "synth": cmd_synth,
     "coco-masks": cmd_coco_masks,
@@ -393,6 +429,7 @@ HANDLERS: dict[str, Callable[[list[str]], int]] = {
     "evaluate": cmd_evaluate,
     "reproduce": cmd_reproduce,
     "report": cmd_report,
+    "segment": cmd_segment,
 }
 PARSERS: dict[str, Callable[[], argparse.ArgumentParser]] = {
     "synth": synth_parser,
@@ -403,6 +440,7 @@ PARSERS: dict[str, Callable[[], argparse.ArgumentParser]] = {
     "evaluate": evaluate_parser,
     "reproduce": reproduce_parser,
     "report": report_parser,
+    "segment": segment_parser,
 }
 
 

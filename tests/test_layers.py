@@ -24,6 +24,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("fsstools.training",),
     ("fsstools.features",),
     ("fsstools.guard",),  # a checkpoint is never scored on its training classes
+    ("fsstools.segmentation",),  # your own images: backbone, features, method, files
     ("fsstools.eval_config", "fsstools.evaluate"),  # EvalConfig, then the pipeline using it
     ("fsstools.inspect",),
     ("fsstools.report", "fsstools.readings"),
