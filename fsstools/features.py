@@ -213,7 +213,7 @@ def ensure_features(
             shutil.rmtree(final)
         model = load_model(checkpoint, device)  # a bad checkpoint fails before any folder exists
         with atomic_dir(final) as tmp:
-            n_classes = splits.n_classes(dataset)
+            n_classes = splits.n_classes(dataset, root)
             extract(model, root, pairs, n_classes, size, tmp, device, batch_size, dtype, progress)
     return open_store(final, key)
 

@@ -92,7 +92,7 @@ class Profile:
     @property
     def n_classes(self) -> int:
         """Classes of the training data set (background not counted)."""
-        return splits.n_classes(self.train_dataset)
+        return splits.n_classes(self.train_dataset, self.data_root)
 
     @property
     def styles(self) -> tuple[str, ...]:

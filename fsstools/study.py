@@ -83,7 +83,8 @@ def base_class_scores(prof: Profile, folds: Sequence[int],
         classes = [0, *meta["classes"]]  # position k of the IoU list is relabelled class k
         for cls, iou in zip(classes, meta["metrics"]["val_class_iou"], strict=True):
             rows.append({"fold": fold, "base_seed": seed, "epoch": meta["epoch"],
-                         "class_id": cls, "name": splits.class_name(prof.train_dataset, cls),
+                         "class_id": cls, "name": splits.class_name(prof.train_dataset, cls,
+                                                               prof.data_root),
                          "iou": float(iou)})
     return pd.DataFrame(rows)
 

@@ -17,7 +17,7 @@ from fsstools.models.pfenet import PFENetConfig
 class DataConfig:
     """Where the images are and how base-training samples are made."""
 
-    dataset: Literal["pascal", "coco", "synth"] = "pascal"
+    dataset: Literal["pascal", "coco", "synth", "folder"] = "pascal"
     root: str = "data/pascal"
     train_list: str = "lists/train.txt"
     val_list: str = "lists/val.txt"

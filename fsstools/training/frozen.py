@@ -129,7 +129,7 @@ def ensure_frozen_features(model: PFENet, trunk_hash: str, root: str | Path,
             if final.exists():
                 shutil.rmtree(final)  # an entry without its index is incomplete
             with atomic_dir(final) as tmp:
-                _extract(model.eval().to(device), root, pairs, splits.n_classes(dataset), size,
+                _extract(model.eval().to(device), root, pairs, splits.n_classes(dataset, root), size,
                          tmp, torch.device(device), dtype, batch_size, progress)
     arrays = {name: np.load(final / f"{name}.npy", mmap_mode="r") for name in ARRAYS}
     index = json.loads((final / "index.json").read_text())
@@ -161,17 +161,18 @@ class FeatureEpisodes(Dataset):
         store: features of the training images.
         index: class -> rows of ``store`` holding it (``min_fg`` rule).
         dataset, fold, scheme: the split; only base classes are drawn.
+        root: the data root (a folder data set's classes are read there).
         shots: supports per task.
         episodes_per_epoch: the dataset's length (each item is a fresh random task).
     """
 
     def __init__(self, store: FrozenStore, index: dict[int, list[int]], dataset: str,
-                 fold: int, shots: int, episodes_per_epoch: int, scheme: str = "interleaved"
-                 ) -> None:
-        base = splits.base_classes(dataset, fold, scheme)
+                 fold: int, shots: int, episodes_per_epoch: int, scheme: str = "interleaved",
+                 root: str | Path | None = None) -> None:
+        base = splits.base_classes(dataset, fold, scheme, root)
         self.store, self.length = store, episodes_per_epoch
         self.sampler = BaseEpisodeSampler(index, base, shots)
-        self.luts = {c: task_label_map(dataset, fold, c, scheme) for c in base}
+        self.luts = {c: task_label_map(dataset, fold, c, scheme, root) for c in base}
 
     def __len__(self) -> int:
         return self.length
@@ -186,7 +187,8 @@ class FixedFeatureEpisodes(Dataset):
 
     def __init__(self, store: FrozenStore, episodes: EpisodeList) -> None:
         self.store, self.episodes = store, episodes
-        self.luts = {c: task_label_map(episodes.dataset, episodes.fold, c, episodes.scheme)
+        self.luts = {c: task_label_map(episodes.dataset, episodes.fold, c, episodes.scheme,
+                                       episodes.root)
                      for c in {ep.class_id for ep in episodes.episodes}}
 
     def __len__(self) -> int:
