@@ -38,6 +38,9 @@ from fsstools.inference.classifier import normalize
 from fsstools.inference.losses import pixel_weights
 from fsstools.inspect import EpisodeView, display_image, episode_view, feature_pca
 from fsstools.models.checkpoints import checkpoint_meta
+from fsstools.own_images import OwnTask as OwnTask
+from fsstools.own_images import own_task as own_task
+from fsstools.own_images import save_segmentation as save_segmentation
 from fsstools.profiles import DATASETS as DATASETS
 from fsstools.profiles import Profile as Profile
 from fsstools.profiles import ensure_base_model as ensure_base_model
@@ -50,6 +53,9 @@ from fsstools.profiles import run_dir as run_dir
 from fsstools.profiles import setup as setup
 from fsstools.profiles import start as start
 from fsstools.profiles import train_config as train_config
+from fsstools.segmentation import load_backbone as load_backbone
+from fsstools.segmentation import segment as segment
+from fsstools.uploads import UploadPanel as UploadPanel
 from fsstools.widgets import EpisodeExplorer
 
 # ----------------------------------------------------------------------------- base models

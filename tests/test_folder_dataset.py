@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from fsstools import cli
+from fsstools import cli, study
 from fsstools.data import folder, splits, voc
 from fsstools.errors import ConfigError, MissingError
 from tests.fixtures import BIG, SIZE, write_image, write_mask
@@ -101,3 +101,15 @@ def test_episodes_train_and_evaluate_on_a_folder(data, tmp_path, outputs, capsys
     results = Path(re.search(r"^results in (.+)$", out, re.M)[1])
     rows = pd.read_csv(results / "episodes.csv")
     assert len(rows) == 2 * 6 and set(rows["class_id"]) <= {1, 2}
+
+
+def test_notebooks_take_a_folder_as_their_data(data, outputs):
+    prof = study.notebook_profile("quick", "folder", str(data))
+    assert prof.dataset == prof.test_dataset == prof.train_dataset == "folder"
+    assert prof.n_classes == N_CLASSES and prof.list_file == "lists/val.txt"
+    assert prof.train_config.endswith("configs/folder/train.yaml")
+    cfg = study.train_config(prof, fold=2)
+    assert (cfg.data.dataset, cfg.data.root, cfg.data.fold) == ("folder", str(data), 2)
+    assert cfg.run.name == "folder-fold2"  # one file for every fold: each fold its own run
+    ev = study.eval_config(prof, 2, "best.pt", shots=[1], n_episodes=4)
+    assert (ev.dataset, ev.root) == ("folder", str(data))

@@ -29,8 +29,8 @@ LAYERS: list[tuple[str, ...]] = [
     ("fsstools.inspect",),
     ("fsstools.report", "fsstools.readings"),
     ("fsstools.plots",),
-    ("fsstools.widgets",),
-    ("fsstools.parameters", "fsstools.profiles", "fsstools.study",
+    ("fsstools.widgets", "fsstools.uploads"),
+    ("fsstools.parameters", "fsstools.profiles", "fsstools.own_images", "fsstools.study",
      "fsstools.meta"),  # recipes: what notebooks call, with stats, report, plots, widgets
     ("fsstools.reproduce", "fsstools.publish"),
     ("fsstools.cli",),

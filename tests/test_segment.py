@@ -12,6 +12,7 @@ import json
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 from PIL import Image
@@ -207,3 +208,35 @@ def test_command_refuses_a_support_without_mask(world, tmp_path, capsys):
             "--out", str(tmp_path / "out")]
     assert cli.main(argv) == 2
     assert "expected IMAGE:MASK" in capsys.readouterr().err
+
+
+# ----------------------------------------------------------------------------- notebook 07
+
+
+@pytest.mark.notebooks
+@pytest.mark.slow
+def test_notebook_07_segments_injected_paths(world, tmp_path):
+    """07 under papermill with your own files: supports, queries and checkpoint injected
+    (paths relative to the folder papermill runs in)."""
+    import papermill as pm
+
+    (tmp_path / "mine").symlink_to(world["base"])
+    rel = {p: Path("mine") / p.relative_to(world["base"]) for pair in world["supports"]
+           for p in pair}
+    supports = [f"{rel[i]}:{rel[m]}" for i, m in world["supports"][:2]]
+    queries = [str(Path("mine") / q.relative_to(world["base"])) for q in world["queries"]]
+    pm.execute_notebook(
+        str(Path(__file__).resolve().parent.parent / "notebooks" / "07_your_images.ipynb"),
+        str(tmp_path / "07.ipynb"), cwd=str(tmp_path), kernel_name="python3",
+        progress_bar=False,
+        parameters={"supports": supports, "queries": queries, "size": SIZE,
+                    "checkpoint": str(world["checkpoint"]), "output_dir": "results"})
+    out = tmp_path / "results"
+    rows = pd.read_csv(out / "segmented" / "results.csv")
+    assert list(rows["query"]) == ["q1", "q2"]
+    assert Image.open(out / "segmented" / "q1_mask.png").size == (211, 173)
+    assert (out / "segmentation.png").stat().st_size > 0
+    recorded = json.loads((out / "parameters.json").read_text())["parameters"]
+    assert recorded["queries"] == queries and recorded["size"] == SIZE
+    assert "2 queries segmented from 2 supports with repri (your images)" in (
+        out / "summary.md").read_text()
