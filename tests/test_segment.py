@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import csv
 import json
+from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
@@ -240,3 +241,23 @@ def test_notebook_07_segments_injected_paths(world, tmp_path):
     assert recorded["queries"] == queries and recorded["size"] == SIZE
     assert "2 queries segmented from 2 supports with repri (your images)" in (
         out / "summary.md").read_text()
+
+
+def test_upload_panel_segments_uploaded_files(world, capsys):
+    from fsstools.uploads import UploadPanel
+
+    panel = UploadPanel(load_backbone(world["checkpoint"]), size=SIZE)
+
+    def files(*paths: Path) -> tuple[dict, ...]:
+        return tuple({"name": p.name, "type": "image", "size": p.stat().st_size,
+                      "content": memoryview(p.read_bytes()),
+                      "last_modified": datetime.now(UTC)} for p in paths)
+
+    (img, mask), query = world["supports"][0], world["queries"][1]
+    panel.images.value, panel.masks.value = files(img), files(mask)
+    panel.run()  # no query yet: said in one line, nothing run
+    assert panel.results == [] and "at least one query" in capsys.readouterr().out
+    panel.queries.value = files(query)
+    panel.run()
+    assert [r.name for r in panel.results] == ["q2.png"]
+    assert panel.results[0].mask.shape == (97, 64)
