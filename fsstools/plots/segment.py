@@ -69,5 +69,6 @@ def segment_panel(results: Sequence[QueryResult], supports: Sequence[tuple] = ()
             ax.set_xlabel("iteration", fontsize=8)
     loss_ax.set_title("loss terms (unweighted), weighted total", fontsize=8)
     share_ax.set_title("foreground prior and predicted share", fontsize=8)
-    fig.suptitle(f"{len(results)} queries, {len(supports)} supports", fontsize=10)
+    shots = f", {len(supports)} supports" if supports else ""
+    fig.suptitle(f"{len(results)} queries{shots}", fontsize=10)
     return fig
