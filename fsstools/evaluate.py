@@ -207,7 +207,7 @@ def check_supports(store: FeatureStore, lists: Mapping[tuple[int, int], EpisodeL
                     ids = np.asarray(store.masks_full[row]).ravel()
                     present[row] = np.bincount(ids, minlength=256) > 0
                 if not present[row][ep.class_id]:
-                    name = splits.class_name(el.dataset, ep.class_id)
+                    name = splits.class_name(el.dataset, ep.class_id, el.root)
                     raise DataError(
                         f"episode {i} of the {shots}-shot list (seed {seed}): support {img} "
                         f"holds no pixel of class {ep.class_id} ({name}) in {mask}; a support "

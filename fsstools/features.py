@@ -234,7 +234,7 @@ def ensure_features(
         if model is None:  # a bad checkpoint fails before any folder exists
             model = load_model(checkpoint, device)
         with atomic_dir(final) as tmp:
-            n_classes = splits.n_classes(dataset)
+            n_classes = splits.n_classes(dataset, root)
             extract(model, root, pairs, n_classes, size, tmp, device, batch_size, dtype, progress,
                     normalize)
     return open_store(final, key)

@@ -7,9 +7,10 @@ A *profile* is the embedded benchmark at one size or a real data set:
   (``configs/synth/quick.yaml``); the notebooks' defaults, shared by all of them.
 - ``"full"``: the default synthetic set under ``data/synth`` and
   ``configs/synth/foldN.yaml``; what ``fsstools reproduce`` injects.
-- ``dataset="pascal" | "coco" | "coco2pascal"`` with ``data_root``: that data set's test
-  list and the base-training recipe of ``configs/pascal`` or ``configs/coco`` (or the
-  notebook's ``train_config``); coco2pascal tests COCO-trained models on the PASCAL
+- ``dataset="pascal" | "coco" | "coco2pascal" | "folder"`` with ``data_root``: that data
+  set's test list and the base-training recipe of ``configs/pascal``, ``configs/coco`` or
+  ``configs/folder`` (or the notebook's ``train_config``); a folder is your own labelled
+  collection (:mod:`fsstools.data.folder`); coco2pascal tests COCO-trained models on the PASCAL
   classes they never saw, so ``data_root`` is the PASCAL root and the COCO root is the one
   the training config names.
 
@@ -29,20 +30,20 @@ import numpy as np
 
 from fsstools import config as config_lib
 from fsstools import parameters, paths
-from fsstools.data import splits
+from fsstools.data import splits, voc
 from fsstools.data.synth.benchmark import SynthConfig, ensure_synth
 from fsstools.errors import ConfigError, MissingError
 from fsstools.eval_config import EvalConfig
 from fsstools.inference import resolve_methods
 from fsstools.training import TrainConfig, ensure_trained, run_directory
 
-DATASETS = ("synth", "pascal", "coco", "coco2pascal")
+DATASETS = ("synth", "pascal", "coco", "coco2pascal", "folder")
 """What a notebook's ``dataset`` parameter may name."""
 REAL_TRAIN_CONFIGS = {"pascal": "pascal/fold{fold}.yaml", "coco": "coco/fold{fold}.yaml",
-                      "coco2pascal": "coco/fold{fold}.yaml"}
+                      "coco2pascal": "coco/fold{fold}.yaml", "folder": "folder/train.yaml"}
 """Shipped base-training recipes (under configs/) of the real data sets."""
 REAL_TEST_LISTS = {"pascal": "lists/val.txt", "coco": "lists/val2014.txt",
-                   "coco2pascal": "lists/val.txt"}
+                   "coco2pascal": "lists/val.txt", "folder": "lists/val.txt"}
 """Test lists of the real data sets, relative to ``data_root``."""
 FOLD_PARAMETERS = ("fold", "folds", "coco_folds")
 NON_NEGATIVE = ("base_seeds",)
@@ -92,7 +93,7 @@ class Profile:
     @property
     def n_classes(self) -> int:
         """Classes of the training data set (background not counted)."""
-        return splits.n_classes(self.train_dataset)
+        return splits.n_classes(self.train_dataset, self.data_root)
 
     @property
     def styles(self) -> tuple[str, ...]:
@@ -150,7 +151,9 @@ def real_profile(dataset: str, data_root: str | Path, train_config: str = "") ->
         raise MissingError(f"parameter data_root: {root} is not a folder; pass the root of the "
                            f"{dataset} data (relative paths start where papermill runs)")
     list_file = REAL_TEST_LISTS[dataset]
-    if not (root / list_file).is_file():
+    if dataset == "folder":
+        voc.read_pairs(root, list_file)  # the folder's layout, classes and val split, checked
+    elif not (root / list_file).is_file():
         raise MissingError(f"parameter data_root: {root} holds no test list {list_file} "
                            "(one 'image mask' pair per line, relative to the root; see "
                            "data/README.md)")
@@ -165,7 +168,7 @@ def notebook_profile(profile: str = "quick", dataset: str = "synth", data_root: 
     if dataset == "synth":
         if data_root:
             raise ConfigError("parameter data_root: only for real data; set dataset to "
-                              "pascal, coco or coco2pascal (or leave data_root empty)",
+                              "pascal, coco, coco2pascal or folder (or leave data_root empty)",
                               key="data_root")
         prof = get_profile(profile)
         if train_config:
@@ -324,7 +327,7 @@ def run_dir(prof: Profile, fold: int, base_seed: int = 0) -> Path:
     run_dir = run_directory(train_config(prof, fold, base_seed=base_seed))
     if not (run_dir / "done").is_file():
         raise FileNotFoundError(f"{run_dir} holds no finished run; call "
-                                f"study.ensure_base_model(prof, {fold}, base_seed={base_seed}) "
+                                f"recipes.ensure_base_model(prof, {fold}, base_seed={base_seed}) "
                                 "first")
     return run_dir
 

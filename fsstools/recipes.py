@@ -37,6 +37,9 @@ from fsstools.inference import METHODS, MethodConfig, query_valid_mask
 from fsstools.inference.classifier import normalize
 from fsstools.inference.losses import pixel_weights
 from fsstools.models.checkpoints import checkpoint_meta
+from fsstools.own_images import OwnTask as OwnTask
+from fsstools.own_images import own_task as own_task
+from fsstools.own_images import save_segmentation as save_segmentation
 from fsstools.profiles import DATASETS as DATASETS
 from fsstools.profiles import Profile as Profile
 from fsstools.profiles import ensure_base_model as ensure_base_model
@@ -49,6 +52,9 @@ from fsstools.profiles import run_dir as run_dir
 from fsstools.profiles import setup as setup
 from fsstools.profiles import start as start
 from fsstools.profiles import train_config as train_config
+from fsstools.segmentation import load_backbone as load_backbone
+from fsstools.segmentation import segment as segment
+from fsstools.uploads import UploadPanel as UploadPanel
 from fsstools.views import EpisodeView, display_image, episode_view, feature_pca
 from fsstools.widgets import EpisodeExplorer
 
@@ -83,7 +89,8 @@ def base_class_scores(prof: Profile, folds: Sequence[int],
         classes = [0, *meta["classes"]]  # position k of the IoU list is relabelled class k
         for cls, iou in zip(classes, meta["metrics"]["val_class_iou"], strict=True):
             rows.append({"fold": fold, "base_seed": seed, "epoch": meta["epoch"],
-                         "class_id": cls, "name": splits.class_name(prof.train_dataset, cls),
+                         "class_id": cls, "name": splits.class_name(prof.train_dataset, cls,
+                                                               prof.data_root),
                          "iou": float(iou)})
     return pd.DataFrame(rows)
 

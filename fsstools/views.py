@@ -78,7 +78,7 @@ class EpisodeView:
 
 def display_image(root: str | Path, image: str, mask: str, dataset: str, size: int) -> np.ndarray:
     """An image as the model saw it (test transform, padding black): (size, size, 3) uint8."""
-    sample = TestTransform(size)(*voc.load_pair(root, image, mask, splits.n_classes(dataset)))
+    sample = TestTransform(size)(*voc.load_pair(root, image, mask, splits.n_classes(dataset, root)))
     mean = torch.tensor(IMAGENET_MEAN).view(3, 1, 1)
     std = torch.tensor(IMAGENET_STD).view(3, 1, 1)
     img = (sample["image"] * std + mean).clamp(0, 1) * sample["valid"]  # (3, H, W)
@@ -137,7 +137,7 @@ def episode_view(
 
     return EpisodeView(
         class_id=ep.class_id,
-        class_name=splits.class_name(el.dataset, ep.class_id),
+        class_name=splits.class_name(el.dataset, ep.class_id, el.root),
         shots=shots,
         index=index,
         query_image=picture(ep.query),

@@ -25,12 +25,13 @@ LAYERS: list[tuple[str, ...]] = [
     ("fsstools.training",),
     ("fsstools.guard",),  # a checkpoint is never scored on its training classes
     ("fsstools.scoring",),  # one method on one episode list: what the score cache keys
+    ("fsstools.segmentation",),  # your own images: backbone, features, method, files
     ("fsstools.eval_config", "fsstools.evaluate"),  # EvalConfig, then the pipeline using it
     ("fsstools.views",),
     ("fsstools.report", "fsstools.readings"),
     ("fsstools.plots",),
-    ("fsstools.widgets",),
-    ("fsstools.parameters", "fsstools.profiles", "fsstools.recipes",
+    ("fsstools.widgets", "fsstools.uploads"),
+    ("fsstools.parameters", "fsstools.profiles", "fsstools.own_images", "fsstools.recipes",
      "fsstools.meta_learning"),  # recipes: what notebooks call, with stats, report, plots, widgets
     ("fsstools.reproduce", "fsstools.publish"),
     ("fsstools.cli",),

@@ -53,9 +53,9 @@ def _parameters(nb: nbformat.NotebookNode) -> dict:
     }
 
 
-def test_seven_notebooks_are_there():
+def test_eight_notebooks_are_there():
     stems = [p.stem[:2] for p in NOTEBOOKS]
-    assert stems == ["00", "01", "02", "03", "04", "05", "06"]
+    assert stems == ["00", "01", "02", "03", "04", "05", "06", "07"]
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)

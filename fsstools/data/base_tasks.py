@@ -43,7 +43,8 @@ LUT_SIZE = IGNORE_INDEX + 1
 """Mask values are uint8 class ids, so a 256-entry table relabels any mask."""
 
 
-def task_label_map(dataset: str, fold: int, class_id: int, scheme: str = "interleaved"
+def task_label_map(dataset: str, fold: int, class_id: int, scheme: str = "interleaved",
+                   root: str | Path | None = None
                    ) -> np.ndarray:
     """Lookup table uint8 (256,) from class ids to the labels of a task of ``class_id``.
 
@@ -53,7 +54,7 @@ def task_label_map(dataset: str, fold: int, class_id: int, scheme: str = "interl
     Raises:
         DataError: ``class_id`` is not a base class of the fold.
     """
-    base = splits.base_classes(dataset, fold, scheme)
+    base = splits.base_classes(dataset, fold, scheme, root)
     if class_id not in base:
         raise DataError(
             f"class {class_id} is not a base class of {dataset} fold {fold} (base classes: "
@@ -158,8 +159,8 @@ class EpisodicTrainDataset(Dataset):
             raise DataError(f"episodes_per_epoch must be >= 1, got {episodes_per_epoch}; "
                             "set episodic.episodes_per_epoch")
         self.dataset, self.fold, self.scheme = dataset, fold, scheme
-        self.base_classes = splits.base_classes(dataset, fold, scheme)
-        n_classes = splits.n_classes(dataset)
+        self.base_classes = splits.base_classes(dataset, fold, scheme, root)
+        n_classes = splits.n_classes(dataset, root)
         pairs = list(dict.fromkeys(voc.read_pairs(root, list_file)))
         index = voc.class_index(root, pairs, n_classes, min_fg)
         keep = sorted({i for c in self.base_classes for i in index[c]})
@@ -169,7 +170,8 @@ class EpisodicTrainDataset(Dataset):
         self.images = _Images(Path(root), [pairs[i] for i in keep], n_classes, preload)
         self.transform = transform or to_tensors
         self.length = episodes_per_epoch
-        self.luts = {c: task_label_map(dataset, fold, c, scheme) for c in self.base_classes}
+        self.luts = {c: task_label_map(dataset, fold, c, scheme, root)
+                     for c in self.base_classes}
 
     def __len__(self) -> int:
         return self.length
@@ -197,11 +199,12 @@ class FixedEpisodeDataset(Dataset):
     def __init__(self, episodes: EpisodeList, transform: Transform | None = None,
                  preload: bool = False) -> None:
         self.episodes = episodes
-        self.luts = {c: task_label_map(episodes.dataset, episodes.fold, c, episodes.scheme)
+        self.luts = {c: task_label_map(episodes.dataset, episodes.fold, c, episodes.scheme,
+                                       episodes.root)
                      for c in {ep.class_id for ep in episodes.episodes}}
         pairs = list(dict.fromkeys(p for ep in episodes.episodes for p in (ep.query, *ep.supports)))
         self.row = {p: r for r, p in enumerate(pairs)}
-        self.images = _Images(Path(episodes.root), pairs, splits.n_classes(episodes.dataset),
+        self.images = _Images(Path(episodes.root), pairs, splits.n_classes(episodes.dataset, episodes.root),
                               preload)
         self.transform = transform or to_tensors
 

@@ -24,7 +24,8 @@ from fsstools.errors import DataError
 Transform = Callable[[np.ndarray, np.ndarray], dict[str, Any]]
 
 
-def base_label_map(dataset: str, fold: int, scheme: str = "interleaved") -> np.ndarray:
+def base_label_map(dataset: str, fold: int, scheme: str = "interleaved",
+                   root: str | Path | None = None) -> np.ndarray:
     """A lookup table uint8 (256,) from dataset class ids to base-training labels.
 
     Background 0 -> 0, base class ``base_classes[i]`` -> ``i + 1``, every novel class and
@@ -32,7 +33,7 @@ def base_label_map(dataset: str, fold: int, scheme: str = "interleaved") -> np.n
     """
     lut = np.full(IGNORE_INDEX + 1, IGNORE_INDEX, dtype=np.uint8)
     lut[0] = 0
-    for label, c in enumerate(splits.base_classes(dataset, fold, scheme), start=1):
+    for label, c in enumerate(splits.base_classes(dataset, fold, scheme, root), start=1):
         lut[c] = label
     return lut
 
@@ -72,9 +73,9 @@ class BaseTrainDataset(Dataset):
         preload: bool = False,
     ) -> None:
         self.root = Path(root)
-        self.n_classes = splits.n_classes(dataset)
-        self.base_classes = splits.base_classes(dataset, fold, scheme)
-        self.lut = base_label_map(dataset, fold, scheme)
+        self.n_classes = splits.n_classes(dataset, root)
+        self.base_classes = splits.base_classes(dataset, fold, scheme, root)
+        self.lut = base_label_map(dataset, fold, scheme, root)
         self.transform = transform or to_tensors
         pairs = voc.read_pairs(root, list_file)
         index = voc.class_index(root, pairs, self.n_classes, min_fg)

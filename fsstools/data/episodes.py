@@ -158,8 +158,8 @@ def sample_episodes(
         shots, random_shots = hi, (int(lo), int(hi))
     if shots < 1 or n_episodes < 1:
         raise ConfigError(f"shots and n_episodes must be >= 1, got {shots} and {n_episodes}")
-    total = splits.n_classes(dataset)
-    fold_classes = splits.test_classes(dataset, fold, scheme)  # also validates the arguments
+    total = splits.n_classes(dataset, root)
+    fold_classes = splits.test_classes(dataset, fold, scheme, root)  # also validates arguments
     classes = sorted(set(classes)) if classes is not None else fold_classes
     if not classes or not all(1 <= c <= total for c in classes):
         raise ConfigError(f"classes must be ids in 1..{total} for {dataset}, got {classes}")
@@ -169,7 +169,7 @@ def sample_episodes(
     index = voc.class_index(root, pairs, total, min_fg, force=force)
     where = f"{list_file} under {root}"
     classes, skipped = _enough_images(
-        index, classes, shots + 1, skip_small, where, splits.class_names(dataset)
+        index, classes, shots + 1, skip_small, where, splits.class_names(dataset, root)
     )
     holders = {c: np.asarray(index[c]) for c in classes}
     held = {c: set(index[c]) for c in classes}
@@ -224,7 +224,7 @@ def ensure_episodes(
                     scheme=scheme, classes=classes, min_fg=min_fg, skip_small=skip_small)
     key = cache.cache_key(
         stage="episodes",
-        masks=voc.class_index_key(root, pairs, splits.n_classes(dataset), min_fg),
+        masks=voc.class_index_key(root, pairs, splits.n_classes(dataset, root), min_fg),
         settings=settings,
         code=cache.code_version(__name__),
     )
@@ -250,11 +250,11 @@ def _pair(value: list[str]) -> Pair:
 def _check_episodes(el: EpisodeList, path: Path) -> None:
     """Names, class ids and support counts of a loaded list (an edited file may break them)."""
     try:
-        splits.test_classes(el.dataset, el.fold, el.scheme)
+        splits.test_classes(el.dataset, el.fold, el.scheme, el.root)
     except ConfigError as err:
         raise DataError(f"episode file {path}: {err}; re-create it with `fsstools episodes`"
                         ) from None
-    total = splits.n_classes(el.dataset)
+    total = splits.n_classes(el.dataset, el.root)
     lo, hi = el.random_shots if el.random_shots is not None else (el.shots, el.shots)
     if not el.episodes:
         raise DataError(f"episode file {path} holds no episodes; re-create it with "

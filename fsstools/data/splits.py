@@ -2,14 +2,18 @@
 
 PASCAL-5i fold i tests classes 5i+1 .. 5i+5. COCO-20i has two schemes: ``interleaved``
 (fold i tests i+1, i+5, ..., i+77; the common default) and ``contiguous`` (20i+1 .. 20i+20).
-The synthetic benchmark has 20 classes of its own and PASCAL's folds. Class ids start at 1;
+The synthetic benchmark has 20 classes of its own and PASCAL's folds. A folder data set
+(:mod:`~fsstools.data.folder`) has the classes of its ``classes.txt`` and PASCAL-like
+contiguous folds; the functions here take its data root (``root=``). Class ids start at 1;
 0 is background.
 """
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Literal, get_args
 
+from fsstools.data import folder
 from fsstools.data.synth import classes as synth_classes
 from fsstools.errors import ConfigError
 
@@ -36,8 +40,9 @@ COCO_CLASSES = (
 )  # fmt: skip
 """COCO names in increasing category-id order; class id ``i + 1`` is ``COCO_CLASSES[i]``."""
 
-Dataset = Literal["pascal", "coco", "synth"]
-"""Class tables (and test splits) this module knows."""
+Dataset = Literal["pascal", "coco", "synth", "folder"]
+"""Class tables (and test splits) this module knows; "folder" reads its own from the data
+root (:mod:`fsstools.data.folder`)."""
 DATASETS: tuple[str, ...] = get_args(Dataset)
 Scheme = Literal["interleaved", "contiguous"]
 """COCO-20i split schemes (PASCAL-5i and synth have one)."""
@@ -65,35 +70,59 @@ def check_split(dataset: str, fold: int, scheme: str) -> None:
         raise ConfigError(f"unknown fold {fold!r}; valid folds: 0, 1, 2, 3")
 
 
-def class_names(dataset: str) -> tuple[str, ...]:
-    """Names of the classes of ``dataset``; class id ``i + 1`` has name ``[i]``."""
+def class_names(dataset: str, root: str | Path | None = None) -> tuple[str, ...]:
+    """Names of the classes of ``dataset``; class id ``i + 1`` has name ``[i]``.
+
+    ``root``: the data root, needed for "folder".
+    """
     check_split(dataset, 0, SCHEMES[0])
+    if dataset == "folder":
+        return _folder_classes(root)
     if dataset == "synth":
         return tuple(synth_classes.class_names())
     return COCO_CLASSES if dataset == "coco" else PASCAL_CLASSES
 
 
-def class_name(dataset: str, class_id: int) -> str:
-    """Display name of a class id of ``dataset`` (0: background)."""
-    return "background" if class_id == 0 else class_names(dataset)[class_id - 1]
+def _folder_classes(root: str | Path | None) -> tuple[str, ...]:
+    if root is None:
+        raise ConfigError("dataset folder: its classes come from <data root>/classes.txt; "
+                          "pass the data root")
+    names = folder.class_names(root)
+    if len(names) < N_FOLDS:
+        raise ConfigError(f"dataset folder: {Path(root) / folder.CLASSES_FILE} names "
+                          f"{len(names)} classes; the {N_FOLDS} folds need at least {N_FOLDS}")
+    return names
 
 
-def n_classes(dataset: str) -> int:
-    """Number of object classes (background excluded): 20 for pascal and synth, 80 for coco."""
-    return len(class_names(dataset))
+def class_name(dataset: str, class_id: int, root: str | Path | None = None) -> str:
+    """Display name of a class id of ``dataset`` (0: background; a folder's class without
+    its root: "class <id>")."""
+    if class_id == 0:
+        return "background"
+    if dataset == "folder" and root is None:
+        return f"class {class_id}"
+    return class_names(dataset, root)[class_id - 1]
 
 
-def test_classes(dataset: str, fold: int, scheme: str = "interleaved") -> list[int]:
+def n_classes(dataset: str, root: str | Path | None = None) -> int:
+    """Number of object classes (background excluded): 20 for pascal and synth, 80 for coco,
+    the lines of ``classes.txt`` for a folder."""
+    return len(class_names(dataset, root))
+
+
+def test_classes(dataset: str, fold: int, scheme: str = "interleaved",
+                 root: str | Path | None = None) -> list[int]:
     """Novel classes of ``fold``, sorted.
 
     Args:
-        dataset: "pascal", "coco" or "synth".
+        dataset: "pascal", "coco", "synth" or "folder".
         fold: 0..3.
         scheme: COCO-20i scheme, "interleaved" or "contiguous". PASCAL-5i (and synth) has a
             single split, so the scheme is checked but otherwise ignored there.
+        root: the data root of a folder data set.
     """
     check_split(dataset, fold, scheme)
-    total = n_classes(dataset)
+    total = n_classes(dataset, root)
     per_fold = total // N_FOLDS
     if dataset == "coco" and scheme == "interleaved":
         return list(range(fold + 1, total + 1, N_FOLDS))
@@ -103,10 +132,11 @@ def test_classes(dataset: str, fold: int, scheme: str = "interleaved") -> list[i
 test_classes.__test__ = False  # a library function, not a pytest test, when imported by tests
 
 
-def base_classes(dataset: str, fold: int, scheme: str = "interleaved") -> list[int]:
+def base_classes(dataset: str, fold: int, scheme: str = "interleaved",
+                 root: str | Path | None = None) -> list[int]:
     """Classes ``fold`` trains on, sorted; base training relabels them 1..n in this order."""
-    novel = set(test_classes(dataset, fold, scheme))
-    return [c for c in range(1, n_classes(dataset) + 1) if c not in novel]
+    novel = set(test_classes(dataset, fold, scheme, root))
+    return [c for c in range(1, n_classes(dataset, root) + 1) if c not in novel]
 
 
 def coco_to_pascal_classes(fold: int, scheme: str = "interleaved") -> list[int]:

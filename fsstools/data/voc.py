@@ -50,12 +50,17 @@ def resolve_list_file(root: str | Path, list_file: str | Path) -> Path:
 
 
 def read_pairs(root: str | Path, list_file: str | Path) -> list[Pair]:
-    """Image/mask paths, relative to ``root``, listed in ``list_file`` (either format).
+    """Image/mask paths, relative to ``root``, listed in ``list_file`` (either format; a
+    folder data set's lists are read by :func:`fsstools.data.folder.read_pairs`).
 
     Raises:
         ConflictError: ``root`` is an embedded benchmark of another generator version.
     """
+    from fsstools.data import folder
+
     root = Path(root)
+    if folder.is_folder_dataset(root):
+        return folder.read_pairs(root, list_file)
     path = resolve_list_file(root, list_file)
     synth_manifest.check_version(root)
     mask_dir = next((d for d in _VOC_MASK_DIRS if (root / d).is_dir()), _VOC_MASK_DIRS[-1])

@@ -36,6 +36,7 @@ from fsstools.plots.scores import (
     trace_curves,
     training_curves,
 )
+from fsstools.plots.segment import segment_panel
 from fsstools.plots.style import colours, new_figure
 
 __all__ = [
@@ -53,6 +54,7 @@ __all__ = [
     "outlined",
     "overlay",
     "pca_panel",
+    "segment_panel",
     "prior_error_hist",
     "probability_maps",
     "shot_curves",

@@ -80,7 +80,7 @@ def validation_episodes(cfg: TrainConfig) -> EpisodeList:
     d, e = cfg.data, cfg.episodic
     return sample_episodes(d.root, d.val_list, d.dataset, d.fold, e.shots, e.val_episodes,
                            e.val_seed, scheme=d.scheme, min_fg=d.min_fg, skip_small=True,
-                           classes=splits.base_classes(d.dataset, d.fold, d.scheme))
+                           classes=splits.base_classes(d.dataset, d.fold, d.scheme, d.root))
 
 
 def build_frozen_trunk(cfg: TrainConfig) -> PFENet:
@@ -92,7 +92,7 @@ def build_frozen_trunk(cfg: TrainConfig) -> PFENet:
     """
     model_cfg, trunk, classes = load_trunk(trunk_path(cfg))
     d = cfg.data
-    expected = splits.base_classes(d.dataset, d.fold, d.scheme)
+    expected = splits.base_classes(d.dataset, d.fold, d.scheme, d.root)
     if classes != expected:
         raise ConfigError(
             f"episodic.trunk={cfg.episodic.trunk} was base-trained on classes {classes}, not "
@@ -108,7 +108,7 @@ def build_data(cfg: TrainConfig, preload: bool, device: torch.device
                ) -> tuple[Dataset, Dataset, tuple[int, ...]]:
     """Training tasks, validation tasks and the base classes (see the module doc)."""
     d, e = cfg.data, cfg.episodic
-    base = tuple(splits.base_classes(d.dataset, d.fold, d.scheme))
+    base = tuple(splits.base_classes(d.dataset, d.fold, d.scheme, d.root))
     val_eps = validation_episodes(cfg)
     if e.model == "panet":
         train = EpisodicTrainDataset(
@@ -117,7 +117,7 @@ def build_data(cfg: TrainConfig, preload: bool, device: torch.device
         return train, FixedEpisodeDataset(val_eps, TestTransform(d.val_size), preload), base
     with torch.random.fork_rng(devices=[]):  # building the head draws; leave the seed's stream
         model = build_frozen_trunk(cfg)
-    n_classes = splits.n_classes(d.dataset)
+    n_classes = splits.n_classes(d.dataset, d.root)
     pairs = list(dict.fromkeys(voc.read_pairs(d.root, d.train_list)))
     index = voc.class_index(d.root, pairs, n_classes, d.min_fg)
     keep = sorted({i for c in base for i in index[c]})
@@ -129,7 +129,8 @@ def build_data(cfg: TrainConfig, preload: bool, device: torch.device
     train_store = ensure_features(pairs=[pairs[i] for i in keep], **common)
     val_store = ensure_features(pairs=episode_images(val_eps), **common)
     train = FeatureEpisodes(train_store, {c: [row[i] for i in index[c]] for c in base},
-                            d.dataset, d.fold, e.shots, e.episodes_per_epoch, d.scheme)
+                            d.dataset, d.fold, e.shots, e.episodes_per_epoch, d.scheme,
+                            d.root)
     return train, FixedFeatureEpisodes(val_store, val_eps), base
 
 

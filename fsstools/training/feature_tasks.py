@@ -10,6 +10,7 @@ stored view), which PFENet's end-to-end recipe would have.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -46,17 +47,18 @@ class FeatureEpisodes(Dataset):
         store: features of the training images.
         index: class -> rows of ``store`` holding it (``min_fg`` rule).
         dataset, fold, scheme: the split; only base classes are drawn.
+        root: the data root (a folder data set's classes are read there).
         shots: supports per task.
         episodes_per_epoch: the dataset's length (each item is a fresh random task).
     """
 
     def __init__(self, store: FeatureStore, index: dict[int, list[int]], dataset: str,
-                 fold: int, shots: int, episodes_per_epoch: int, scheme: str = "interleaved"
-                 ) -> None:
-        base = splits.base_classes(dataset, fold, scheme)
+                 fold: int, shots: int, episodes_per_epoch: int, scheme: str = "interleaved",
+                 root: str | Path | None = None) -> None:
+        base = splits.base_classes(dataset, fold, scheme, root)
         self.store, self.length = store, episodes_per_epoch
         self.sampler = BaseEpisodeSampler(index, base, shots)
-        self.luts = {c: task_label_map(dataset, fold, c, scheme) for c in base}
+        self.luts = {c: task_label_map(dataset, fold, c, scheme, root) for c in base}
 
     def __len__(self) -> int:
         return self.length
@@ -71,7 +73,8 @@ class FixedFeatureEpisodes(Dataset):
 
     def __init__(self, store: FeatureStore, episodes: EpisodeList) -> None:
         self.store, self.episodes = store, episodes
-        self.luts = {c: task_label_map(episodes.dataset, episodes.fold, c, episodes.scheme)
+        self.luts = {c: task_label_map(episodes.dataset, episodes.fold, c, episodes.scheme,
+                                       episodes.root)
                      for c in {ep.class_id for ep in episodes.episodes}}
 
     def __len__(self) -> int:

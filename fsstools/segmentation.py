@@ -1,0 +1,376 @@
+"""Segment your own images: a few labelled supports, any number of queries, one call.
+
+The backbone is loaded once from any checkpoint: one of ours (``fsstools train``), the
+authors' RePRI/PFENet PSPNet checkpoints, or a torchvision ImageNet ResNet state dict
+from a local file (its last stage as features, no base training). Every image is resized
+to ``size`` on its longer side and padded (the test transform), features are extracted in
+batches, the method fits one classifier per query on the supports and that query, and its
+p(foreground) is brought back to the query's own resolution.
+
+Example:
+    >>> from fsstools import segment
+    >>> results = segment(supports=[("cat.jpg", "cat.png")], queries=["q.jpg"],
+    ...                   checkpoint="best.pt")  # doctest: +SKIP
+    >>> results[0].mask.shape == results[0].image.shape[:2]  # doctest: +SKIP
+    True
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+from torch import nn
+from tqdm.auto import tqdm
+
+from fsstools.artifacts import atomic_write, atomic_write_text
+from fsstools.data.transforms import FEATURE_STRIDE, TestTransform
+from fsstools.data.user_masks import ImageLike, describe, read_image, read_support
+from fsstools.errors import ConfigError
+from fsstools.features import restore_lost_foreground
+from fsstools.inference import MethodConfig, fg_probs, resolve_method, run_method
+from fsstools.models.checkpoints import checkpoint_meta, load_model, read_checkpoint
+from fsstools.models.imagenet import imagenet_extractor, imagenet_state
+
+DEFAULT_SIZE = 417
+"""Test size of the reference recipe (PASCAL), used unless the checkpoint records its own."""
+THRESHOLD = 0.5
+"""p(foreground) above which a pixel is foreground."""
+
+
+@dataclass(frozen=True)
+class Backbone:
+    """A loaded feature extractor.
+
+    Attributes:
+        model: has ``extract_features(images) -> (B, C, h, w)``, in eval mode.
+        kind: "fsstools" (our checkpoint), "reference" (RePRI/PFENet PSPNet) or "imagenet".
+        size: the test size the checkpoint was validated at (else :data:`DEFAULT_SIZE`).
+        path: the file it came from.
+    """
+
+    model: nn.Module
+    kind: str
+    size: int
+    path: Path
+
+
+def load_backbone(checkpoint: str | Path, device: str | torch.device = "cpu") -> Backbone:
+    """The feature extractor of ``checkpoint`` (see the module doc), on ``device``.
+
+    Raises:
+        MissingError, DataError: no such file, or a file none of the loaders reads.
+    """
+    path = Path(checkpoint)
+    state = imagenet_state(read_checkpoint(path))
+    if state is not None:
+        return Backbone(imagenet_extractor(state, path).to(device), "imagenet", DEFAULT_SIZE,
+                        path)
+    model = load_model(path, device)
+    meta = checkpoint_meta(path)
+    size = meta.get("config", {}).get("data", {}).get("val_size") if "format" in meta else None
+    kind = "fsstools" if "format" in meta else "reference"
+    return Backbone(model, kind, int(size or DEFAULT_SIZE), path)
+
+
+@dataclass
+class ImageFeatures:
+    """Features of N images at one test size.
+
+    Attributes:
+        feats: (N, C, h, w) float32, L2-normalised over C, on the CPU.
+        valid: (N, h, w) bool, False on padding.
+        masks: (N, h, w) {0, 1, 255} task masks on the feature grid, or None.
+        masks_full: (N, size, size) {0, 1, 255} padded task masks, or None.
+        resized: per image, its (height, width) before padding.
+    """
+
+    feats: torch.Tensor
+    valid: torch.Tensor
+    masks: torch.Tensor | None
+    masks_full: torch.Tensor | None
+    resized: list[tuple[int, int]]
+
+
+def _grid(x: torch.Tensor, hw: tuple[int, int]) -> torch.Tensor:
+    """(N, H, W) -> (N, h, w) by nearest neighbour (as the feature cache does)."""
+    return F.interpolate(x[:, None].float(), size=hw, mode="nearest")[:, 0]
+
+
+@torch.no_grad()
+def extract(model: nn.Module, images: Sequence[np.ndarray], size: int,
+            masks: Sequence[np.ndarray] | None = None, device: str | torch.device = "cpu",
+            batch_size: int = 8) -> ImageFeatures:
+    """Features of ``images`` ((H, W, 3) uint8 each, any sizes) resized and padded to
+    ``size``, ``batch_size`` images per forward pass; ``masks`` (H, W) {0, 1, 255} go
+    through the same geometry."""
+    transform = TestTransform(size)
+    parts: dict[str, list[torch.Tensor]] = {"feats": [], "valid": [], "masks": [], "full": []}
+    for a in range(0, len(images), batch_size):
+        samples = [transform(img, None if masks is None else masks[a + i])
+                   for i, img in enumerate(images[a:a + batch_size])]
+        batch = torch.stack([s["image"] for s in samples]).to(device)
+        feats = F.normalize(model.extract_features(batch).float(), dim=1).cpu()  # (b, C, h, w)
+        hw = tuple(feats.shape[-2:])
+        parts["feats"].append(feats)
+        parts["valid"].append(_grid(torch.stack([s["valid"] for s in samples]), hw).bool())
+        if masks is not None:
+            full = torch.stack([s["mask"] for s in samples])  # (b, size, size)
+            parts["full"].append(full)
+            parts["masks"].append(_grid(full, hw).long())
+    resized = [transform.resized_hw(*img.shape[:2]) for img in images]
+    cat = {k: torch.cat(v) if v else None for k, v in parts.items()}
+    return ImageFeatures(cat["feats"], cat["valid"], cat["masks"], cat["full"], resized)
+
+
+def support_tensors(supports: ImageFeatures) -> tuple[torch.Tensor, torch.Tensor]:
+    """(S, C, h, w) features and (S, h, w) masks of one task's supports; a support whose
+    object vanished on the feature grid gets back the cell holding most of it."""
+    masks = supports.masks.numpy().astype(np.uint8)[None]  # (1, S, h, w)
+    restore_lost_foreground(masks, supports.masks_full.numpy(), np.arange(len(masks[0]))[None],
+                            np.ones(1, dtype=np.int64))
+    return supports.feats, torch.from_numpy(masks[0]).long()
+
+
+@dataclass
+class QueryResult:
+    """The segmentation of one query.
+
+    Attributes:
+        name: file stem, or "query<i>" for an image given in memory.
+        image: (H, W, 3) uint8, the query as given.
+        mask: (H, W) bool, foreground where ``probs`` > 0.5.
+        probs: (H, W) float32 p(foreground) at the query's resolution.
+        logits: (h, w) the classifier's final logits on the feature grid.
+        pi: the foreground prior in force at the end (NaN for a method without one).
+        traces: name -> (T,) per-iteration values ("loss", "ce", "entropy", "kl", "pi",
+            "fg_share", ...); empty for a method that takes no step.
+        iterations: steps the method took.
+        seconds: this query's share of the time of its batch (features and fitting).
+    """
+
+    name: str
+    image: np.ndarray
+    mask: np.ndarray
+    probs: np.ndarray
+    logits: torch.Tensor
+    pi: float
+    traces: dict[str, np.ndarray] = field(default_factory=dict)
+    iterations: int = 0
+    seconds: float = 0.0
+
+    @property
+    def share(self) -> float:
+        """Predicted foreground share of the query."""
+        return float(self.mask.mean())
+
+    @property
+    def prior(self) -> np.ndarray:
+        """(T,) the prior pi over the iterations (empty without traces)."""
+        return self.traces.get("pi", np.zeros(0))
+
+
+def _probs_at(logits: torch.Tensor, size: int, resized: tuple[int, int],
+              hw: tuple[int, int]) -> np.ndarray:
+    """(h, w) logits -> (H, W) p(foreground): upsampled to the padded size, cropped to the
+    image, resized to the query's own size."""
+    probs = fg_probs(logits[None].float(), (size, size))[:, :resized[0], :resized[1]]
+    probs = F.interpolate(probs[None], size=hw, mode="bilinear", align_corners=False)
+    return probs[0, 0].clamp(0, 1).numpy().astype(np.float32)
+
+
+def _method(method: str | MethodConfig) -> MethodConfig:
+    cfg = resolve_method(method)
+    if cfg.prior == "oracle" or cfg.reference:
+        raise ConfigError(f"method {cfg.name!r} reads the query's ground truth, which your "
+                          "images do not have; use repri (or another method without oracle "
+                          "prior or reference mode)", key="method")
+    return cfg
+
+
+def parse_support(text: str) -> tuple[str, str]:
+    """``"IMAGE:MASK"`` -> (image, mask); the mask is after the last colon."""
+    image, sep, mask = str(text).rpartition(":")
+    if not sep or not image or not mask:
+        raise ConfigError(f"--support {text!r}: expected IMAGE:MASK, e.g. --support "
+                          "cat.jpg:cat.png", key="support")
+    return image, mask
+
+
+def query_names(queries: Sequence[ImageLike]) -> list[str]:
+    """A unique name per query: its file stem (``_2``, ``_3`` ... on repeats) or query<i>."""
+    names: list[str] = []
+    for i, q in enumerate(queries):
+        base = Path(q).stem if isinstance(q, str | Path) else f"query{i}"
+        name, k = base, 1
+        while name in names:
+            k += 1
+            name = f"{base}_{k}"
+        names.append(name)
+    return names
+
+
+def iter_segment(
+    supports: Sequence[tuple[ImageLike, ImageLike]],
+    queries: Sequence[ImageLike],
+    checkpoint: str | Path | Backbone,
+    method: str | MethodConfig = "repri",
+    size: int | None = None,
+    device: str | torch.device = "cpu",
+    class_id: int | None = None,
+    batch_size: int = 8,
+) -> Iterator[QueryResult]:
+    """:func:`segment`, one query at a time (features of ``batch_size`` queries at once).
+
+    Every input is read and checked before the first result: a bad support, query or
+    checkpoint fails before anything is computed or written.
+    """
+    cfg = _method(method)
+    if not supports:
+        raise ConfigError("no support given; pass at least one (image, mask) pair")
+    if not queries:
+        raise ConfigError("no query given; pass at least one image to segment")
+    pairs = [read_support(img, mask, i, class_id) for i, (img, mask) in enumerate(supports)]
+    for i, q in enumerate(queries):  # a bad query fails now, not after hours of work
+        read_image(q, describe(q, f"query {i}"))
+    backbone = checkpoint if isinstance(checkpoint, Backbone) else load_backbone(checkpoint,
+                                                                                 device)
+    size = size or backbone.size
+    if size < FEATURE_STRIDE:
+        raise ConfigError(f"size {size}: the test size must be at least {FEATURE_STRIDE}",
+                          key="size")
+    shots = extract(backbone.model, [p[0] for p in pairs], size, [p[1] for p in pairs],
+                    device, batch_size)
+    s_feats, s_masks = support_tensors(shots)
+    names = query_names(queries)
+    peer = backbone.model if cfg.classifier == "pfenet" else None
+    for a in range(0, len(queries), batch_size):
+        tic = time.perf_counter()
+        images = [read_image(q, names[a + i]) for i, q in enumerate(queries[a:a + batch_size])]
+        q = extract(backbone.model, images, size, device=device, batch_size=batch_size)
+        b = len(images)
+        out = run_method(cfg, s_feats.expand(b, *s_feats.shape), s_masks.expand(b, *s_masks.shape),
+                         q.feats, q.valid, trace=True, device=device, model=peer)
+        seconds = (time.perf_counter() - tic) / b
+        for i, img in enumerate(images):
+            traces = {k: v[:, i].double().numpy() for k, v in (out.traces or {}).items()}
+            probs = _probs_at(out.logits[i].cpu(), size, q.resized[i], img.shape[:2])
+            yield QueryResult(names[a + i], img, probs > THRESHOLD, probs, out.logits[i].cpu(),
+                              float(out.pi[i]), traces, max(0, len(traces.get("loss", [])) - 1),
+                              seconds)
+
+
+def segment(
+    supports: Sequence[tuple[ImageLike, ImageLike]],
+    queries: Sequence[ImageLike],
+    checkpoint: str | Path | Backbone,
+    method: str | MethodConfig = "repri",
+    size: int | None = None,
+    device: str | torch.device = "cpu",
+    class_id: int | None = None,
+    batch_size: int = 8,
+) -> list[QueryResult]:
+    """Segment ``queries`` from a few labelled ``supports`` with one method (RePRI).
+
+    Args:
+        supports: (image, mask) pairs; each a path, a PIL image or an array. Masks: binary
+            (0/1 or 0/255, 255 ignore beside 1) or class ids with ``class_id``.
+        queries: images (paths, PIL images or arrays), any sizes.
+        checkpoint: our checkpoint, the authors' RePRI/PFENet one, a torchvision ImageNet
+            ResNet state dict, or a :class:`Backbone` already loaded.
+        method: a name of :data:`fsstools.inference.METHODS` or a MethodConfig.
+        size: test size (longer side, padded square); default the checkpoint's own.
+        device: "cpu", "cuda", "cuda:1" ...
+        class_id: the class to segment in class-id masks.
+        batch_size: images per forward pass.
+
+    Returns:
+        One :class:`QueryResult` per query, in order.
+
+    Raises:
+        MissingError, DataError, ConfigError: a missing or unreadable file, a mask of
+            another size than its image or without foreground, an unknown method (the
+            message names the file or value and the fix).
+    """
+    return list(iter_segment(supports, queries, checkpoint, method, size, device, class_id,
+                             batch_size))
+
+
+# ----------------------------------------------------------------------------- files
+
+OVERLAY_COLOUR = (255, 48, 48)
+"""Tint of the predicted foreground in overlays."""
+OVERLAY_ALPHA = 0.45
+BACKGROUND_DIM = 0.55
+RESULT_FIELDS = ("query", "source", "height", "width", "pi", "predicted_share", "iterations",
+                 "seconds", "mask", "overlay", "probs")
+"""Columns of ``results.csv`` (and keys of each row of ``results.json``)."""
+
+
+def overlay(image: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """(H, W, 3) uint8: the background dimmed, the foreground tinted, its outline drawn."""
+    out = image.astype(np.float64)
+    out[~mask] *= BACKGROUND_DIM
+    out[mask] = (1 - OVERLAY_ALPHA) * out[mask] + OVERLAY_ALPHA * np.array(OVERLAY_COLOUR)
+    p = np.pad(mask, 1, mode="edge")
+    inner = mask & p[:-2, 1:-1] & p[2:, 1:-1] & p[1:-1, :-2] & p[1:-1, 2:]
+    out[mask & ~inner] = OVERLAY_COLOUR
+    return out.round().astype(np.uint8)
+
+
+def _png(array: np.ndarray) -> Callable[[Path], None]:
+    return lambda p: Image.fromarray(array).save(p, format="PNG")
+
+
+def _npy(array: np.ndarray) -> Callable[[Path], None]:
+    def write(path: Path) -> None:
+        with path.open("wb") as f:  # a file object: np.save would add ".npy" to the name
+            np.save(f, array)
+
+    return write
+
+
+def write_result(result: QueryResult, out_dir: Path, source: str = "") -> dict:
+    """Write ``<name>_mask.png`` (0/255, the query's size), ``<name>_overlay.png`` and
+    ``<name>_probs.npy`` (float32 p(foreground)) into ``out_dir``, each atomically; return
+    the result's row (see :data:`RESULT_FIELDS`)."""
+    files = {"mask": f"{result.name}_mask.png", "overlay": f"{result.name}_overlay.png",
+             "probs": f"{result.name}_probs.npy"}
+    atomic_write(out_dir / files["mask"], _png(result.mask.astype(np.uint8) * 255))
+    atomic_write(out_dir / files["overlay"], _png(overlay(result.image, result.mask)))
+    atomic_write(out_dir / files["probs"], _npy(result.probs))
+    h, w = result.mask.shape
+    return {"query": result.name, "source": source, "height": h, "width": w,
+            "pi": result.pi, "predicted_share": result.share, "iterations": result.iterations,
+            "seconds": round(result.seconds, 4), **files}
+
+
+def write_results(results: Iterator[QueryResult], out_dir: str | Path, sources: Sequence[str],
+                  progress: bool = True) -> list[dict]:
+    """Write every result of ``results`` (see :func:`write_result`) as it comes, then
+    ``results.csv`` and ``results.json`` with one row per query; a bar shows progress.
+
+    Nothing is written before the first result exists, so inputs that fail their checks
+    leave no folder behind."""
+    out_dir = Path(out_dir)
+    rows = []
+    with tqdm(total=len(sources), desc="segment", unit="query", disable=not progress) as bar:
+        for result in results:
+            rows.append(write_result(result, out_dir, sources[len(rows)]))
+            bar.update(1)
+    with io.StringIO() as text:
+        writer = csv.DictWriter(text, fieldnames=RESULT_FIELDS)
+        writer.writeheader()
+        writer.writerows(rows)
+        atomic_write_text(out_dir / "results.csv", text.getvalue())
+    atomic_write_text(out_dir / "results.json", json.dumps(rows, indent=1))
+    return rows
