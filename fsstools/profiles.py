@@ -7,10 +7,10 @@ A *profile* is the embedded benchmark at one size or a real data set:
   (``configs/synth/quick.yaml``); the notebooks' defaults, shared by all of them.
 - ``"full"``: the default synthetic set under ``data/synth`` and
   ``configs/synth/foldN.yaml``; what ``fsstools reproduce`` injects.
-- ``dataset="pascal" | "coco" | "coco2pascal" | "folder"`` with ``data_root``: that data
+- ``dataset="pascal" | "coco" | "coco_to_pascal" | "folder"`` with ``data_root``: that data
   set's test list and the base-training recipe of ``configs/pascal``, ``configs/coco`` or
   ``configs/folder`` (or the notebook's ``train_config``); a folder is your own labelled
-  collection (:mod:`fsstools.data.folder`); coco2pascal tests COCO-trained models on the PASCAL
+  collection (:mod:`fsstools.data.folder`); coco_to_pascal tests COCO-trained models on the PASCAL
   classes they never saw, so ``data_root`` is the PASCAL root and the COCO root is the one
   the training config names.
 
@@ -37,13 +37,13 @@ from fsstools.eval_config import EvalConfig
 from fsstools.inference import resolve_methods
 from fsstools.training import TrainConfig, ensure_trained, run_directory
 
-DATASETS = ("synth", "pascal", "coco", "coco2pascal", "folder")
+DATASETS = ("synth", "pascal", "coco", "coco_to_pascal", "folder")
 """What a notebook's ``dataset`` parameter may name."""
 REAL_TRAIN_CONFIGS = {"pascal": "pascal/fold{fold}.yaml", "coco": "coco/fold{fold}.yaml",
-                      "coco2pascal": "coco/fold{fold}.yaml", "folder": "folder/train.yaml"}
+                      "coco_to_pascal": "coco/fold{fold}.yaml", "folder": "folder/train.yaml"}
 """Shipped base-training recipes (under configs/) of the real data sets."""
 REAL_TEST_LISTS = {"pascal": "lists/val.txt", "coco": "lists/val2014.txt",
-                   "coco2pascal": "lists/val.txt", "folder": "lists/val.txt"}
+                   "coco_to_pascal": "lists/val.txt", "folder": "lists/val.txt"}
 """Test lists of the real data sets, relative to ``data_root``."""
 FOLD_PARAMETERS = ("fold", "folds", "coco_folds")
 NON_NEGATIVE = ("base_seeds",)
@@ -67,7 +67,7 @@ class Profile:
             for real data.
         synth: the generating config (None for real data).
         train_config: training YAML (absolute); ``{fold}`` is replaced by the fold.
-        dataset: "synth", "pascal", "coco" or "coco2pascal".
+        dataset: "synth", "pascal", "coco" or "coco_to_pascal".
         data_root: root of the real test data (absolute), None for the embedded benchmark.
         list_file: test list, relative to the test root.
     """
@@ -83,12 +83,12 @@ class Profile:
     @property
     def train_dataset(self) -> str:
         """The class table the base model is trained on."""
-        return "coco" if self.dataset == "coco2pascal" else self.dataset
+        return "coco" if self.dataset == "coco_to_pascal" else self.dataset
 
     @property
     def test_dataset(self) -> str:
         """The class table of the test images."""
-        return "pascal" if self.dataset == "coco2pascal" else self.dataset
+        return "pascal" if self.dataset == "coco_to_pascal" else self.dataset
 
     @property
     def n_classes(self) -> int:
@@ -130,7 +130,7 @@ def real_profile(dataset: str, data_root: str | Path, train_config: str = "") ->
     """The profile of a real data set (the notebooks' ``dataset`` and ``data_root``).
 
     Args:
-        dataset: "pascal", "coco" or "coco2pascal" (COCO-trained models tested on PASCAL).
+        dataset: "pascal", "coco" or "coco_to_pascal" (COCO-trained models tested on PASCAL).
         data_root: root of the test data (relative: to the working folder), holding the
             test list (:data:`REAL_TEST_LISTS`) and the images and masks it names.
         train_config: base-training YAML with ``{fold}``; empty: the shipped recipe.
@@ -168,7 +168,7 @@ def notebook_profile(profile: str = "quick", dataset: str = "synth", data_root: 
     if dataset == "synth":
         if data_root:
             raise ConfigError("parameter data_root: only for real data; set dataset to "
-                              "pascal, coco, coco2pascal or folder (or leave data_root empty)",
+                              "pascal, coco, coco_to_pascal or folder (or leave data_root empty)",
                               key="data_root")
         prof = get_profile(profile)
         if train_config:
@@ -282,7 +282,7 @@ def ensure_data(prof: Profile, progress: bool = True) -> Path:
 def train_config(prof: Profile, fold: int, overrides: Sequence[str] = (),
                  base_seed: int = 0) -> TrainConfig:
     """The resolved base-training config of ``fold``: on style A of the profile's data, on
-    the real data set's root, or (coco2pascal) on the COCO root the config names.
+    the real data set's root, or (coco_to_pascal) on the COCO root the config names.
 
     Args:
         base_seed: the training seed (``run.seed``); a seed other than 0 gets its own run
@@ -290,7 +290,7 @@ def train_config(prof: Profile, fold: int, overrides: Sequence[str] = (),
     """
     path = prof.train_config.format(fold=fold)
     extra = [f"data.fold={fold}", f"run.seed={base_seed}"]
-    if prof.dataset != "coco2pascal":
+    if prof.dataset != "coco_to_pascal":
         extra.append(f"data.root={prof.style_root('A')}")
     name = None
     if "{fold}" not in prof.train_config:  # one file for all folds: name the run per fold
@@ -345,7 +345,7 @@ def eval_config(prof: Profile, fold: int, checkpoint: str | Path, shots: Sequenc
         root=str(prof.style_root(style)),
         list_file=prof.list_file,
         fold=fold,
-        coco_to_pascal=prof.dataset == "coco2pascal",
+        coco_to_pascal=prof.dataset == "coco_to_pascal",
         size=size,
         shots=tuple(shots),
         seeds=(seed,),
