@@ -67,7 +67,7 @@ from fsstools.inference import (
     resolve_method,
     run_method,
 )
-from fsstools.inference.fit import DEFAULT_MEMORY_BUDGET, default_chunk
+from fsstools.inference.layout import DEFAULT_MEMORY_BUDGET, default_chunk
 from fsstools.models import TRUNKS, ModelConfig, build_model
 
 try:

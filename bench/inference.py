@@ -1,5 +1,7 @@
 """Speed of transductive inference: the fast path against the straightforward autograd loop.
 
+The autograd loop is the tests' reference (``tests/reference_repri.py``).
+
 Generates synthetic episodes, by default at the reference feature size (C=512, 53x53 grid
 for 417x417 images, float32; ``--channels``/``--grid`` for others, e.g. the embedded
 synthetic benchmark's C=128 on 16x16), runs both implementations on the same tensors in
@@ -18,6 +20,7 @@ Upsampling to 417x417 is left out of the timed loop for both implementations.
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import os
 import resource
 import statistics
@@ -29,6 +32,7 @@ import torch
 from fsstools.inference import METHODS, resolve_method, run_method
 
 CHANNELS, GRID = 512, 53
+REFERENCE = Path(__file__).resolve().parents[1] / "tests" / "reference_repri.py"
 CLEAR_REFS = Path("/proc/self/clear_refs")
 STATUS = Path("/proc/self/status")
 
@@ -76,6 +80,14 @@ def synthetic_episodes(
     qv = torch.ones(B, n, n, dtype=torch.bool)
     qv[:, valid_rows:] = False
     return tuple(t.to(device) for t in (sf, sm, qf, qv, qm))
+
+
+def reference_runner():
+    """``run_reference`` of ``tests/reference_repri.py`` (the tests are not a package)."""
+    spec = importlib.util.spec_from_file_location("reference_repri", REFERENCE)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.run_reference
 
 
 def _rss_kb(field: str) -> int:
@@ -169,8 +181,10 @@ def main(argv: list[str] | None = None) -> int:
     def fast():
         return run_method(cfg, sf, sm, qf, qv, qm, workers=args.workers)
 
+    run_reference = reference_runner()
+
     def straightforward():
-        return run_method(cfg, sf, sm, qf, qv, qm, chunk_size=args.tasks, impl="autograd")
+        return run_reference(cfg, sf, sm, qf, qv, qm, chunk_size=args.tasks)
 
     print(f"[{load()}] fast ...", flush=True)
     t_fast, c_fast, mem_fast, out_fast = timed(fast, args.repeats, device)

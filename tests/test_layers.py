@@ -17,8 +17,8 @@ LAYERS: list[tuple[str, ...]] = [
     ("fsstools", "fsstools.constants", "fsstools.errors", "fsstools.paths", "fsstools.config",
      "fsstools.artifacts", "fsstools.cache"),  # foundation: no torch, no data
     ("fsstools.data",),
+    ("fsstools.inference",),  # pure tensors; models pool prototypes with it
     ("fsstools.models",),
-    ("fsstools.inference",),  # pure tensors
     ("fsstools.metrics",),
     ("fsstools.stats",),
     ("fsstools.training",),
@@ -108,7 +108,7 @@ def test_the_stages_code_versions_cover_what_feeds_them():
     before an edit of any of them is never served after it."""
     feeding = set(cache.modules_feeding("fsstools.evaluate"))
     assert {"fsstools.features", "fsstools.data.episodes", "fsstools.constants",
-            "fsstools.inference.stacked", "fsstools.metrics"} <= feeding
+            "fsstools.inference.loop", "fsstools.metrics"} <= feeding
     assert {"fsstools.data.voc", "fsstools.data.transforms", "fsstools.models.pspnet"} <= set(
         cache.modules_feeding("fsstools.features"))
     assert {"fsstools.training.loop", "fsstools.data.datasets", "fsstools.models.backbones"} <= set(

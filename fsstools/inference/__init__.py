@@ -6,7 +6,7 @@ them to image size. :mod:`~fsstools.inference.config` holds the methods and thei
 :func:`resolve_method` turns a name or a YAML mapping into one.
 """
 
-from fsstools.inference.classifier import fg_probs
+from fsstools.inference.classifier import fg_probs, masked_average
 from fsstools.inference.config import (
     AUTO,
     METHODS,
@@ -23,6 +23,7 @@ __all__ = [
     "InferenceResult",
     "MethodConfig",
     "fg_probs",
+    "masked_average",
     "oracle_prior",
     "perturb_prior",
     "query_valid_mask",
