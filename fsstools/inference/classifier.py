@@ -24,7 +24,7 @@ TINY = 1e-30
 def inverse_norms(feats: torch.Tensor) -> torch.Tensor:
     """``1 / max(|f|, NORM_EPS)`` per pixel of (B, C, N) features: (B, N).
 
-    The streaming path never writes normalised features: it scales the N dot products
+    The streamed layout never writes normalised features: it scales the N dot products
     instead, which saves a write pass over the features and, for one shot, any copy of them.
     """
     return (feats * feats).sum(dim=1).sqrt_().clamp_min_(NORM_EPS).reciprocal_()
