@@ -1,5 +1,7 @@
 """Speed of transductive inference: the fast path against the straightforward autograd loop.
 
+The autograd loop is the tests' reference (``tests/reference_repri.py``).
+
 Generates synthetic episodes, by default at the reference feature size (C=512, 53x53 grid
 for 417x417 images, float32; ``--channels``/``--grid`` for others, e.g. the embedded
 synthetic benchmark's C=128 on 16x16), runs both implementations on the same tensors in
@@ -18,7 +20,9 @@ Upsampling to 417x417 is left out of the timed loop for both implementations.
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import statistics
+from pathlib import Path
 
 import torch
 
@@ -30,6 +34,7 @@ except ModuleNotFoundError:  # run as bench/inference.py: bench/ itself is sys.p
     from timing import load, open_device, timed
 
 CHANNELS, GRID = 512, 53
+REFERENCE = Path(__file__).resolve().parents[1] / "tests" / "reference_repri.py"
 
 
 def synthetic_episodes(
@@ -77,6 +82,14 @@ def synthetic_episodes(
     return tuple(t.to(device) for t in (sf, sm, qf, qv, qm))
 
 
+def reference_runner():
+    """``run_reference`` of ``tests/reference_repri.py`` (the tests are not a package)."""
+    spec = importlib.util.spec_from_file_location("reference_repri", REFERENCE)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.run_reference
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--shots", type=int, default=1)
@@ -109,8 +122,10 @@ def main(argv: list[str] | None = None) -> int:
     def fast():
         return run_method(cfg, sf, sm, qf, qv, qm, workers=args.workers)
 
+    run_reference = reference_runner()
+
     def straightforward():
-        return run_method(cfg, sf, sm, qf, qv, qm, chunk_size=args.tasks, impl="autograd")
+        return run_reference(cfg, sf, sm, qf, qv, qm, chunk_size=args.tasks)
 
     print(f"[{load()}] fast ...", flush=True)
     t_fast, c_fast, mem_fast, out_fast = timed(fast, args.repeats, device)

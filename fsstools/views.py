@@ -25,6 +25,7 @@ from fsstools.inference import (
     METHODS,
     MethodConfig,
     fg_probs,
+    masked_average,
     oracle_prior,
     query_valid_mask,
     run_method,
@@ -124,8 +125,8 @@ def episode_view(
     out = run_method(
         method, tb.support_feats, tb.support_masks, tb.query_feats, valid, trace=True, **common
     )
-    fg = (tb.support_masks == 1).unsqueeze(2).float()  # (1, S, 1, h, w)
-    proto = (tb.support_feats * fg).sum((1, 3, 4)) / fg.sum((1, 3, 4)).clamp_min(1)  # (1, C)
+    shots_feats = tb.support_feats.unbind(1)  # S of (1, C, h, w)
+    proto = masked_average(shots_feats, (tb.support_masks == 1).unbind(1))  # (1, C)
     proto = torch.nn.functional.normalize(proto, dim=1)
     qf = torch.nn.functional.normalize(tb.query_feats, dim=1)
     cosine = torch.einsum("bchw,bc->bhw", qf, proto)[0]  # (h, w)

@@ -1,4 +1,4 @@
-"""run_method: methods, the reference-compatible mode, chunking, traces, fast == autograd."""
+"""run_method: methods, the reference-compatible mode, chunking, traces, loop == autograd."""
 
 from __future__ import annotations
 
@@ -11,36 +11,36 @@ from fsstools.config import from_dict
 from fsstools.inference import (
     METHODS,
     MethodConfig,
-    fit,
+    layout,
+    loop,
     query_valid_mask,
     resolve_method,
     resolve_methods,
     run_method,
-    stacked,
 )
-from fsstools.inference.fit import default_chunk
+from fsstools.inference.layout import default_chunk
+from tests.reference_repri import run_reference
 
 DT = torch.float64
 
 
-@pytest.fixture(params=["stacked", "streamed"])
-def layout(request, monkeypatch):
-    """Which fast loop runs: tiny tasks are stacked by default; a zero cache budget makes
-    every task run alone, streamed block by block, as large tasks are."""
+@pytest.fixture(params=["one block", "streamed"])
+def layouts(request, monkeypatch):
+    """Which layout the loop runs on: tiny tasks as one block each by default; a zero cache
+    budget makes every task run alone, streamed block by block, as large tasks are."""
     if request.param == "streamed":
-        monkeypatch.setattr(fit, "CACHE_BYTES", 0)
-    calls = {"stacked": 0, "streamed": 0}
+        monkeypatch.setattr(layout, "CACHE_BYTES", 0)
+    calls = {False: 0, True: 0}  # by streamed: a block per shot and one for the query
+    fit = loop.fit
 
-    def counted(name, loop):
-        def run(*args, **kwargs):
-            calls[name] += 1
-            return loop(*args, **kwargs)
-        return run
+    def counted(cfg, problem, trace):
+        calls[len(problem.blocks) > 1] += 1
+        return fit(cfg, problem, trace)
 
-    monkeypatch.setattr(stacked, "fit_stacked", counted("stacked", stacked.fit_stacked))
-    monkeypatch.setattr(fit, "fit_fast", counted("streamed", fit.fit_fast))
+    monkeypatch.setattr(loop, "fit", counted)
     yield request.param
-    assert calls["streamed" if request.param == "stacked" else "stacked"] == 0
+    streamed = request.param == "streamed"
+    assert calls[streamed] > 0 and calls[not streamed] == 0
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
@@ -94,9 +94,8 @@ def test_inductive_methods_never_read_the_query():
              "query_mask": torch.randint(0, 2, ep["query_mask"].shape, generator=g)}
     for name in ("inductive", "ce_support"):
         assert METHODS[name].inductive and not METHODS["prototype"].inductive
-        for impl in ("fast", "autograd"):
-            a = run_method(METHODS[name], **ep, impl=impl)
-            b = run_method(METHODS[name], **other, impl=impl)
+        for run in (run_method, run_reference):
+            a, b = run(METHODS[name], **ep), run(METHODS[name], **other)
             assert torch.equal(a.prototype, b.prototype) and torch.equal(a.bias, b.bias), name
     # the query-mean bias does read it
     a, b = run_method(METHODS["prototype"], **ep), run_method(METHODS["prototype"], **other)
@@ -140,11 +139,11 @@ def test_resolver_takes_names_configs_and_yaml_variants():
 
 @pytest.mark.parametrize("name", sorted(n for n, m in METHODS.items() if m.classifier == "cosine"))
 @pytest.mark.parametrize("reference", [False, True])
-def test_fast_equals_straightforward_autograd(name, reference, layout):
+def test_fast_equals_straightforward_autograd(name, reference, layouts):
     ep = episodes()
     cfg = resolve_method(name, reference)
     fast = run_method(cfg, **ep, trace=True)
-    auto = run_method(cfg, **ep, trace=True, impl="autograd", chunk_size=3)
+    auto = run_reference(cfg, **ep, trace=True, chunk_size=3)
     assert torch.allclose(fast.logits, auto.logits, atol=1e-10)
     assert torch.allclose(fast.pi, auto.pi, atol=1e-12)
     for key in auto.traces:
@@ -152,21 +151,21 @@ def test_fast_equals_straightforward_autograd(name, reference, layout):
 
 
 @pytest.mark.parametrize("reference", [False, True])
-def test_fast_equals_straightforward_with_custom_weights(reference, layout):
+def test_fast_equals_straightforward_with_custom_weights(reference, layouts):
     cfg = MethodConfig(iterations=8, ce_weight=0.3, ent_weight=0.7, kl_weight=2.5,
                        t_pi=(3, 6), lr=0.05, tau=15.0, reference=reference)
     ep = episodes(tasks=4, seed=2)
     fast = run_method(cfg, **ep, trace=True)
-    auto = run_method(cfg, **ep, trace=True, impl="autograd")
+    auto = run_reference(cfg, **ep, trace=True)
     assert torch.allclose(fast.logits, auto.logits, rtol=0, atol=1e-10)
     for key in auto.traces:
         assert torch.allclose(fast.traces[key], auto.traces[key], atol=1e-10, equal_nan=True), key
 
 
-def test_fast_equals_straightforward_in_float32(layout):
+def test_fast_equals_straightforward_in_float32(layouts):
     ep = episodes(dtype=torch.float32, channels=64, n=12, seed=3)
     fast = run_method(METHODS["repri"], **ep)
-    auto = run_method(METHODS["repri"], **ep, impl="autograd")
+    auto = run_reference(METHODS["repri"], **ep)
     assert fast.logits.dtype == torch.float32
     assert torch.allclose(fast.logits, auto.logits, atol=1e-3)
 
@@ -176,7 +175,7 @@ def test_float32_at_synthetic_benchmark_size(shots):
     """C=128 on a 16x16 grid, as the embedded benchmark: same predictions as autograd."""
     ep = episodes(tasks=4, shots=shots, dtype=torch.float32, channels=128, n=16, seed=shots)
     fast = run_method(METHODS["repri"], **ep)
-    auto = run_method(METHODS["repri"], **ep, impl="autograd")
+    auto = run_reference(METHODS["repri"], **ep)
     assert torch.allclose(fast.logits, auto.logits, atol=1e-4)
     assert torch.equal(fast.logits > 0, auto.logits > 0)
     assert torch.allclose(fast.pi, auto.pi, atol=1e-5)
@@ -271,17 +270,17 @@ def test_reference_validity_drops_boundary_pixels():
     assert not torch.allclose(a.logits, b.logits)
 
 
-@pytest.mark.parametrize("impl", ["fast", "autograd"])
-def test_chunked_and_unchunked_agree(impl):
+@pytest.mark.parametrize("run", [run_method, run_reference])
+def test_chunked_and_unchunked_agree(run):
     ep = episodes(tasks=5)
-    whole = run_method(METHODS["repri"], **ep, chunk_size=5, trace=True, impl=impl)
+    whole = run(METHODS["repri"], **ep, chunk_size=5, trace=True)
     for chunk in (1, 2):
-        part = run_method(METHODS["repri"], **ep, chunk_size=chunk, trace=True, impl=impl)
+        part = run(METHODS["repri"], **ep, chunk_size=chunk, trace=True)
         assert torch.allclose(part.logits, whole.logits, atol=1e-10)
         assert torch.allclose(part.traces["loss"], whole.traces["loss"], atol=1e-10)
 
 
-def test_same_input_same_output_any_worker_count(layout):
+def test_same_input_same_output_any_worker_count(layouts):
     a = run_method(METHODS["repri"], **episodes(tasks=4, seed=7), workers=1)
     b = run_method(METHODS["repri"], **episodes(tasks=4, seed=7), workers=2)
     assert torch.equal(a.logits, b.logits) and torch.equal(a.pi, b.pi)
@@ -293,7 +292,7 @@ def test_chunks_workers_and_layouts_agree(name, monkeypatch):
     cfg = METHODS[name]
     whole = run_method(cfg, **ep, chunk_size=9, workers=1)
     runs = [run_method(cfg, **ep, chunk_size=c, workers=k) for c in (1, 7) for k in (1, 2)]
-    monkeypatch.setattr(fit, "CACHE_BYTES", 0)  # one task per chunk, streamed
+    monkeypatch.setattr(layout, "CACHE_BYTES", 0)  # one task per chunk, streamed
     runs.append(run_method(cfg, **ep, workers=2))
     for out in runs:
         assert torch.allclose(out.logits, whole.logits, rtol=0, atol=1e-12)
@@ -301,22 +300,21 @@ def test_chunks_workers_and_layouts_agree(name, monkeypatch):
         assert torch.equal(out.logits > 0, whole.logits > 0)
 
 
-def test_inputs_are_not_modified(layout):
+def test_inputs_are_not_modified(layouts):
     ep = episodes(tasks=2, dtype=torch.float32)
     before = {k: v.clone() for k, v in ep.items()}
     run_method(METHODS["repri"], **ep, trace=True)
     assert all(torch.equal(ep[k], before[k]) for k in ep)
 
 
-def test_empty_support_foreground_is_a_clear_error(layout):
+def test_empty_support_foreground_is_a_clear_error():
     ep = episodes()
     ep["support_masks"][1] = torch.where(ep["support_masks"][1] == 1, 0, ep["support_masks"][1])
-    for impl in ("fast", "autograd"):
-        with pytest.raises(ValueError, match="task 1: the support masks have no foreground"):
-            run_method(METHODS["repri"], **ep, impl=impl)
+    with pytest.raises(ValueError, match="task 1: the support masks have no foreground"):
+        run_method(METHODS["repri"], **ep)
 
 
-def test_support_foreground_with_zero_features_stays_finite(layout):
+def test_support_foreground_with_zero_features_stays_finite(layouts):
     """A zero prototype (every foreground support pixel has all-zero features, e.g. a dead
     ReLU at that pixel) scores 0 everywhere at first; fitting must not turn that into NaN."""
     ep = episodes()
@@ -325,9 +323,9 @@ def test_support_foreground_with_zero_features_stays_finite(layout):
     for name, method in METHODS.items():
         if method.classifier != "cosine":
             continue
-        for impl in ("fast", "autograd"):
-            out = run_method(method, **ep, impl=impl)
-            assert torch.isfinite(out.logits).all(), (name, impl)
+        for run in (run_method, run_reference):
+            out = run(method, **ep)
+            assert torch.isfinite(out.logits).all(), (name, run.__name__)
 
 
 def test_outputs_finite_shapes_and_dtype_follow_inputs():
@@ -359,7 +357,7 @@ def test_default_chunk_from_memory_budget():
 
 def test_spans_cover_all_tasks_in_even_chunks():
     for tasks, chunk in [(1000, 32), (5, 2), (7, 7), (3, 10), (1, 1)]:
-        spans = fit.spans(tasks, chunk)
+        spans = layout.spans(tasks, chunk)
         sizes = [e - a for a, e in spans]
         assert spans[0][0] == 0 and spans[-1][1] == tasks
         assert all(s[1] == t[0] for s, t in zip(spans[:-1], spans[1:], strict=True))
@@ -370,11 +368,11 @@ def test_spans_cover_all_tasks_in_even_chunks():
 def test_default_chunk_on_cpu_fills_the_cache():
     cpu = torch.device("cpu")
     large = torch.empty(100, 1, 512, 53, 53, device="meta")  # ~11 MB per task
-    assert default_chunk(large, cpu, None) == 1 and fit.streams(large, 1)
+    assert default_chunk(large, cpu, None) == 1 and layout.streams(large, 1)
     small = torch.empty(1000, 1, 128, 16, 16, device="meta")  # 256 KB per task
     chunk = default_chunk(small, cpu, None)
-    assert 1 < chunk and chunk * fit.task_bytes(small) <= fit.CACHE_BYTES
-    assert not fit.streams(small, chunk) and not fit.streams(small, 1)
+    assert 1 < chunk and chunk * layout.task_bytes(small) <= layout.CACHE_BYTES
+    assert not layout.streams(small, chunk) and not layout.streams(small, 1)
     double = torch.empty(1000, 1, 128, 16, 16, device="meta", dtype=torch.float64)
     assert default_chunk(double, cpu, None) < chunk
 

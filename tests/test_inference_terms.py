@@ -11,6 +11,8 @@ from fsstools.constants import EPS
 from fsstools.inference import classifier as clf
 from fsstools.inference import losses
 from fsstools.inference.prior import oracle_prior, perturb_prior, query_valid_mask
+from fsstools.inference.prototype import masked_average
+from tests.reference_repri import reference_cosine_scores, total_loss
 
 DT = torch.float64
 
@@ -22,20 +24,22 @@ def test_prototype_is_masked_mean_of_normalised_features():
     unit = feats / feats.norm(dim=1, keepdim=True)
     expected = torch.stack([(unit[0, :, 0] + unit[0, :, 2]) / 2,
                             (unit[1, :, 1] + unit[1, :, 2] + unit[1, :, 3]) / 3])
-    got = clf.prototypes(feats, fg, clf.inverse_norms(feats))
+    got = masked_average(feats, fg, clf.inverse_norms(feats))
     assert torch.allclose(got, expected)
-    assert torch.allclose(clf.prototypes(unit, fg), expected)
+    assert torch.allclose(masked_average(unit, fg), expected)
     blocks = [feats[:, :, :2], feats[:, :, 2:]]  # e.g. one block per shot
-    got = clf.prototypes(blocks, [fg[:, :2], fg[:, 2:]], [clf.inverse_norms(f) for f in blocks])
+    got = masked_average(blocks, [fg[:, :2], fg[:, 2:]], [clf.inverse_norms(f) for f in blocks])
     assert torch.allclose(got, expected)
+    grid = masked_average(unit.reshape(2, 3, 1, 5), fg.reshape(2, 1, 5).float())  # (B, C, h, w)
+    assert torch.allclose(grid, expected)
 
 
-def test_prototype_without_foreground_names_the_task():
+def test_masked_average_of_an_empty_mask_is_zero():
     feats = torch.ones(3, 2, 4, dtype=DT)
     fg = torch.ones(3, 4, dtype=torch.bool)
     fg[1] = False
-    with pytest.raises(ValueError, match="task 11"):
-        clf.prototypes(feats, fg, task_offset=10)
+    out = masked_average(feats, fg)
+    assert torch.equal(out[1], torch.zeros(2, dtype=DT)) and torch.equal(out[0], feats[0, :, 0])
 
 
 def test_cosine_scores_and_bias_init_by_hand():
@@ -44,24 +48,26 @@ def test_cosine_scores_and_bias_init_by_hand():
     scores = clf.cosine_scores(feats, w, 20.0, clf.inverse_norms(feats))
     # cosines: 4/5, 1, 0
     assert torch.allclose(scores, torch.tensor([[16.0, 20.0, 0.0]], dtype=DT), atol=1e-8)
-    ref = clf.reference_cosine_scores(feats, w, 20.0)
+    ref = reference_cosine_scores(feats, w, 20.0)
     assert torch.allclose(ref, scores, atol=1e-8)
     valid = torch.tensor([[True, True, False]])
     assert clf.init_bias(scores, valid).item() == pytest.approx(18.0)
     assert clf.init_bias(scores).item() == pytest.approx(12.0)
 
 
-def test_cosine_grad_matches_autograd():
+def test_cosine_step_is_a_gradient_step_with_autograd_gradient():
     g = torch.Generator().manual_seed(1)
     feats = torch.randn(2, 6, 9, generator=g, dtype=DT)
     inv = clf.inverse_norms(feats)
     w = torch.randn(2, 6, generator=g, dtype=DT, requires_grad=True)
     upstream = torch.randn(2, 9, generator=g, dtype=DT)
     (clf.cosine_scores(feats, w, 20.0, inv) * upstream).sum().backward()
-    dots = clf.cosine_dots(feats, w.detach(), inv)
     h = clf.features_times(feats, upstream, inv)
-    got = clf.cosine_grad(h, (upstream * dots).sum(1), w.detach(), 20.0)
-    assert torch.allclose(got, w.grad, rtol=1e-10, atol=1e-12)
+    scale, norm = clf.scale_and_norm(w.detach(), 20.0)
+    got = clf.cosine_step(w.detach(), h, scale, norm, lr=0.1)
+    assert torch.allclose(got, w.detach() - 0.1 * w.grad, rtol=1e-10, atol=1e-12)
+    zero = clf.cosine_step(torch.zeros(2, 6, dtype=DT), h, scale, torch.zeros(2, 1, dtype=DT), 0.1)
+    assert torch.isfinite(zero).all()  # a zero prototype: no 0/0
 
 
 def test_fg_probs_upsamples_then_sigmoid():
@@ -110,7 +116,7 @@ def test_kl_by_hand():
 def test_total_loss_weights_the_terms():
     labels = torch.tensor([[1, 0]])
     pi = torch.tensor([0.3], dtype=DT)
-    total = losses.total_loss(P, labels, V, P, V, pi, 1.0, 0.5, 2.0)
+    total = total_loss(P, labels, V, P, V, pi, 1.0, 0.5, 2.0)
     expected = (losses.support_ce(P, labels, V) + 0.5 * losses.query_entropy(P, V)
                 + 2.0 * losses.prior_kl(P, V, pi))
     assert torch.allclose(total, expected)
@@ -125,20 +131,19 @@ def test_closed_form_gradients_match_autograd(z_scale):
     w = losses.pixel_weights(valid, DT)
     labels = torch.rand(2, 7, generator=g) > 0.5
     pi = torch.tensor([0.2, 0.7], dtype=DT)
-    ent_w, kl_w = torch.tensor([0.5, 0.25], dtype=DT), torch.tensor([1.5, 0.0], dtype=DT)
     p = torch.sigmoid(z)
-    terms = [
-        (losses.support_ce(p, labels, w), losses.support_ce_grad(p.detach(), labels, w)),
-        (losses.query_entropy(p, w), losses.query_entropy_grad(p.detach(), w)),
-        (losses.prior_kl(p, w, pi), losses.prior_kl_grad(p.detach(), w, pi)),
-    ]
-    for value, closed in terms:
-        (auto,) = torch.autograd.grad(value.sum(), z, retain_graph=True)
-        assert torch.allclose(closed, auto, rtol=1e-9, atol=1e-12)
-    combined = ent_w * losses.query_entropy(p, w) + kl_w * losses.prior_kl(p, w, pi)
-    (auto,) = torch.autograd.grad(combined.sum(), z)
-    got = losses.query_grad(p.detach(), w, pi, ent_w, kl_w)
-    assert torch.allclose(got, auto, rtol=1e-9, atol=1e-12)
+    probs = losses.probabilities(z.detach())  # (B, 2, N)
+    assert torch.equal(probs[:, 0], p.detach()) and torch.equal(probs[:, 1], 1 - p.detach())
+    shares = losses.query_shares(probs, w)
+    assert torch.allclose(shares[:, 0], losses.fg_share(p, w)) and torch.allclose(shares.sum(1), 1 + 0 * pi)
+    (auto,) = torch.autograd.grad((0.3 * losses.support_ce(p, labels, w)).sum(), z, retain_graph=True)
+    assert torch.allclose(losses.support_ce_grad(probs, labels, 0.3 * w), auto, rtol=1e-9, atol=1e-12)
+    for ent_w, kl_w in [(0.5, 0.0), (0.0, 1.5), (0.5, 1.5), (0.0, 0.0)]:
+        combined = ent_w * losses.query_entropy(p, w) + kl_w * losses.prior_kl(p, w, pi)
+        (auto,) = torch.autograd.grad(combined.sum(), z, retain_graph=True)
+        ratio = losses.log_prior_ratio(pi, kl_w)
+        got = losses.query_grad(probs, w, shares, ratio, ent_w, kl_w)
+        assert torch.allclose(got, auto, rtol=1e-9, atol=1e-12), (ent_w, kl_w)
 
 
 def test_pixel_weights_rejects_empty_task():

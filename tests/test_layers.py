@@ -17,8 +17,8 @@ LAYERS: list[tuple[str, ...]] = [
     ("fsstools", "fsstools.constants", "fsstools.errors", "fsstools.paths", "fsstools.config",
      "fsstools.artifacts", "fsstools.cache"),  # foundation: no torch, no data
     ("fsstools.data",),
+    ("fsstools.inference",),  # pure tensors; models pool prototypes with it
     ("fsstools.models",),
-    ("fsstools.inference",),  # pure tensors
     ("fsstools.metrics",),
     ("fsstools.stats",),
     ("fsstools.features",),  # one feature cache: inference's and the PFENet-style head's

@@ -15,6 +15,7 @@ from fsstools.inference.config import (
     resolve_methods,
 )
 from fsstools.inference.prior import oracle_prior, perturb_prior, query_valid_mask
+from fsstools.inference.prototype import masked_average
 from fsstools.inference.run import InferenceResult, run_method
 
 __all__ = [
@@ -23,6 +24,7 @@ __all__ = [
     "InferenceResult",
     "MethodConfig",
     "fg_probs",
+    "masked_average",
     "oracle_prior",
     "perturb_prior",
     "query_valid_mask",

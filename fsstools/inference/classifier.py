@@ -3,12 +3,10 @@
 A task's classifier is a prototype ``w`` (C,) and a bias ``b``: the foreground score of a
 pixel with L2-normalised feature ``f`` is ``s = tau * cos(f, w)`` and ``p_fg = sigmoid(s - b)``.
 Only ``w`` and ``b`` are fitted, so the gradient of any loss that depends on the pixels' logits
-``z = s - b`` reduces to two reductions over the features (see :func:`cosine_grad`).
+``z = s - b`` reduces to two reductions over the features (see :func:`cosine_step`).
 """
 
 from __future__ import annotations
-
-from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
@@ -18,13 +16,13 @@ from fsstools.constants import EPS
 NORM_EPS = 1e-12
 """Smallest norm divided by when normalising features (F.normalize's default)."""
 TINY = 1e-30
-"""Floor of ``|w| (|w| + EPS)`` in the cosine gradient: 0/0 becomes 0 for a zero prototype."""
+"""Floor of ``|w| (|w| + EPS)`` in :func:`cosine_step`: 0/0 becomes 0 for a zero prototype."""
 
 
 def inverse_norms(feats: torch.Tensor) -> torch.Tensor:
     """``1 / max(|f|, NORM_EPS)`` per pixel of (B, C, N) features: (B, N).
 
-    The streaming path never writes normalised features: it scales the N dot products
+    The streamed layout never writes normalised features: it scales the N dot products
     instead, which saves a write pass over the features and, for one shot, any copy of them.
     """
     return (feats * feats).sum(dim=1).sqrt_().clamp_min_(NORM_EPS).reciprocal_()
@@ -33,40 +31,6 @@ def inverse_norms(feats: torch.Tensor) -> torch.Tensor:
 def normalize(feats: torch.Tensor) -> torch.Tensor:
     """L2-normalised copy of (B, C, N) features over C (zero vectors stay zero)."""
     return F.normalize(feats, dim=1)
-
-
-def prototypes(
-    feats: torch.Tensor | Sequence[torch.Tensor],
-    fg: torch.Tensor | Sequence[torch.Tensor],
-    inv_norms: torch.Tensor | Sequence[torch.Tensor] | None = None,
-    task_offset: int = 0,
-) -> torch.Tensor:
-    """Mean normalised feature over each task's foreground support pixels.
-
-    Args:
-        feats: (B, C, N) support features, or a list of blocks (B, C, n_i) along N.
-        fg: (B, N) bool, True on foreground support pixels (or the matching list).
-        inv_norms: (B, N) from :func:`inverse_norms` (or the matching list), or None if
-            ``feats`` are normalised.
-        task_offset: index of the first task, so errors name the caller's task index.
-
-    Returns:
-        (B, C) prototypes.
-
-    Raises:
-        ValueError: a task has no foreground support pixel (its prototype would be 0/0).
-    """
-    if isinstance(feats, torch.Tensor):
-        feats, fg = [feats], [fg]
-        inv_norms = None if inv_norms is None else [inv_norms]
-    inv_norms = inv_norms or [None] * len(feats)
-    count = sum(m.sum(dim=1) for m in fg)  # (B,)
-    empty = (count == 0).nonzero().flatten()
-    if len(empty):
-        raise ValueError(empty_support_message(int(empty[0]) + task_offset))
-    blocks = zip(feats, fg, inv_norms, strict=True)
-    total = sum(features_times(f, m.to(f.dtype), r) for f, m, r in blocks)  # (B, C)
-    return total / count.unsqueeze(1).to(total.dtype)
 
 
 def empty_support_message(task: int) -> str:
@@ -118,20 +82,6 @@ def cosine_scores(
     return cosine_dots(feats, w, inv_norms) * score_scale(w, tau).unsqueeze(1)
 
 
-def reference_cosine_scores(feats: torch.Tensor, w: torch.Tensor, tau: float) -> torch.Tensor:
-    """``tau * f.w / (|f| |w| + EPS)`` as the reference code writes it (autograd-friendly).
-
-    Args:
-        feats: (B, C, N) features (normalised or not).
-        w: (B, C) prototypes.
-
-    Returns:
-        (B, N) scores; equal to :func:`cosine_scores` up to rounding on normalised features.
-    """
-    dots = cosine_dots(feats, w)  # (B, N)
-    return tau * dots / (feats.norm(dim=1) * w.norm(dim=1, keepdim=True) + EPS)
-
-
 def init_bias(scores: torch.Tensor, valid: torch.Tensor | None = None) -> torch.Tensor:
     """Mean query score per task, over ``valid`` pixels (B, N) bool, or all pixels if None: (B,)."""
     if valid is None:
@@ -170,30 +120,35 @@ def support_threshold(
     return torch.where(below, upper - 1.0, (upper + lower) / 2)
 
 
-def cosine_grad(
-    h: torch.Tensor, gc: torch.Tensor, w: torch.Tensor, tau: float
+def scale_and_norm(w: torch.Tensor, tau: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """``tau / (|w| + EPS)`` and ``|w|`` per task, each (B, 1), for :func:`cosine_step`."""
+    norm = torch.linalg.vector_norm(w, dim=1, keepdim=True)  # (B, 1)
+    return (norm + EPS).reciprocal().mul_(tau), norm
+
+
+def cosine_step(
+    w: torch.Tensor, h: torch.Tensor, scale: torch.Tensor, norm: torch.Tensor, lr: float
 ) -> torch.Tensor:
-    """Gradient wrt ``w`` of a loss whose gradient wrt the scores ``s = tau f.w/(|w|+EPS)`` is g.
+    """One gradient-descent step on ``w`` for a loss whose gradient wrt the scores
+    ``s = tau f.w/(|w|+EPS)`` of normalised features is ``g``.
 
     With ``n = |w|`` and ``d = n + EPS``, ``ds/dw = tau (f/d - (f.w) w / (n d^2))``, so the
-    gradient needs only ``h = sum_x g_x f_x`` and ``gc = sum_x g_x (f_x . w)``: one pass over
-    the features that the forward pass has just read.
+    gradient needs only ``h = sum_x g_x f_x``: its radial part ``sum_x g_x (f_x . w)`` is
+    ``h . w``. One pass over the features, which the scores have just read, gives ``h``.
 
     Args:
-        h: (B, C) ``F^T g``.
-        gc: (B,) ``g . (F w)``.
         w: (B, C) prototypes.
-        tau: temperature.
+        h: (B, C) ``sum_x g_x f_x/|f_x|`` (:func:`features_times`).
+        scale, norm: (B, 1) from :func:`scale_and_norm` of ``w``.
+        lr: step size.
 
     Returns:
-        (B, C) gradient.
+        (B, C) the prototypes after the step.
     """
-    n = w.norm(dim=1)
-    d = n + EPS
-    # a zero prototype (support foreground with all-zero features) has gc = 0: its radial
-    # term is then 0, not 0/0
-    radial = gc / (n * d).clamp_min(TINY)
-    return (tau / d).unsqueeze(1) * (h - radial.unsqueeze(1) * w)
+    # a zero prototype (support foreground with all-zero features) has h . w = 0: its
+    # radial term is then 0, not 0/0
+    radial = torch.linalg.vecdot(h, w).unsqueeze(1) / (norm * (norm + EPS)).clamp_min(TINY)
+    return torch.addcmul(w, scale, torch.addcmul(h, radial, w, value=-1), value=-lr)
 
 
 def fg_probs(logits: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:

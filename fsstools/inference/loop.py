@@ -1,5 +1,11 @@
-"""Pieces every fitting loop shares: the initial bias and prior, the prior-update schedule,
-the per-iteration traces, and the loop's output."""
+"""The RePRI loop: one closed-form gradient-descent loop over blocks of pixels (:func:`fit`),
+with its initial classifier, prior-update schedule, traces and output.
+
+Whatever the layout (:func:`~fsstools.inference.layout.prepare`: small tasks as one block
+each, many tasks to a chunk; a large task streamed a block per shot), an iteration makes the
+same calls per block. ``tests/reference_repri.py`` holds the straightforward autograd loop
+that the tests hold this one equal to.
+"""
 
 from __future__ import annotations
 
@@ -11,7 +17,9 @@ from fsstools.constants import IGNORE_INDEX
 from fsstools.inference import classifier as clf
 from fsstools.inference import losses
 from fsstools.inference.config import MethodConfig
+from fsstools.inference.layout import Block, Problem
 from fsstools.inference.prior import oracle_prior, perturb_prior
+from fsstools.inference.prototype import masked_average
 
 
 @dataclass
@@ -96,3 +104,100 @@ def _fg_iou(pred: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     inter = (pred & gt & scored).sum(dim=1)
     union = ((pred | gt) & scored).sum(dim=1)
     return inter.double() / union.double()
+
+
+def initial_state(cfg: MethodConfig, p: Problem) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Prototype (B, C), bias (B,) and prior (B,) before any step."""
+    support = [blk for blk in p.blocks if blk.has_support]
+    w = masked_average([_support(blk.f, blk) for blk in support], [blk.fg for blk in support],
+                           None if support[0].r is None else [_support(blk.r, blk) for blk in support])
+    q = p.blocks[0]
+    scores = clf.cosine_scores(q.f[:, :, :q.nq], w, cfg.tau, _query(q.r, q))  # (B, Nq)
+    support_scores = None
+    if cfg.bias_init == "support":
+        support_scores = (
+            torch.cat([clf.cosine_scores(_support(blk.f, blk), w, cfg.tau, _support(blk.r, blk))
+                       for blk in support], dim=1),
+            torch.cat([blk.fg for blk in support], dim=1),
+            torch.cat([blk.weight_s > 0 for blk in support], dim=1))
+    return (w, *initial_bias_prior(cfg, scores, p.weight_q, p.labels_q, support_scores))
+
+
+def _query(t: torch.Tensor | None, blk: Block) -> torch.Tensor | None:
+    """The query pixels' part of a block's (B, [C,] n) tensor."""
+    return None if t is None else t[..., :blk.nq]
+
+
+def _support(t: torch.Tensor | None, blk: Block) -> torch.Tensor | None:
+    """The support pixels' part of a block's (B, [C,] n) tensor."""
+    return None if t is None else t[..., blk.nq:]
+
+
+def fit(cfg: MethodConfig, p: Problem, trace: bool) -> Fitted:
+    """Fit the chunk's classifiers by gradient descent with closed-form gradients.
+
+    An iteration reads each block twice: ``bmm`` for the scores, then, while the block is
+    still in cache, ``bmm`` for ``h = sum_x g_x f_x/|f_x|``, where ``g`` is the gradient wrt
+    the logits from :mod:`~fsstools.inference.losses`; :func:`~fsstools.inference.classifier.
+    cosine_step` turns ``h`` into the step on ``w``, and ``-sum g`` is the gradient wrt ``b``.
+    """
+    w, b, pi = initial_state(cfg, p)
+    ce_w, ent_w, kl_w = cfg.loss_weights(p.shots)
+    schedule = Schedule(cfg, kl_w)
+    tracer = Tracer(p.labels_q) if trace else None
+    ce_weights = [blk.weight_s * ce_w for blk in p.blocks]
+    neg_b = -b.unsqueeze(1)  # (B, 1): the logits are scale * dots + neg_b
+    prior_ratio = losses.log_prior_ratio(pi, kl_w)
+    for t in range(1, cfg.steps + 2):  # the last pass only scores the final classifier
+        step = t <= cfg.steps
+        reestimate, kl_w = schedule(t, kl_w)
+        scale, norm = clf.scale_and_norm(w, cfg.tau)  # (B, 1) each
+        h = g_sum = terms = None
+        for blk, ce_weight in zip(p.blocks, ce_weights, strict=True):
+            z = torch.addcmul(neg_b, clf.cosine_dots(blk.f, w, blk.r), scale)  # (B, n)
+            if blk.nq:
+                zq = z[:, :blk.nq]
+            if not step and tracer is None:
+                break
+            probs = losses.probabilities(z)  # (B, 2, n)
+            grads = []
+            if blk.nq:
+                pq = probs[:, :, :blk.nq]
+                shares = losses.query_shares(pq, p.weight_q)  # (B, 2)
+                if reestimate:
+                    pi = shares[:, 0].clone()
+                    prior_ratio = losses.log_prior_ratio(pi, kl_w)
+                if tracer is not None:
+                    terms = _query_terms(pq[:, 0], p.weight_q, pi, kl_w)
+                if step:
+                    grads.append(losses.query_grad(pq, p.weight_q, shares, prior_ratio, ent_w, kl_w))
+            if blk.has_support:
+                ps = probs[:, :, blk.nq:]
+                if tracer is not None:
+                    ce = losses.support_ce(ps[:, 0], blk.fg, blk.weight_s)
+                    terms["ce"] = ce if "ce" not in terms else terms["ce"] + ce
+                if step:
+                    grads.append(losses.support_ce_grad(ps, blk.fg, ce_weight))
+            if step:
+                g = grads[0] if len(grads) == 1 else torch.cat(grads, dim=1)  # (B, n)
+                hb, gb = clf.features_times(blk.f, g, blk.r), g.sum(dim=1, keepdim=True)
+                h, g_sum = (hb, gb) if h is None else (h + hb, g_sum + gb)
+        if tracer is not None:
+            terms["loss"] = ce_w * terms["ce"] + ent_w * terms["entropy"] + kl_w * terms["kl"]
+            tracer.add(zq, terms)
+        if not step:
+            break
+        w = clf.cosine_step(w, h, scale, norm, cfg.lr)
+        neg_b = torch.add(neg_b, g_sum, alpha=-cfg.lr)  # d loss / d b = -sum of d loss / d z
+    return Fitted(zq, pi, w, -neg_b.squeeze(1), None if tracer is None else tracer.stacked())
+
+
+def _query_terms(
+    pq: torch.Tensor, weight_q: torch.Tensor, pi: torch.Tensor, kl_w: float
+) -> dict[str, torch.Tensor]:
+    """The traced per-task values that the query's probabilities (B, Nq) give."""
+    return {"entropy": losses.query_entropy(pq, weight_q),
+            "kl": losses.prior_kl(pq, weight_q, pi),
+            "fg_share": losses.fg_share(pq, weight_q),
+            "pi": pi,
+            "kl_weight": torch.full_like(pi, kl_w)}

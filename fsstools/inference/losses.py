@@ -8,7 +8,8 @@ included, and the ``*_grad`` functions differentiate exactly those formulas wrt 
 where the probabilities saturate.
 
 The total loss is ``ce_weight * CE(support) + ent_weight * H(query) + kl_weight *
-KL(p_hat || pi)``, per task; :func:`total_loss` composes the terms.
+KL(p_hat || pi)``, per task; :func:`support_ce_grad` and :func:`query_grad` give its gradient
+wrt the support and the query logits.
 """
 
 from __future__ import annotations
@@ -76,85 +77,78 @@ def prior_kl(p_fg: torch.Tensor, weights: torch.Tensor, pi: torch.Tensor) -> tor
     return m_fg * torch.log(m_fg / (pi + EPS)) + m_bg * torch.log(m_bg / (1 - pi + EPS))
 
 
-def total_loss(
-    p_support: torch.Tensor,
-    labels: torch.Tensor,
-    w_support: torch.Tensor,
-    p_query: torch.Tensor,
-    w_query: torch.Tensor,
-    pi: torch.Tensor,
-    ce_weight: torch.Tensor | float,
-    ent_weight: torch.Tensor | float,
-    kl_weight: torch.Tensor | float,
-) -> torch.Tensor:
-    """Weighted sum of the three terms per task (B,); weights are floats or (B,) tensors."""
-    return (
-        ce_weight * support_ce(p_support, labels, w_support)
-        + ent_weight * query_entropy(p_query, w_query)
-        + kl_weight * prior_kl(p_query, w_query, pi)
-    )
+def log_prior_ratio(pi: torch.Tensor, kl_weight: float) -> torch.Tensor:
+    """``kl_weight * (log(pi + EPS) - log(1 - pi + EPS))`` per task, (B,) -> (B, 1).
+
+    The part of :func:`query_grad`'s KL slope that changes only when ``pi`` does.
+    """
+    ratio = torch.log(pi + EPS) - torch.log(1 - pi + EPS)
+    return (kl_weight * ratio).unsqueeze(1)
 
 
-def support_ce_grad(
-    p_fg: torch.Tensor, labels: torch.Tensor, weights: torch.Tensor
-) -> torch.Tensor:
-    """d support_ce / d z, (B, N); ``labels`` bool (B, N).
+def probabilities(logits: torch.Tensor) -> torch.Tensor:
+    """Foreground and background probabilities of logits (B, N): (B, 2, N), rows
+    ``p_fg = sigmoid(z)`` and ``p_bg = 1 - p_fg``, as the gradients below take them."""
+    probs = logits.new_empty(logits.shape[0], 2, logits.shape[1])
+    # written a row at a time (sigmoid's vectorised kernel rounds its last few elements of a
+    # run differently), so a pixel's value does not depend on how many tasks share the call
+    torch.sigmoid(logits, out=probs[:, 0])
+    probs[:, 1] = 1 - probs[:, 0]
+    return probs
+
+
+def query_shares(probs: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+    """The query's predicted (fg, bg) shares ``(p_hat_fg, p_hat_bg)``: (B, 2, N) -> (B, 2)."""
+    return (probs * weights.unsqueeze(1)).sum(dim=2)
+
+
+def support_ce_grad(probs: torch.Tensor, labels: torch.Tensor, weights: torch.Tensor
+                    ) -> torch.Tensor:
+    """d support_ce / d z, (B, N), from :func:`probabilities` (B, 2, N); ``labels`` bool (B, N),
+    ``weights`` (B, N) (times the CE weight, if any).
 
     Through ``log(p + EPS)`` this is ``p(1-p) [-y/(p+EPS) + (1-y)/(1-p+EPS)]``, which is
     ``p - y`` except where a probability saturates.
     """
-    p_bg = 1 - p_fg
-    slope = p_fg * p_bg  # d p_fg / d z
-    inner = torch.where(labels, -1 / (p_fg + EPS), 1 / (p_bg + EPS))
-    return weights * slope * inner
-
-
-def query_entropy_grad(p_fg: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
-    """d query_entropy / d z, (B, N)."""
-    p_bg = 1 - p_fg
-    slope = p_fg * p_bg
-    d_fg = torch.log(p_fg + EPS) + p_fg / (p_fg + EPS)
-    d_bg = torch.log(p_bg + EPS) + p_bg / (p_bg + EPS)
-    return weights * slope * (d_bg - d_fg)
-
-
-def prior_kl_grad(p_fg: torch.Tensor, weights: torch.Tensor, pi: torch.Tensor) -> torch.Tensor:
-    """d prior_kl / d z, (B, N): ``v_x p(1-p) [log(m_fg/(pi+EPS)) - log(m_bg/(1-pi+EPS))]``."""
-    p_bg = 1 - p_fg
-    return weights * (p_fg * p_bg) * _kl_slope(p_fg, p_bg, weights, pi).unsqueeze(1)
-
-
-def _kl_slope(
-    p_fg: torch.Tensor, p_bg: torch.Tensor, weights: torch.Tensor, pi: torch.Tensor
-) -> torch.Tensor:
-    """dKL/dm_fg - dKL/dm_bg per task (B,); the +1 of each partial derivative cancels."""
-    m_fg = (weights * p_fg).sum(dim=1)
-    m_bg = (weights * p_bg).sum(dim=1)
-    return torch.log(m_fg / (pi + EPS)) - torch.log(m_bg / (1 - pi + EPS))
+    p_fg, p_bg = probs[:, 0], probs[:, 1]
+    signed = torch.where(labels, -weights, weights)
+    return (p_fg * p_bg) * signed / torch.where(labels, p_fg + EPS, p_bg + EPS)
 
 
 def query_grad(
-    p_fg: torch.Tensor,
+    probs: torch.Tensor,
     weights: torch.Tensor,
-    pi: torch.Tensor,
-    ent_weight: torch.Tensor,
-    kl_weight: torch.Tensor,
+    shares: torch.Tensor,
+    prior_ratio: torch.Tensor,
+    ent_weight: float,
+    kl_weight: float,
 ) -> torch.Tensor:
-    """``ent_weight * query_entropy_grad + kl_weight * prior_kl_grad`` with shared pieces.
+    """d (ent_weight * query_entropy + kl_weight * prior_kl) / d z, (B, N).
+
+    The entropy's is ``v p(1-p) (d_bg - d_fg)`` with ``d_k = log(p_k + EPS) + p_k/(p_k + EPS)``;
+    the KL's is ``v p(1-p)`` times ``dKL/dm_fg - dKL/dm_bg = log(m_fg/m_bg) - log((pi + EPS)
+    / (1 - pi + EPS))`` per task (the +1 of each partial derivative cancels).
 
     Args:
-        p_fg: (B, N) query foreground probabilities.
-        weights: (B, N) query pixel weights.
-        pi: (B,) foreground prior.
-        ent_weight: (B,) entropy weights.
-        kl_weight: (B,) KL weights.
-
-    Returns:
-        (B, N) gradient wrt the query logits.
+        probs: (B, 2, N) :func:`probabilities` of the query pixels.
+        weights: (B, N) query pixel weights ``v``.
+        shares: (B, 2) :func:`query_shares` ``(m_fg, m_bg)`` of ``probs``.
+        prior_ratio: (B, 1) :func:`log_prior_ratio` of the prior and ``kl_weight``.
+        ent_weight, kl_weight: the terms' weights.
     """
-    p_bg = 1 - p_fg
-    d_fg = torch.log(p_fg + EPS) + p_fg / (p_fg + EPS)
-    d_bg = torch.log(p_bg + EPS) + p_bg / (p_bg + EPS)
-    kl = (kl_weight * _kl_slope(p_fg, p_bg, weights, pi)).unsqueeze(1)  # (B, 1)
-    inner = ent_weight.unsqueeze(1) * (d_bg - d_fg) + kl
-    return weights * (p_fg * p_bg) * inner
+    if ent_weight == 0 and kl_weight == 0:
+        return torch.zeros_like(weights)
+    slope = (probs[:, 0] * probs[:, 1]) * weights  # v p(1-p)
+    if kl_weight != 0:
+        log_shares = shares.log()
+        kl = torch.add(-prior_ratio, log_shares[:, :1] - log_shares[:, 1:], alpha=kl_weight)
+        if ent_weight == 0:
+            return slope * kl
+    shifted = probs + EPS
+    d = torch.log(shifted).add_(probs / shifted)  # (B, 2, N): d_fg, d_bg
+    inner = d[:, 1] - d[:, 0]
+    if kl_weight != 0:
+        inner = torch.add(kl, inner, alpha=ent_weight)
+    else:
+        inner = inner.mul_(ent_weight)
+    return slope * inner

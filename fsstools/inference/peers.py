@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from fsstools.constants import EPS
+from fsstools.inference.prototype import masked_average
 
 PANET_SCALE = 20.0
 """PANet's multiplier of cosine similarities (alpha)."""
@@ -29,9 +29,8 @@ BACKGROUND, FOREGROUND = 0, 1
 
 def _pool(feats: torch.Tensor, masks: torch.Tensor, label: int) -> torch.Tensor:
     """Per-shot mean of (B, S, C, h, w) features over pixels labelled ``label``: (B, S, C)."""
-    weights = (masks == label).to(feats.dtype)  # (B, S, h, w)
-    total = torch.einsum("bschw,bshw->bsc", feats, weights)
-    return total / (weights.sum(dim=(2, 3)).unsqueeze(2) + EPS)
+    flat = masked_average(feats.flatten(0, 1), masks.flatten(0, 1) == label)  # (B*S, C)
+    return flat.unflatten(0, feats.shape[:2])
 
 
 @torch.no_grad()

@@ -1,4 +1,4 @@
-"""Running a method on a batch of tasks: chunking over tasks, the fast or the autograd loop.
+"""Running a method on a batch of tasks: chunks of tasks, each laid out and fitted by the loop.
 
 Example:
     >>> import torch
@@ -14,12 +14,11 @@ Example:
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
 
 import torch
 from torch import nn
 
-from fsstools.inference import fit, peers, stacked
+from fsstools.inference import layout, loop, peers
 from fsstools.inference.config import MethodConfig
 
 PEER_CHUNK = 64
@@ -64,7 +63,6 @@ def run_method(
     device: torch.device | str | None = None,
     memory_budget: int | None = None,
     workers: int | None = None,
-    impl: Literal["fast", "autograd"] = "fast",
     model: nn.Module | None = None,
 ) -> InferenceResult:
     """Fit one classifier per task on its support and unlabelled query, predict the query;
@@ -90,9 +88,6 @@ def run_method(
         memory_budget: bytes of features per chunk on accelerators (default 2 GiB).
         workers: CPU threads running tasks in parallel, each single-threaded (default
             ``torch.get_num_threads()``); results do not depend on it.
-        impl: "fast" (closed-form gradients; chunks of small tasks share each operation,
-            a large task alone is streamed one shot at a time) or "autograd" (the
-            straightforward whole-chunk autograd loop, for checking).
         model: the PFENet-style peer whose cached features these are (``cfg.classifier ==
             "pfenet"`` only; it runs on its own device).
 
@@ -105,30 +100,25 @@ def run_method(
             the oracle prior without ``query_mask``, inconsistent shapes, or "pfenet"
             without ``model``.
     """
-    fit.check_inputs(cfg, support_feats, support_masks, query_feats, query_valid, query_mask)
+    layout.check_inputs(cfg, support_feats, support_masks, query_feats, query_valid, query_mask)
     compute = torch.device(device) if device is not None else support_feats.device
     if cfg.classifier != "cosine":
         return _run_peer(cfg, support_feats, support_masks, query_feats, compute, trace, model)
     dtype = torch.float64 if support_feats.dtype == torch.float64 else torch.float32
-    chunk = chunk_size or fit.default_chunk(support_feats, compute, memory_budget)
-    spans = fit.spans(support_feats.shape[0], chunk)
-    stack = impl == "fast" and not fit.streams(support_feats, chunk)
+    chunk = chunk_size or layout.default_chunk(support_feats, compute, memory_budget)
+    spans = layout.spans(support_feats.shape[0], chunk)
+    streamed = layout.streams(support_feats, chunk)
 
     def one(span: tuple[int, int]) -> InferenceResult:
         a, e = span
         args = (support_feats[a:e], support_masks[a:e], query_feats[a:e], query_valid[a:e],
                 None if query_mask is None else query_mask[a:e], compute, dtype)
-        if stack:
-            out = stacked.fit_stacked(cfg, stacked.prepare(*args), trace, task_offset=a)
-        else:
-            problem = fit.prepare(*args, compact=(impl == "fast" and e - a == 1))
-            runner = fit.fit_fast if impl == "fast" else fit.fit_autograd
-            out = runner(cfg, problem, trace, task_offset=a)
+        out = loop.fit(cfg, layout.prepare(*args, streamed=streamed), trace)
         logits = out.logits.reshape(e - a, *query_feats.shape[-2:])  # (b, h, w)
         return InferenceResult(logits, out.pi, out.prototype, out.bias, out.traces)
 
-    if compute.type == "cpu" and impl == "fast":
-        results = fit.map_single_threaded(one, spans, workers)
+    if compute.type == "cpu":
+        results = layout.map_single_threaded(one, spans, workers)
     else:
         results = [one(span) for span in spans]
     return _concat(results, support_feats.device)
@@ -148,7 +138,7 @@ def _run_peer(cfg: MethodConfig, support_feats: torch.Tensor, support_masks: tor
         parts = [peers.panet_logits(support_feats[a:e].to(compute),
                                     support_masks[a:e].to(compute),
                                     query_feats[a:e].to(compute), scale=cfg.tau)
-                 for a, e in fit.spans(support_feats.shape[0], PEER_CHUNK)]
+                 for a, e in layout.spans(support_feats.shape[0], PEER_CHUNK)]
         logits = torch.cat(parts).to(support_feats.device)  # (B, h, w)
     nan = torch.full(logits.shape[:1], float("nan"), device=logits.device)  # no prior
     return InferenceResult(logits, nan, None, None, {} if trace else None)

@@ -26,7 +26,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from fsstools.constants import EPS, IGNORE_INDEX
+from fsstools.constants import IGNORE_INDEX
+from fsstools.inference.prototype import masked_average
 from fsstools.models.backbones import load_imagenet_weights
 from fsstools.models.pspnet import ModelConfig, PSPNet
 
@@ -47,20 +48,6 @@ class PANetConfig:
     align_weight: float = 1.0
 
 
-def masked_average(feats: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
-    """Average of ``feats`` over the pixels where ``weights`` is 1.
-
-    Args:
-        feats: (N, C, h, w).
-        weights: (N, h, w) float in {0, 1}.
-
-    Returns:
-        (N, C); a zero vector where ``weights`` holds no pixel.
-    """
-    total = torch.einsum("nchw,nhw->nc", feats, weights)
-    return total / (weights.sum(dim=(1, 2)).unsqueeze(1) + EPS)
-
-
 def two_way_prototypes(feats: torch.Tensor, masks: torch.Tensor
                        ) -> tuple[torch.Tensor, torch.Tensor]:
     """Background and foreground prototypes of B tasks, averaged over their S shots.
@@ -75,7 +62,7 @@ def two_way_prototypes(feats: torch.Tensor, masks: torch.Tensor
     flat = feats.flatten(0, 1)  # (B*S, C, h, w)
     m = masks.flatten(0, 1)  # (B*S, h, w)
     shots = feats.shape[1]
-    protos = [masked_average(flat, (m == label).to(flat.dtype)) for label in (BACKGROUND, FOREGROUND)]
+    protos = [masked_average(flat, m == label) for label in (BACKGROUND, FOREGROUND)]
     bg, fg = (p.unflatten(0, (-1, shots)).mean(dim=1) for p in protos)  # (B, C) each
     return bg, fg
 

@@ -37,8 +37,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from fsstools.constants import EPS
+from fsstools.inference.prototype import masked_average
 from fsstools.models.backbones import DilatedResNet
-from fsstools.models.panet import FOREGROUND, masked_average, upsampled_ce
+from fsstools.models.panet import FOREGROUND, upsampled_ce
 from fsstools.models.pspnet import ModelConfig, PSPNet
 
 N_LEVELS = 3

@@ -1,0 +1,227 @@
+"""How a batch of tasks reaches the loop: input checks, chunks of tasks, blocks of pixels.
+
+:func:`~fsstools.inference.loop.fit` runs on blocks of pixels; :func:`prepare` lays a chunk
+out as one block per task (small tasks, many to a chunk) or as one block per shot and one
+for the query, streamed from where the features lie (a large task alone).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import TypeVar
+
+import torch
+
+from fsstools.constants import IGNORE_INDEX
+from fsstools.inference import classifier as clf
+from fsstools.inference import losses
+from fsstools.inference.config import MethodConfig
+
+DEFAULT_MEMORY_BUDGET = 2 * 1024**3
+"""Bytes of features per chunk on accelerators when the caller gives no budget."""
+
+COPIES_PER_TASK = 3
+"""Feature-sized buffers per task on an accelerator: the chunk moved there, plus transient
+copies while it is prepared."""
+
+CACHE_BYTES = 6 * 1024**2
+"""Bytes of features per chunk on CPU. A chunk's features are read twice per iteration,
+so they should stay in cache; but each torch call costs microseconds whatever its size,
+so small tasks go faster in larger chunks. Measured on the 2-core machine (1 MiB L2 per
+core, 32 MiB shared L3, C=128 on 16x16): 4-8 MiB best, 2 MiB 1.3-1.6x and 16 MiB 1.4-2x
+slower. Tasks larger than this run alone, streamed block by block (:func:`prepare`)."""
+
+T = TypeVar("T")
+R = TypeVar("R")
+
+
+@dataclass
+class Block:
+    """Pixels of B tasks read together, as feature columns: ``nq`` query pixels (all of the
+    query or none), then support pixels.
+
+    Attributes:
+        f: (B, C, n) features: L2-normalised (a private copy) where ``r`` is None, else as
+            they lie (often a view of the caller's tensor).
+        r: (B, n) inverse feature norms, or None.
+        nq: query pixels at the front of the block.
+        fg: (B, n - nq) bool, True on foreground support pixels.
+        weight_s: (B, n - nq) support pixel weights (valid / valid count of the whole support).
+    """
+
+    f: torch.Tensor
+    r: torch.Tensor | None
+    nq: int
+    fg: torch.Tensor
+    weight_s: torch.Tensor
+
+    @property
+    def has_support(self) -> bool:
+        return self.f.shape[2] > self.nq
+
+
+@dataclass
+class Problem:
+    """A chunk of B tasks laid out for :func:`~fsstools.inference.loop.fit`.
+
+    Attributes:
+        blocks: the query's pixels lie in the first block, the support's in any.
+        weight_q: (B, Nq) query pixel weights (valid / valid count); every query pixel is kept.
+        labels_q: (B, Nq) {0, 1, 255} query mask, or None.
+        shots: S.
+    """
+
+    blocks: list[Block]
+    weight_q: torch.Tensor
+    labels_q: torch.Tensor | None
+    shots: int
+
+
+def check_inputs(
+    cfg: MethodConfig,
+    support_feats: torch.Tensor,
+    support_masks: torch.Tensor,
+    query_feats: torch.Tensor,
+    query_valid: torch.Tensor,
+    query_mask: torch.Tensor | None,
+) -> None:
+    """Shapes agree, every support has foreground, every query a valid pixel (else ValueError)."""
+    if support_feats.dim() != 5:
+        raise ValueError(f"support_feats must be (B, S, C, h, w), got {tuple(support_feats.shape)}")
+    B, S, C, h, w = support_feats.shape
+    if B == 0 or S == 0:
+        raise ValueError(f"support_feats {tuple(support_feats.shape)} holds no task or no shot")
+    expected = {
+        "support_masks": (support_masks, (B, S, h, w)),
+        "query_feats": (query_feats, (B, C, h, w)),
+        "query_valid": (query_valid, (B, h, w)),
+    }
+    if query_mask is not None:
+        expected["query_mask"] = (query_mask, (B, h, w))
+    for name, (tensor, shape) in expected.items():
+        if tuple(tensor.shape) != shape:
+            raise ValueError(f"{name} must have shape {shape}, got {tuple(tensor.shape)}")
+    has_fg = (support_masks == 1).flatten(1).any(dim=1)
+    if not bool(has_fg.all()):
+        raise ValueError(clf.empty_support_message(int((~has_fg).nonzero()[0])))
+    has_valid = query_valid.flatten(1).any(dim=1)
+    if not bool(has_valid.all()):
+        task = int((~has_valid).nonzero()[0])
+        raise ValueError(f"task {task}: query_valid has no True pixel; check the padding mask")
+    if cfg.prior == "oracle" and query_mask is None:
+        raise ValueError(f"method {cfg.name!r} uses the oracle prior: pass query_mask")
+
+
+def task_bytes(feats: torch.Tensor) -> int:
+    """Bytes of one task's support and query features (B, S, C, h, w) in the compute dtype."""
+    _, S, C, h, w = feats.shape
+    itemsize = 8 if feats.dtype == torch.float64 else 4
+    return (S + 1) * C * h * w * itemsize
+
+
+def default_chunk(feats: torch.Tensor, device: torch.device, memory_budget: int | None) -> int:
+    """Most tasks per chunk for features (B, S, C, h, w).
+
+    On CPU as many as :data:`CACHE_BYTES` holds (at least 1), elsewhere what
+    ``memory_budget`` bytes allow. It depends on the features only, never on the worker
+    count, so neither do the outputs.
+    """
+    per_task = task_bytes(feats)
+    if device.type != "cpu":
+        return max(1, (memory_budget or DEFAULT_MEMORY_BUDGET) // (per_task * COPIES_PER_TASK))
+    return max(1, CACHE_BYTES // per_task)
+
+
+def spans(tasks: int, chunk: int) -> list[tuple[int, int]]:
+    """``[start, end)`` of the fewest chunks of at most ``chunk`` tasks, sizes within 1."""
+    n = -(-tasks // chunk)
+    return [(i * tasks // n, (i + 1) * tasks // n) for i in range(n)]
+
+
+def streams(feats: torch.Tensor, chunk: int) -> bool:
+    """Whether chunks of ``chunk`` tasks are laid out streamed (a block per shot, where the
+    features lie) rather than as one normalised copy (:func:`prepare`).
+
+    Streaming pays only for a task that runs alone and whose features exceed the cache:
+    copying them would cost a pass over memory and as much memory again.
+    """
+    return chunk == 1 and task_bytes(feats) > CACHE_BYTES
+
+
+def map_single_threaded(fn: Callable[[T], R], items: Sequence[T], workers: int | None) -> list[R]:
+    """``[fn(x) for x in items]`` on ``workers`` threads, torch single-threaded meanwhile.
+
+    Each chunk of tasks is a chain of matrix-vector products that one core runs at cache or
+    memory speed; running chunks side by side uses the cores better than splitting each
+    product.
+    """
+    workers = workers or torch.get_num_threads()
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        if workers <= 1 or len(items) <= 1:
+            return [fn(x) for x in items]
+        with ThreadPoolExecutor(max_workers=workers) as pool:
+            return list(pool.map(fn, items))
+    finally:
+        torch.set_num_threads(previous)
+
+
+def prepare(
+    support_feats: torch.Tensor,
+    support_masks: torch.Tensor,
+    query_feats: torch.Tensor,
+    query_valid: torch.Tensor,
+    query_mask: torch.Tensor | None,
+    device: torch.device,
+    dtype: torch.dtype,
+    streamed: bool,
+) -> Problem:
+    """Move one chunk to ``device``/``dtype`` in one of two layouts.
+
+    One block (``streamed=False``): a normalised copy ``x`` (B, C, Nq + S*h*w) of each
+    task's query pixels followed by every shot's, so an iteration of the loop is two ``bmm``
+    and element-wise work on (B, N) whatever B and S. Small tasks run this way, many to a
+    chunk, so per-call overhead is shared.
+
+    Streamed (``streamed=True``): one block for the query and one per shot, views of the
+    caller's features (no normalised copy: dot products are scaled by inverse norms), with
+    support pixels labelled 255 dropped for a single-task chunk since no term reads them.
+    Each block is read once for the scores and, while still in cache, once for the
+    gradient; that suits a large task run alone on a core (C=512, 53x53: ~11 MB a task).
+
+    Args:
+        support_feats: (B, S, C, h, w).
+        support_masks: (B, S, h, w) {0, 1, 255}.
+        query_feats: (B, C, h, w).
+        query_valid: (B, h, w) bool.
+        query_mask: (B, h, w) {0, 1, 255} or None.
+        device: compute device.
+        dtype: compute dtype.
+        streamed: the layout.
+    """
+    B, S, C, h, w = support_feats.shape
+    n = h * w
+    masks = support_masks.to(device).reshape(B, S * n)  # (B, S*n)
+    weight_s = losses.pixel_weights(masks != IGNORE_INDEX, dtype)
+    weight_q = losses.pixel_weights(query_valid.to(device).reshape(B, n), dtype)
+    labels = None if query_mask is None else query_mask.to(device).reshape(B, n)
+    if not streamed:
+        x = torch.empty(B, C, S + 1, n, device=device, dtype=dtype)
+        x[:, :, 0].copy_(query_feats.reshape(B, C, n))
+        x[:, :, 1:].copy_(support_feats.reshape(B, S, C, n).transpose(1, 2))  # (B, C, S, n)
+        x = x.view(B, C, (S + 1) * n)  # (B, C, N)
+        x.mul_(clf.inverse_norms(x).unsqueeze(1))
+        return Problem([Block(x, None, n, masks == 1, weight_s)], weight_q, labels, S)
+    fq = query_feats.to(device=device, dtype=dtype).reshape(B, C, n)
+    blocks = [Block(fq, clf.inverse_norms(fq), n, masks[:, :0] == 1, weight_s[:, :0])]
+    for shot in range(S):
+        f = support_feats[:, shot].to(device=device, dtype=dtype).reshape(B, C, n)
+        m, wt = masks[:, shot * n:(shot + 1) * n], weight_s[:, shot * n:(shot + 1) * n]
+        if B == 1 and not bool((m != IGNORE_INDEX).all()):
+            keep = (m[0] != IGNORE_INDEX).nonzero().squeeze(1)
+            f, m, wt = f[:, :, keep], m[:, keep], wt[:, keep]
+        blocks.append(Block(f, clf.inverse_norms(f), 0, m == 1, wt))
+    return Problem(blocks, weight_q, labels, S)
