@@ -87,7 +87,7 @@ def run_reference(
     dtype = torch.float64 if support_feats.dtype == torch.float64 else torch.float32
     outs = []
     for a, e in layout.spans(support_feats.shape[0], chunk_size or support_feats.shape[0]):
-        p = layout.prepare(support_feats[a:e], support_masks[a:e], query_feats[a:e],
+        p = layout.lay_out(support_feats[a:e], support_masks[a:e], query_feats[a:e],
                            query_valid[a:e], None if query_mask is None else query_mask[a:e],
                            support_feats.device, dtype, streamed=False)
         outs.append(fit_autograd(cfg, p, trace))

@@ -14,9 +14,9 @@ from fsstools.inference.config import (
     resolve_method,
     resolve_methods,
 )
+from fsstools.inference.dispatch import InferenceResult, run_method
 from fsstools.inference.prior import oracle_prior, perturb_prior, query_valid_mask
 from fsstools.inference.prototype import masked_average
-from fsstools.inference.run import InferenceResult, run_method
 
 __all__ = [
     "AUTO",

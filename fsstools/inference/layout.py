@@ -1,6 +1,6 @@
 """How a batch of tasks reaches the loop: input checks, chunks of tasks, blocks of pixels.
 
-:func:`~fsstools.inference.loop.fit` runs on blocks of pixels; :func:`prepare` lays a chunk
+:func:`~fsstools.inference.loop.fit` runs on blocks of pixels; :func:`lay_out` lays a chunk
 out as one block per task (small tasks, many to a chunk) or as one block per shot and one
 for the query, streamed from where the features lie (a large task alone).
 """
@@ -31,7 +31,7 @@ CACHE_BYTES = 6 * 1024**2
 so they should stay in cache; but each torch call costs microseconds whatever its size,
 so small tasks go faster in larger chunks. Measured on the 2-core machine (1 MiB L2 per
 core, 32 MiB shared L3, C=128 on 16x16): 4-8 MiB best, 2 MiB 1.3-1.6x and 16 MiB 1.4-2x
-slower. Tasks larger than this run alone, streamed block by block (:func:`prepare`)."""
+slower. Tasks larger than this run alone, streamed block by block (:func:`lay_out`)."""
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -142,7 +142,7 @@ def spans(tasks: int, chunk: int) -> list[tuple[int, int]]:
 
 def streams(feats: torch.Tensor, chunk: int) -> bool:
     """Whether chunks of ``chunk`` tasks are laid out streamed (a block per shot, where the
-    features lie) rather than as one normalised copy (:func:`prepare`).
+    features lie) rather than as one normalised copy (:func:`lay_out`).
 
     Streaming pays only for a task that runs alone and whose features exceed the cache:
     copying them would cost a pass over memory and as much memory again.
@@ -169,7 +169,7 @@ def map_single_threaded(fn: Callable[[T], R], items: Sequence[T], workers: int |
         torch.set_num_threads(previous)
 
 
-def prepare(
+def lay_out(
     support_feats: torch.Tensor,
     support_masks: torch.Tensor,
     query_feats: torch.Tensor,

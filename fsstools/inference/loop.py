@@ -1,7 +1,7 @@
 """The RePRI loop: one closed-form gradient-descent loop over blocks of pixels (:func:`fit`),
 with its initial classifier, prior-update schedule, traces and output.
 
-Whatever the layout (:func:`~fsstools.inference.layout.prepare`: small tasks as one block
+Whatever the layout (:func:`~fsstools.inference.layout.lay_out`: small tasks as one block
 each, many tasks to a chunk; a large task streamed a block per shot), an iteration makes the
 same calls per block. ``tests/reference_repri.py`` holds the straightforward autograd loop
 that the tests hold this one equal to.

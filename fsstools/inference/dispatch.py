@@ -113,7 +113,7 @@ def run_method(
         a, e = span
         args = (support_feats[a:e], support_masks[a:e], query_feats[a:e], query_valid[a:e],
                 None if query_mask is None else query_mask[a:e], compute, dtype)
-        out = loop.fit(cfg, layout.prepare(*args, streamed=streamed), trace)
+        out = loop.fit(cfg, layout.lay_out(*args, streamed=streamed), trace)
         logits = out.logits.reshape(e - a, *query_feats.shape[-2:])  # (b, h, w)
         return InferenceResult(logits, out.pi, out.prototype, out.bias, out.traces)
 
