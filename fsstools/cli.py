@@ -45,6 +45,8 @@ COMMANDS: dict[str, str] = {
     "evaluate": "run inference methods on episodes and score them",
     "reproduce": "run all notebooks with papermill (the main job)",
     "report": "write docs/results.md and the README's headline table from the main job",
+    "sweep": "run a notebook or evaluation over a grid as submitit jobs (local or SLURM)",
+    "gather": "gather a sweep's points into one table, a summary and a figure",
 }
 EXIT_USER_ERROR = 2  # what argparse uses for a bad option, so every user error exits alike
 EXIT_INTERRUPTED = 130  # the shell's code for Ctrl-C
@@ -227,6 +229,53 @@ def report_parser() -> argparse.ArgumentParser:
     return p
 
 
+def sweep_parser() -> argparse.ArgumentParser:
+    from fsstools.sweep import EXECUTORS, Resources
+
+    d = Resources()
+    p = _parser("sweep", "Run a notebook, or an evaluation config, once per point of a grid as "
+                "submitit jobs (this machine or SLURM); each point gets a folder of "
+                "<outputs>/sweeps/NAME/, finished points are reused on a rerun, and the points "
+                "are gathered into one table and figure (fsstools gather).")
+    p.add_argument("notebook", nargs="?", type=Path,
+                   help="notebook file, or the prefix of a numbered notebook, e.g. 03 (or --eval)")
+    p.add_argument("--eval", type=Path, help="evaluation config to sweep instead of a notebook")
+    p.add_argument("--grid", nargs="+", action="extend", default=[], metavar="KEY=[V1, V2]",
+                   help="values to sweep, a YAML list (repeatable; the points are the product "
+                   "of the lists; a list parameter takes a list of lists: shots=[[1],[5]])")
+    _add_set(p)
+    p.add_argument("--executor", choices=EXECUTORS, default=d.executor, help="local: processes "
+                   "on this machine; slurm: one job array; debug: one point after another in "
+                   "this process")
+    p.add_argument("--jobs", type=_at_least(1), help="points running at once (default: 1 "
+                   "locally, all of them on SLURM)")
+    p.add_argument("--slurm-partition", help="SLURM partition (default: the cluster's)")
+    p.add_argument("--slurm-gpus", type=_at_least(0), default=d.gpus, help="GPUs per SLURM job")
+    p.add_argument("--slurm-cpus", type=_at_least(1), help="CPUs per SLURM job (default: the "
+                   "cluster's)")
+    p.add_argument("--slurm-time", type=_at_least(1), default=d.time_min,
+                   help="time limit per SLURM job, in minutes")
+    p.add_argument("--name", help="the sweep's folder under <outputs>/sweeps (default: the "
+                   "notebook or config name and the grid keys)")
+    _add_metric(p)
+    p.add_argument("--force", action="store_true", help="run finished points again")
+    return p
+
+
+def gather_parser() -> argparse.ArgumentParser:
+    p = _parser("gather", "Gather a sweep's points into table.csv (every point's rows with the "
+                "grid values as columns), table.md and a figure of a metric against the first "
+                "grid key; a point that did not finish is listed with the end of its log.")
+    p.add_argument("folder", type=Path, help="the sweep's folder, e.g. outputs/sweeps/NAME")
+    _add_metric(p)
+    p.add_argument("--table", default="summary.csv", help="the CSV each point wrote")
+    return p
+
+
+def _add_metric(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--metric", help="column to plot (default: miou, else the first numeric one)")
+
+
 # ----------------------------------------------------------------------------- commands
 
 
@@ -384,6 +433,30 @@ def cmd_report(argv: list[str]) -> int:
     return 0
 
 
+def cmd_sweep(argv: list[str]) -> int:
+    from fsstools import sweep, sweep_plan
+
+    p = sweep_parser()
+    args = p.parse_args(argv)
+    if (args.notebook is None) == (args.eval is None):
+        p.error("give a NOTEBOOK or --eval CONFIG, one of them")
+    target = sweep_plan.make_target(args.notebook, args.eval, args.set)
+    res = sweep.Resources(args.executor, args.jobs, args.slurm_partition, args.slurm_gpus,
+                          args.slurm_cpus, args.slurm_time)
+    done = sweep.run_sweep(target, sweep_plan.parse_grid(args.grid), args.name, res,
+                           args.force, args.metric)
+    return 1 if done.failed else 0
+
+
+def cmd_gather(argv: list[str]) -> int:
+    from fsstools.gather import gather
+
+    args = gather_parser().parse_args(argv)
+    done = gather(args.folder, args.metric, args.table)
+    print(done.markdown.read_text())
+    return 1 if done.failed else 0
+
+
 HANDLERS: dict[str, Callable[[list[str]], int]] = {
     "synth": cmd_synth,
     "coco-masks": cmd_coco_masks,
@@ -393,6 +466,8 @@ HANDLERS: dict[str, Callable[[list[str]], int]] = {
     "evaluate": cmd_evaluate,
     "reproduce": cmd_reproduce,
     "report": cmd_report,
+    "sweep": cmd_sweep,
+    "gather": cmd_gather,
 }
 PARSERS: dict[str, Callable[[], argparse.ArgumentParser]] = {
     "synth": synth_parser,
@@ -403,6 +478,8 @@ PARSERS: dict[str, Callable[[], argparse.ArgumentParser]] = {
     "evaluate": evaluate_parser,
     "reproduce": reproduce_parser,
     "report": report_parser,
+    "sweep": sweep_parser,
+    "gather": gather_parser,
 }
 
 

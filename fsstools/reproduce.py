@@ -145,12 +145,21 @@ def run_notebook(
         stream: where progress lines and the cells' printed output go (default stdout;
             None in tests that want silence: pass ``io.StringIO()``).
     """
+    params = notebook_params(notebook, out, overrides)
+    return execute(notebook, Path(params["output_dir"]), params, kernel, stream)
+
+
+def execute(
+    notebook: Path, out_dir: Path, params: dict, kernel: str = "python3",
+    stream: TextIO | None = None,
+) -> NotebookRun:
+    """Run ``notebook`` with exactly ``params`` (``output_dir`` included when it should be
+    set), saving the executed copy as ``out_dir/<notebook name>``; its cells' progress and
+    printed output go to ``stream`` (default stdout). A failure is returned, not raised."""
     import papermill as pm
     from traitlets.config import Config
 
     stream = sys.stdout if stream is None else stream
-    params = notebook_params(notebook, out, overrides)
-    out_dir = Path(params["output_dir"])
     out_dir.mkdir(parents=True, exist_ok=True)
     kernel_config = Config()
     kernel_config.KernelManager.transport = "ipc"  # local sockets: no unencrypted TCP

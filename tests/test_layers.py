@@ -31,7 +31,8 @@ LAYERS: list[tuple[str, ...]] = [
     ("fsstools.widgets",),
     ("fsstools.parameters", "fsstools.profiles", "fsstools.study",
      "fsstools.meta"),  # recipes: what notebooks call, with stats, report, plots, widgets
-    ("fsstools.reproduce", "fsstools.publish"),
+    ("fsstools.reproduce", "fsstools.publish", "fsstools.sweep_plan", "fsstools.gather",
+     "fsstools.sweep"),  # jobs: notebooks run, sweeps planned, run on submitit, gathered
     ("fsstools.cli",),
 ]
 ENTRY_POINTS = {"__main__"}

@@ -37,6 +37,7 @@ from fsstools.plots.scores import (
     training_curves,
 )
 from fsstools.plots.style import colours, new_figure
+from fsstools.plots.sweeps import sweep_curve
 
 __all__ = [
     "ExplorerPanel",
@@ -57,6 +58,7 @@ __all__ = [
     "probability_maps",
     "shot_curves",
     "show_mask",
+    "sweep_curve",
     "trace_curves",
     "training_curves",
 ]
