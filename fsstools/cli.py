@@ -233,13 +233,13 @@ def sweep_parser() -> argparse.ArgumentParser:
     from fsstools.sweep import EXECUTORS, Resources
 
     d = Resources()
-    p = _parser("sweep", "Run a notebook, or an evaluation config, once per point of a grid as "
-                "submitit jobs (this machine or SLURM); each point gets a folder of "
-                "<outputs>/sweeps/NAME/, finished points are reused on a rerun, and the points "
-                "are gathered into one table and figure (fsstools gather).")
+    p = _parser("sweep", "Run a notebook or an eval config once per point of a grid as submitit "
+                "jobs (local or SLURM) into <outputs>/sweeps/NAME/, reusing finished points, then "
+                "fsstools gather; a --set value may name a grid key in braces, e.g. "
+                "train_config=configs/synth/fold{fold}.yaml.")
     p.add_argument("notebook", nargs="?", type=Path,
                    help="notebook file, or the prefix of a numbered notebook, e.g. 03 (or --eval)")
-    p.add_argument("--eval", type=Path, help="evaluation config to sweep instead of a notebook")
+    p.add_argument("--eval", type=Path, metavar="CONFIG", help="evaluation config to sweep instead of a notebook")
     p.add_argument("--grid", nargs="+", action="extend", default=[], metavar="KEY=[V1, V2]",
                    help="values to sweep, a YAML list (repeatable; the points are the product "
                    "of the lists; a list parameter takes a list of lists: shots=[[1],[5]])")
@@ -247,13 +247,14 @@ def sweep_parser() -> argparse.ArgumentParser:
     p.add_argument("--executor", choices=EXECUTORS, default=d.executor, help="local: processes "
                    "on this machine; slurm: one job array; debug: one point after another in "
                    "this process")
-    p.add_argument("--jobs", type=_at_least(1), help="points running at once (default: 1 "
+    p.add_argument("--jobs", type=_at_least(1), metavar="N", help="points running at once (default: 1 "
                    "locally, all of them on SLURM)")
-    p.add_argument("--slurm-partition", help="SLURM partition (default: the cluster's)")
-    p.add_argument("--slurm-gpus", type=_at_least(0), default=d.gpus, help="GPUs per SLURM job")
-    p.add_argument("--slurm-cpus", type=_at_least(1), help="CPUs per SLURM job (default: the "
+    p.add_argument("--slurm-partition", metavar="P", help="SLURM partition (default: the cluster's)")
+    p.add_argument("--slurm-gpus", type=_at_least(0), default=d.gpus, metavar="G",
+                   help="GPUs per SLURM job")
+    p.add_argument("--slurm-cpus", type=_at_least(1), metavar="C", help="CPUs per SLURM job (default: the "
                    "cluster's)")
-    p.add_argument("--slurm-time", type=_at_least(1), default=d.time_min,
+    p.add_argument("--slurm-time", type=_at_least(1), default=d.time_min, metavar="MIN",
                    help="time limit per SLURM job, in minutes")
     p.add_argument("--name", help="the sweep's folder under <outputs>/sweeps (default: the "
                    "notebook or config name and the grid keys)")

@@ -117,15 +117,18 @@ def make_target(notebook: Path | None, eval_config: Path | None, sets: Sequence[
 def parse_grid(words: Sequence[str]) -> dict[str, list]:
     """``["fold=[0,", "1]", "shots=[[1],[5]]"]`` -> ``{"fold": [0, 1], "shots": [[1], [5]]}``.
 
-    A word that does not start with ``key=`` continues the one before, so an unquoted
-    ``--grid fold=[0, 1]`` reads as written. Values are YAML lists, at least one value each.
+    A word that does not start with ``key=`` continues the one before while its brackets
+    are open, so an unquoted ``--grid fold=[0, 1]`` reads as written. Values are YAML lists, at least one value each.
     """
     items: list[str] = []
     for word in words:
-        if items and not _ITEM_START.match(word):
+        if items and not _ITEM_START.match(word) and _open(items[-1]):
             items[-1] += f" {word}"
-        else:
+        elif _ITEM_START.match(word):
             items.append(word)
+        else:
+            raise ConfigError(f"{GRID_FLAG} {word!r} is not key=[v1, v2]; a notebook goes "
+                              f"before the options: fsstools sweep NOTEBOOK {GRID_FLAG} ...")
     grid: dict[str, list] = {}
     for item in items:
         key, values = config_lib.parse_override(item, GRID_FLAG)
@@ -142,6 +145,11 @@ def parse_grid(words: Sequence[str]) -> dict[str, list]:
     if not grid:
         raise ConfigError(f"nothing to sweep: give {GRID_FLAG} key=[v1, v2]")
     return grid
+
+
+def _open(text: str) -> bool:
+    """Whether ``text`` has a bracket or brace still open (a value the shell split)."""
+    return text.count("[") + text.count("{") > text.count("]") + text.count("}")
 
 
 def _slug(values: dict[str, Any]) -> str:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import re
 import stat
 from pathlib import Path
 
@@ -91,10 +92,11 @@ def test_grid_words_join_and_points_are_named_by_their_values():
     (["fold=[]"], "the values must be a YAML list"),
     (["fold=[0]", "fold=[1]"], "--grid fold is given twice"),
     (["fold=[0, 0]"], "repeats a value"),
+    (["fold=[0]", "nb.ipynb"], "'nb.ipynb' is not key=[v1, v2]; a notebook goes before"),
     ([], "nothing to sweep"),
 ])
 def test_a_malformed_grid_is_refused(words, message):
-    with pytest.raises(ConfigError, match=message):
+    with pytest.raises(ConfigError, match=re.escape(message)):
         sweep_plan.parse_grid(words)
 
 
