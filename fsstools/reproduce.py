@@ -35,6 +35,9 @@ from fsstools.report import SUMMARY_NAME
 CELL_START = re.compile(r"^Executing Cell (\d+)")
 """What papermill logs (with log_output) when a cell starts; the number counts from 1."""
 INJECTED = "(parameters injected by papermill)"
+KERNEL_START_TIMEOUT_S = 300
+"""How long a kernel may take to start: papermill's 60 s are too few on a loaded machine
+(several notebooks of a sweep starting at once)."""
 FIGURE_SUFFIX = ".png"
 
 
@@ -184,6 +187,7 @@ def execute(
             stdout_file=sink,
             stderr_file=sink,
             config=kernel_config,
+            start_timeout=KERNEL_START_TIMEOUT_S,
         )
     except Exception as exc:  # any failure is reported per notebook; the others still run
         error = _describe_failure(exc)
