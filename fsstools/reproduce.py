@@ -8,7 +8,8 @@ from, so a relative path among the overrides means what it means on the command 
 
 While a notebook runs, its progress streams to the terminal: one line per cell as it
 starts, and what the cell prints (a base model's training epochs, reused caches). Kernels
-talk to papermill over local IPC sockets, not TCP, so ipykernel has nothing to warn about.
+talk to papermill over local IPC sockets (in a temporary folder per kernel), not TCP, so
+ipykernel has nothing to warn about.
 A failing notebook is reported with its cell and does not stop the others.
 """
 
@@ -17,7 +18,9 @@ from __future__ import annotations
 import logging
 import os
 import re
+import shutil
 import sys
+import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -166,6 +169,10 @@ def execute(
     out_dir.mkdir(parents=True, exist_ok=True)
     kernel_config = Config()
     kernel_config.KernelManager.transport = "ipc"  # local sockets: no unencrypted TCP
+    # Each kernel's sockets in a folder of its own: jupyter's default names them after the
+    # working folder, where kernels started at once (a sweep's points) would take the same.
+    sockets = tempfile.mkdtemp(prefix="fsstools-kernel-")
+    kernel_config.KernelManager.ip = os.path.join(sockets, "kernel-ipc")
     logger = logging.getLogger("papermill")
     progress = CellProgress(notebook.stem, cell_titles(notebook),
                             lambda line: print(line, file=stream, flush=True))
@@ -193,6 +200,7 @@ def execute(
         error = _describe_failure(exc)
     finally:
         sink.flush()
+        shutil.rmtree(sockets, ignore_errors=True)
         logger.removeHandler(progress)
         logger.setLevel(previous)
     return NotebookRun(notebook.stem, time.perf_counter() - start, out_dir, error)
