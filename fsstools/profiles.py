@@ -177,7 +177,7 @@ def notebook_profile(profile: str = "quick", dataset: str = "synth", data_root: 
     return real_profile(dataset, data_root, train_config)
 
 
-def _check_values(params: parameters.Parameters) -> None:
+def check_values(params: parameters.Parameters) -> None:
     """Values that have the right type but cannot be right (a fold 7, 0 episodes)."""
     for name in FOLD_PARAMETERS:
         for fold in np.atleast_1d(params.get(name, [])):
@@ -228,7 +228,7 @@ def start(notebook: str, namespace: Mapping[str, Any]) -> tuple[Profile, Path]:
             range or naming missing data; the message names it.
     """
     params = parameters.check(notebook, namespace)
-    _check_values(params)
+    check_values(params)
     prof = notebook_profile(params.get("profile", "quick"), params.get("dataset", "synth"),
                             params.get("data_root", ""), params.get("train_config", ""))
     folds = params.get("folds", [params.get("fold", 0)])

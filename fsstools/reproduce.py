@@ -8,7 +8,8 @@ from, so a relative path among the overrides means what it means on the command 
 
 While a notebook runs, its progress streams to the terminal: one line per cell as it
 starts, and what the cell prints (a base model's training epochs, reused caches). Kernels
-talk to papermill over local IPC sockets, not TCP, so ipykernel has nothing to warn about.
+talk to papermill over local IPC sockets (in a temporary folder per kernel), not TCP, so
+ipykernel has nothing to warn about.
 A failing notebook is reported with its cell and does not stop the others.
 """
 
@@ -17,7 +18,9 @@ from __future__ import annotations
 import logging
 import os
 import re
+import shutil
 import sys
+import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -35,6 +38,9 @@ from fsstools.report import SUMMARY_NAME
 CELL_START = re.compile(r"^Executing Cell (\d+)")
 """What papermill logs (with log_output) when a cell starts; the number counts from 1."""
 INJECTED = "(parameters injected by papermill)"
+KERNEL_START_TIMEOUT_S = 300
+"""How long a kernel may take to start: papermill's 60 s are too few on a loaded machine
+(several notebooks of a sweep starting at once)."""
 FIGURE_SUFFIX = ".png"
 
 
@@ -145,15 +151,28 @@ def run_notebook(
         stream: where progress lines and the cells' printed output go (default stdout;
             None in tests that want silence: pass ``io.StringIO()``).
     """
+    params = notebook_params(notebook, out, overrides)
+    return execute(notebook, Path(params["output_dir"]), params, kernel, stream)
+
+
+def execute(
+    notebook: Path, out_dir: Path, params: dict, kernel: str = "python3",
+    stream: TextIO | None = None,
+) -> NotebookRun:
+    """Run ``notebook`` with exactly ``params`` (``output_dir`` included when it should be
+    set), saving the executed copy as ``out_dir/<notebook name>``; its cells' progress and
+    printed output go to ``stream`` (default stdout). A failure is returned, not raised."""
     import papermill as pm
     from traitlets.config import Config
 
     stream = sys.stdout if stream is None else stream
-    params = notebook_params(notebook, out, overrides)
-    out_dir = Path(params["output_dir"])
     out_dir.mkdir(parents=True, exist_ok=True)
     kernel_config = Config()
     kernel_config.KernelManager.transport = "ipc"  # local sockets: no unencrypted TCP
+    # Each kernel's sockets in a folder of its own: jupyter's default names them after the
+    # working folder, where kernels started at once (a sweep's points) would take the same.
+    sockets = tempfile.mkdtemp(prefix="fsstools-kernel-")
+    kernel_config.KernelManager.ip = os.path.join(sockets, "kernel-ipc")
     logger = logging.getLogger("papermill")
     progress = CellProgress(notebook.stem, cell_titles(notebook),
                             lambda line: print(line, file=stream, flush=True))
@@ -175,11 +194,13 @@ def run_notebook(
             stdout_file=sink,
             stderr_file=sink,
             config=kernel_config,
+            start_timeout=KERNEL_START_TIMEOUT_S,
         )
     except Exception as exc:  # any failure is reported per notebook; the others still run
         error = _describe_failure(exc)
     finally:
         sink.flush()
+        shutil.rmtree(sockets, ignore_errors=True)
         logger.removeHandler(progress)
         logger.setLevel(previous)
     return NotebookRun(notebook.stem, time.perf_counter() - start, out_dir, error)

@@ -33,7 +33,8 @@ LAYERS: list[tuple[str, ...]] = [
     ("fsstools.widgets", "fsstools.uploads"),
     ("fsstools.parameters", "fsstools.profiles", "fsstools.own_images", "fsstools.recipes",
      "fsstools.meta_learning"),  # recipes: what notebooks call, with stats, report, plots, widgets
-    ("fsstools.reproduce", "fsstools.publish"),
+    ("fsstools.reproduce", "fsstools.publish", "fsstools.sweep_plan", "fsstools.gather",
+     "fsstools.sweep"),  # jobs: notebooks run, sweeps planned, run on submitit, gathered
     ("fsstools.cli",),
 ]
 MAX_LINES = 450

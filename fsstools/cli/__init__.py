@@ -18,7 +18,7 @@ The stages chain through files::
 
 Each command is one row of :data:`COMMANDS`: its one-line help, its parser and its
 handler; the parsers and handlers live in the modules of this package by topic
-(:mod:`.data`, :mod:`.pipeline`, :mod:`.own`, :mod:`.jobs`). ``python -m fsstools.cli <command>`` runs the
+(:mod:`.data`, :mod:`.pipeline`, :mod:`.own`, :mod:`.jobs`, :mod:`.sweeps`). ``python -m fsstools.cli <command>`` runs the
 same commands (what torchrun starts: ``torchrun -m fsstools.cli train ...``).
 """
 
@@ -33,7 +33,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from fsstools import __version__
-from fsstools.cli import data, jobs, own, pipeline
+from fsstools.cli import data, jobs, own, pipeline, sweeps
 from fsstools.cli.common import DEBUG_ENV, DEBUG_FLAG, EXIT_INTERRUPTED, EXIT_USER_ERROR
 from fsstools.errors import UserError, did_you_mean
 
@@ -64,6 +64,10 @@ COMMANDS: dict[str, Command] = {
                        own.segment_parser, own.run_segment),
     "reproduce": Command("run all notebooks with papermill (the main job)",
                          jobs.reproduce_parser, jobs.run_reproduce),
+    "sweep": Command("run a notebook or evaluation over a grid as submitit jobs (local or SLURM)",
+                     sweeps.sweep_parser, sweeps.run_sweep),
+    "gather": Command("gather a sweep's points into one table, a summary and a figure",
+                      sweeps.gather_parser, sweeps.run_gather),
     "report": Command("write docs/results.md and the README's headline table from the main job",
                       jobs.report_parser, jobs.run_report),
 }

@@ -38,6 +38,7 @@ from fsstools.plots.scores import (
 )
 from fsstools.plots.segment import segment_panel
 from fsstools.plots.style import colours, new_figure
+from fsstools.plots.sweeps import sweep_curve
 
 __all__ = [
     "ExplorerPanel",
@@ -59,6 +60,7 @@ __all__ = [
     "probability_maps",
     "shot_curves",
     "show_mask",
+    "sweep_curve",
     "trace_curves",
     "training_curves",
 ]
