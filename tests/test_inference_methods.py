@@ -17,6 +17,7 @@ from fsstools.inference import (
     resolve_method,
     resolve_methods,
     run_method,
+    stacked,
 )
 from fsstools.inference.layout import default_chunk
 from tests.reference_repri import run_reference
@@ -26,21 +27,41 @@ DT = torch.float64
 
 @pytest.fixture(params=["one block", "streamed"])
 def layouts(request, monkeypatch):
-    """Which layout the loop runs on: tiny tasks as one block each by default; a zero cache
-    budget makes every task run alone, streamed block by block, as large tasks are."""
+    """Which layout and loop run: tiny tasks as one block each, through the small-task loop,
+    by default; a zero cache budget makes every task run alone, streamed block by block
+    through the general loop, as large tasks are."""
     if request.param == "streamed":
         monkeypatch.setattr(layout, "CACHE_BYTES", 0)
-    calls = {False: 0, True: 0}  # by streamed: a block per shot and one for the query
-    fit = loop.fit
+    calls = {"one block": 0, "streamed": 0}
 
-    def counted(cfg, problem, trace):
-        calls[len(problem.blocks) > 1] += 1
-        return fit(cfg, problem, trace)
+    def counted(kind, fit):
+        def run(cfg, problem, trace):
+            calls[kind] += 1
+            assert (len(problem.blocks) > 1) == (kind == "streamed")
+            return fit(cfg, problem, trace)
+        return run
 
-    monkeypatch.setattr(loop, "fit", counted)
+    monkeypatch.setattr(loop, "fit", counted("streamed", loop.fit))
+    monkeypatch.setattr(stacked, "fit_one_block", counted("one block", stacked.fit_one_block))
     yield request.param
-    streamed = request.param == "streamed"
-    assert calls[streamed] > 0 and calls[not streamed] == 0
+    other = "one block" if request.param == "streamed" else "streamed"
+    assert calls[request.param] > 0 and calls[other] == 0
+
+
+def test_the_general_loop_equals_the_small_task_loop_on_one_block():
+    """Both loops take the same one-block layout and initial state: same fit to rounding."""
+    ep = episodes(tasks=4, shots=3)
+    for name in ("repri", "ce", "oracle_repri"):
+        cfg = METHODS[name]
+        problem = layout.lay_out(**ep, device=torch.device("cpu"), dtype=DT, streamed=False)
+        a = loop.fit(cfg, problem, trace=True)
+        b = stacked.fit_one_block(cfg, problem, trace=True)
+        assert torch.allclose(a.logits, b.logits, atol=1e-10), name
+        assert torch.allclose(a.pi, b.pi, atol=1e-12), name
+        for key in a.traces:
+            assert torch.allclose(a.traces[key], b.traces[key], atol=1e-10, equal_nan=True), key
+
+
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 

@@ -19,10 +19,10 @@ from pathlib import Path
 import nbformat
 import pandas as pd
 import pytest
-from fsstools.data.synth.benchmark import SynthConfig, ensure_synth
 from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
 
 from fsstools import cli, gather, paths, sweep, sweep_plan
+from fsstools.data.synth.benchmark import SynthConfig, ensure_synth
 from fsstools.errors import ConfigError
 
 pytestmark = pytest.mark.filterwarnings("ignore:.*too few for 10-shot")

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from fsstools.inference import layout, loop, peers
+from fsstools.inference import layout, loop, peers, stacked
 from fsstools.inference.config import MethodConfig
 
 PEER_CHUNK = 64
@@ -113,7 +113,8 @@ def run_method(
         a, e = span
         args = (support_feats[a:e], support_masks[a:e], query_feats[a:e], query_valid[a:e],
                 None if query_mask is None else query_mask[a:e], compute, dtype)
-        out = loop.fit(cfg, layout.lay_out(*args, streamed=streamed), trace)
+        problem = layout.lay_out(*args, streamed=streamed)
+        out = (loop.fit if streamed else stacked.fit_one_block)(cfg, problem, trace)
         logits = out.logits.reshape(e - a, *query_feats.shape[-2:])  # (b, h, w)
         return InferenceResult(logits, out.pi, out.prototype, out.bias, out.traces)
 

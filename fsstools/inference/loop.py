@@ -1,10 +1,13 @@
-"""The RePRI loop: one closed-form gradient-descent loop over blocks of pixels (:func:`fit`),
+"""The RePRI loop: a closed-form gradient-descent loop over blocks of pixels (:func:`fit`),
 with its initial classifier, prior-update schedule, traces and output.
 
-Whatever the layout (:func:`~fsstools.inference.layout.lay_out`: small tasks as one block
-each, many tasks to a chunk; a large task streamed a block per shot), an iteration makes the
-same calls per block. ``tests/reference_repri.py`` holds the straightforward autograd loop
-that the tests hold this one equal to.
+It runs any layout (:func:`~fsstools.inference.layout.lay_out`: small tasks as one block
+each, many tasks to a chunk; a large task streamed a block per shot), making the same calls
+per block; :func:`fsstools.inference.run_method` gives it the streamed layout and the
+one-block layout to :mod:`~fsstools.inference.stacked`, whose loop is faster there (the
+measurement is in its docstring) and starts from this module's :func:`initial_state`.
+``tests/reference_repri.py`` holds the straightforward autograd loop that the tests hold
+both loops equal to.
 """
 
 from __future__ import annotations
