@@ -28,42 +28,6 @@ class _Formatter(argparse.HelpFormatter):
         return f"{text} (default: %(default)s)"
 
 
-def _parser(name: str, description: str) -> argparse.ArgumentParser:
-    return argparse.ArgumentParser(
-        prog=f"fsstools {name}", description=description, formatter_class=_Formatter,
-        epilog=f"{DEBUG_FLAG} (or {DEBUG_ENV}=1) shows the traceback of an error.",
-    )
-
-
-def _at_least(low: int) -> Callable[[str], int]:
-    def parse(text: str) -> int:
-        try:
-            value = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
-        if value < low:
-            raise argparse.ArgumentTypeError(f"must be >= {low}, got {value}")
-        return value
-
-    parse.__name__ = f"integer >= {low}"  # argparse names the type in its messages
-    return parse
-
-
-def _add_set(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--set", nargs="+", action="extend", default=[], metavar="KEY=VALUE",
-                   help="override config keys (repeatable; values are YAML, e.g. shots=[1,5])")
-
-
-def _add_force(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--force", action="store_true", help="rebuild cached results instead of "
-                   "reusing them")
-
-
-def _add_accept_edited(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--accept-edited", action="store_true", help="use episode files edited by "
-                   "hand (their new hash is recorded and a warning says so)")
-
-
 def new_parser(name: str, description: str) -> argparse.ArgumentParser:
     return argparse.ArgumentParser(
         prog=f"fsstools {name}", description=description, formatter_class=_Formatter,
