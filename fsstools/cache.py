@@ -39,6 +39,9 @@ except ImportError:  # Windows: no advisory locks; concurrent builds are then un
     fcntl = None
 
 PACKAGE = "fsstools"
+DISPLAY_ONLY = ("fsstools.progress",)
+"""Modules that only show work happening (progress bars): no stage's result depends on
+them, so they are left out of every code version and an edit there rebuilds nothing."""
 _PACKAGE_DIR = Path(__file__).resolve().parent
 KEY_LENGTH = 16
 
@@ -134,7 +137,7 @@ def modules_feeding(name: str) -> tuple[str, ...]:
         if mod in seen:
             continue
         seen.add(mod)
-        todo.extend(m for m in imported_modules(mod) if m not in seen)
+        todo.extend(m for m in imported_modules(mod) if m not in seen and m not in DISPLAY_ONLY)
     return tuple(sorted(seen))
 
 

@@ -23,7 +23,6 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-from tqdm.auto import tqdm
 
 from fsstools import cache, paths
 from fsstools.artifacts import atomic_dir, file_hash
@@ -31,6 +30,7 @@ from fsstools.data import splits, voc
 from fsstools.data.episodes import EpisodeList, episode_mask
 from fsstools.data.transforms import TestTransform
 from fsstools.errors import MissingError
+from fsstools.progress import bar as progress_bar
 
 
 @dataclass
@@ -128,7 +128,7 @@ def extract(
     n = len(pairs)
     arrays: dict[str, np.ndarray] = {}
     row = 0
-    bar = tqdm(total=n, desc="extract features", unit="img", disable=not progress)
+    bar = progress_bar(total=n, desc="extract features", unit="img", disable=not progress)
     try:  # the bar is closed on an error too, so the error starts on a line of its own
         for chunk in _batches(pairs, batch_size):
             samples = [transform(*voc.load_pair(root, img, mask, n_classes))

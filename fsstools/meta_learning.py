@@ -53,7 +53,8 @@ from fsstools.training import TrainConfig, ensure_trained, run_directory
 PEERS = ("panet", "pfenet")
 PEER_SHOTS = (1, 5)
 """Shot counts the peers are trained at (one model each per fold and peer)."""
-PEER_CONFIGS = {"quick": "synth/episodic_{peer}_quick.yaml", "full": "synth/episodic_{peer}.yaml"}
+PEER_CONFIGS = {"quick": "synth/episodic_{peer}_quick.yaml", "full": "synth/episodic_{peer}.yaml",
+                "tiny": "synth/episodic_{peer}_tiny.yaml"}
 """Episodic training configs of each profile of the embedded benchmark (under configs/)."""
 TRAININGS = {"ce": "cross-entropy base training", "episodic-panet": "episodic, end to end",
              "frozen-pfenet": "episodic head on the frozen CE trunk"}
@@ -158,17 +159,17 @@ def peer_train_config(prof: Profile, fold: int, peer: str, trunk: str | Path | N
     """
     if prof.name not in PEER_CONFIGS or prof.synth is None:
         raise ConfigError(f"the meta-learning study runs on the embedded benchmark (profile "
-                          f"quick or full), not on {prof.name!r}: no episodic training config "
+                          f"quick, full or tiny), not on {prof.name!r}: no episodic training config "
                           "ships for real data", key="profile")
     if peer not in PEERS:
         raise ConfigError(f"peer {peer!r} is not one of {', '.join(PEERS)}")
     if peer == "pfenet" and trunk is None:
         raise ConfigError("the PFENet-style peer needs the fold's base checkpoint as trunk")
     path = paths.configs_dir() / PEER_CONFIGS[prof.name].format(peer=peer)
-    quick = "quick-" if prof.name == "quick" else ""
+    small = "" if prof.name == "full" else f"{prof.name}-"
     per_shot = "" if shots == 1 else f"{shots}shot-"
     extra = [f"data.fold={fold}", f"data.root={prof.style_root('A')}",
-             f"run.name=synth-{quick}{peer}-{per_shot}fold{fold}"]
+             f"run.name=synth-{small}{peer}-{per_shot}fold{fold}"]
     if trunk is not None:
         extra.append(f"episodic.trunk={Path(trunk).resolve()}")
     one_shot = config_lib.load(TrainConfig, path, [*extra, *overrides])

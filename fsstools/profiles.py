@@ -7,6 +7,10 @@ A *profile* is the embedded benchmark at one size or a real data set:
   (``configs/synth/quick.yaml``); the notebooks' defaults, shared by all of them.
 - ``"full"``: the default synthetic set under ``data/synth`` and
   ``configs/synth/foldN.yaml``; what ``fsstools reproduce`` injects.
+- ``"tiny"``: a tiny set under ``data/synth_tiny`` and a few dozen steps of a narrow model
+  (``configs/synth/tiny.yaml``): what the test suite runs the notebooks on, never results.
+  Setting ``FSSTOOLS_PROFILE`` (the test suite sets ``tiny``) picks the profile of every
+  notebook whose caller does not inject one.
 - ``dataset="pascal" | "coco" | "coco_to_pascal" | "folder"`` with ``data_root``: that data
   set's test list and the base-training recipe of ``configs/pascal``, ``configs/coco`` or
   ``configs/folder`` (or the notebook's ``train_config``); a folder is your own labelled
@@ -20,6 +24,7 @@ The notebooks reach all of this through :mod:`fsstools.recipes`.
 from __future__ import annotations
 
 import dataclasses
+import os
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -51,6 +56,10 @@ NON_NEGATIVE = ("base_seeds",)
 AT_LEAST_ONE = ("n_episodes", "n_boot", "walk_shots", "n_pca_images", "coco_n_episodes",
                 "coco_size", "shots", "sensitivity_shots")
 """Parameters (or lists of them) that must be >= 1."""
+PROFILES = ("quick", "full", "tiny")
+"""The embedded benchmark's profiles."""
+PROFILE_ENV = "FSSTOOLS_PROFILE"
+"""Environment variable naming the profile of notebooks whose caller injects none."""
 METHOD_PARAMETERS = ("methods",)
 SUBSETS = {"walk_shots": "shots", "sensitivity_shots": "shots"}
 """Parameters whose values must be among another's (a shot count that has episodes, a fold
@@ -62,7 +71,7 @@ class Profile:
     """Where a notebook's data lives and how its base models are trained.
 
     Attributes:
-        name: "quick" or "full" (embedded benchmark), else the real data set's name.
+        name: "quick", "full" or "tiny" (embedded benchmark), else the real data set's name.
         synth_root: folder of the synthetic set (one sub-folder per style), absolute; None
             for real data.
         synth: the generating config (None for real data).
@@ -112,13 +121,16 @@ class Profile:
 
 
 def get_profile(name: str) -> Profile:
-    """The "quick" or the "full" profile."""
+    """The "quick", "full" or "tiny" profile of the embedded benchmark."""
     profiles = {
         "quick": Profile("quick", paths.data_dir() / "synth_quick",
                          SynthConfig(n_train=1200, n_val=400),
                          str(paths.configs_dir() / "synth" / "quick.yaml")),
         "full": Profile("full", paths.data_dir() / "synth", SynthConfig(),
                         str(paths.configs_dir() / "synth" / "fold{fold}.yaml")),
+        "tiny": Profile("tiny", paths.data_dir() / "synth_tiny",
+                        SynthConfig(n_train=300, n_val=400, size=64),
+                        str(paths.configs_dir() / "synth" / "tiny.yaml")),
     }
     if name not in profiles:
         raise ConfigError(f"unknown profile {name!r}; use one of {sorted(profiles)}",
@@ -227,7 +239,7 @@ def start(notebook: str, namespace: Mapping[str, Any]) -> tuple[Profile, Path]:
         ConfigError, MissingError: a parameter that is unknown, of the wrong type, out of
             range or naming missing data; the message names it.
     """
-    params = parameters.check(notebook, namespace)
+    params = _profile_from_environment(notebook, parameters.check(notebook, namespace))
     check_values(params)
     prof = notebook_profile(params.get("profile", "quick"), params.get("dataset", "synth"),
                             params.get("data_root", ""), params.get("train_config", ""))
@@ -246,6 +258,22 @@ def start(notebook: str, namespace: Mapping[str, Any]) -> tuple[Profile, Path]:
     print(f"{notebook}: profile {prof.name}, {where}, base training {prof.train_config}; "
           f"outputs in {out} (parameters in {record.name})")
     return prof, out
+
+
+def _profile_from_environment(notebook: str, params: parameters.Parameters
+                               ) -> parameters.Parameters:
+    """``params`` with the profile of :data:`PROFILE_ENV` where it is set and the caller
+    injected no profile (the embedded benchmark only); said in one line."""
+    chosen = os.environ.get(PROFILE_ENV, "")
+    if (not chosen or "profile" not in params.values or "profile" in params.injected
+            or params.get("dataset", "synth") != "synth" or chosen == params["profile"]):
+        return params
+    if chosen not in PROFILES:
+        raise ConfigError(f"{PROFILE_ENV}={chosen!r} is not a profile; set it to one of "
+                          f"{', '.join(PROFILES)}, or unset it", key="profile")
+    print(f"{notebook}: profile {chosen} from {PROFILE_ENV} (the notebook's default is "
+          f"{params['profile']})")
+    return dataclasses.replace(params, values={**params.values, "profile": chosen})
 
 
 def setup(profile: str, output_dir: str | Path, notebook: str) -> tuple[Profile, Path]:

@@ -30,7 +30,6 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 from torch import nn
-from tqdm.auto import tqdm
 
 from fsstools.artifacts import atomic_write, atomic_write_text
 from fsstools.data.transforms import FEATURE_STRIDE, TestTransform
@@ -40,6 +39,7 @@ from fsstools.features import restore_lost_foreground
 from fsstools.inference import MethodConfig, fg_probs, resolve_method, run_method
 from fsstools.models.checkpoints import checkpoint_meta, load_model, read_checkpoint
 from fsstools.models.imagenet import imagenet_extractor, imagenet_state
+from fsstools.progress import bar as progress_bar
 
 DEFAULT_SIZE = 417
 """Test size of the reference recipe (PASCAL), used unless the checkpoint records its own."""
@@ -363,7 +363,8 @@ def write_results(results: Iterator[QueryResult], out_dir: str | Path, sources: 
     leave no folder behind."""
     out_dir = Path(out_dir)
     rows = []
-    with tqdm(total=len(sources), desc="segment", unit="query", disable=not progress) as bar:
+    with progress_bar(total=len(sources), desc="segment", unit="query",
+                      disable=not progress) as bar:
         for result in results:
             rows.append(write_result(result, out_dir, sources[len(rows)]))
             bar.update(1)

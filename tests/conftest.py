@@ -1,21 +1,11 @@
-import os
-from pathlib import Path
 
 import pytest
 import torch
 
-REPO = Path(__file__).resolve().parent.parent
-
-
-def pytest_configure(config):
-    # Tests never write into the user's outputs/: they share a cache of their own (kept
-    # between sessions; every entry is content-keyed). nbval's kernels inherit it.
-    os.environ.setdefault("FSSTOOLS_OUTPUTS", str(REPO / "outputs" / "tests"))
-
 
 def pytest_collection_modifyitems(config, items):
-    # the browser test runs notebook 00 with the quick defaults: after the notebooks' own
-    # runs (nbval included), it finds their data and base model in the shared cache
+    # the browser test runs notebook 00 on the test profile: after the notebooks' own runs
+    # (nbval included), it finds their data and base model in the shared cache
     items.sort(key=lambda item: "browser" in item.keywords)
     if torch.cuda.is_available():
         return

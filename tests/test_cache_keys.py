@@ -23,7 +23,7 @@ from fsstools.training import base, episodic, run
 ROOT = Path(__file__).resolve().parents[1]
 NOT_COMPUTING = ("fsstools.plots", "fsstools.report", "fsstools.readings", "fsstools.publish",
                  "fsstools.cli", "fsstools.recipes", "fsstools.widgets",
-                 "fsstools.data.synth.sheet")
+                 "fsstools.data.synth.sheet", "fsstools.progress")
 
 
 def closure(*modules: str) -> set[str]:

@@ -15,7 +15,7 @@ PACKAGE = Path(cache.__file__).resolve().parent
 
 LAYERS: list[tuple[str, ...]] = [
     ("fsstools", "fsstools.constants", "fsstools.errors", "fsstools.paths", "fsstools.config",
-     "fsstools.artifacts", "fsstools.cache"),  # foundation: no torch, no data
+     "fsstools.artifacts", "fsstools.cache", "fsstools.progress"),  # foundation: no torch
     ("fsstools.data",),
     ("fsstools.inference",),  # pure tensors; models pool prototypes with it
     ("fsstools.models",),

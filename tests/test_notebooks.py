@@ -18,7 +18,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from fsstools import meta_learning, parameters, paths, recipes
+from fsstools import meta_learning, parameters, paths, profiles, recipes
 from fsstools.data import splits
 from fsstools.errors import ConfigError, MissingError
 from tests.fixtures import make_voc_folder
@@ -238,9 +238,9 @@ def test_papermill_shot_scaling_records_csv(tmp_path):
 @pytest.mark.notebooks
 @pytest.mark.slow
 def test_papermill_domain_shift_runs_coco_to_pascal_when_given_data(tmp_path):
-    """The COCO -> PASCAL branch, wired with stand-ins: the quick synthetic set (VOC layout,
-    PASCAL-like ids 1..20) as the PASCAL root and the quick checkpoint as the COCO model."""
-    prof = recipes.get_profile("quick")
+    """The COCO -> PASCAL branch, wired with stand-ins: the test profile's synthetic set (VOC
+    layout, PASCAL-like ids 1..20) as the PASCAL root and its checkpoint as the COCO model."""
+    prof = recipes.get_profile("tiny")
     checkpoint = recipes.ensure_base_model(prof, 0, progress=False).resolve()
     methods, shots = ["inductive", "repri"], [1]
     _execute(
@@ -271,7 +271,8 @@ def test_papermill_domain_shift_runs_coco_to_pascal_when_given_data(tmp_path):
 def test_papermill_meta_learning_records_csv(tmp_path):
     """06 with other shots and episode counts: every arm scored on the same episodes, the
     peers without a prior, the 2x2, the paired contrasts and the closing notes recorded
-    (the quick peers are trained once and cached, shared with nbval's run of 06)."""
+    (on the test profile: the tiny peers are trained once and cached, shared with nbval's
+    run of 06)."""
     shots, n = [1, 3], 16
     nb = _execute("06_meta_learning", tmp_path, shots=shots, n_episodes=n, n_boot=50)
     assert _stray_values(nb) == []
@@ -369,7 +370,8 @@ def test_recorded_parameters_resolve_paths_against_the_working_folder(tmp_path, 
     assert recorded["declared"]["lr"] == {"type": "float", "default": 0.5, "help": "a step size"}
 
 
-def test_start_makes_a_hashed_default_folder_and_checks_values(outputs):
+def test_start_makes_a_hashed_default_folder_and_checks_values(outputs, monkeypatch):
+    monkeypatch.delenv(profiles.PROFILE_ENV)
     ns = _parameters(_read(REPO / "notebooks" / "03_shot_scaling.ipynb"))
     _, out = recipes.start("03_shot_scaling", ns)
     key = parameters.check("03_shot_scaling", ns).key
@@ -385,6 +387,26 @@ def test_start_makes_a_hashed_default_folder_and_checks_values(outputs):
         recipes.start("03_shot_scaling", {**ns, "dataset": "pascal", "data_root": "/nowhere"})
     with pytest.raises(ConfigError, match="parameter dataset: 'voc'"):
         recipes.start("03_shot_scaling", {**ns, "dataset": "voc", "data_root": "/x"})
+
+
+def test_the_environment_picks_the_profile_unless_one_is_injected(outputs, monkeypatch,
+                                                                   capsys):
+    nb = _read(REPO / "notebooks" / "03_shot_scaling.ipynb")
+    ns = _parameters(nb)
+    monkeypatch.setenv(profiles.PROFILE_ENV, "tiny")
+    prof, out = recipes.start("03_shot_scaling", ns)
+    assert prof.name == "tiny" and out.parent == outputs / "tiny"
+    assert "profile tiny from FSSTOOLS_PROFILE" in capsys.readouterr().out
+    recorded = json.loads((out / "parameters.json").read_text())
+    assert recorded["parameters"]["profile"] == "tiny"
+    (declared,) = _parameters_cells(nb)
+    injected = {**ns, "profile": "full",
+                "In": ["", declared.source, "# Parameters\nprofile = 'full'\n"]}
+    prof, _ = recipes.start("03_shot_scaling", injected)
+    assert prof.name == "full"  # a caller's choice wins
+    monkeypatch.setenv(profiles.PROFILE_ENV, "huge")
+    with pytest.raises(ConfigError, match="FSSTOOLS_PROFILE='huge' is not a profile"):
+        recipes.start("03_shot_scaling", ns)
 
 
 # ----------------------------------------------------------------------------- papermill: errors, sweeps, real data
@@ -408,7 +430,7 @@ def test_papermill_wrong_type_or_unknown_parameter_fails_naming_it(tmp_path):
 @pytest.mark.slow
 def test_papermill_sweep_writes_one_folder_per_setting(tmp_path):
     """Two runs that differ in shots and set no output_dir: two folders, each with its
-    parameters, under <outputs>/quick/03_shot_scaling-<hash>."""
+    parameters, under <outputs>/tiny/03_shot_scaling-<hash> (the test profile)."""
     folders = []
     for k in (1, 2):
         run = tmp_path / f"shots{k}"
@@ -417,9 +439,9 @@ def test_papermill_sweep_writes_one_folder_per_setting(tmp_path):
                       n_episodes=10, n_boot=20)
         assert _stray_values(nb) == []
         key = parameters.check("03_shot_scaling", {
-            **_parameters(_read(REPO / "notebooks" / "03_shot_scaling.ipynb")),
+            **_parameters(_read(REPO / "notebooks" / "03_shot_scaling.ipynb")), "profile": "tiny",
             "shots": [k], "methods": ["inductive"], "n_episodes": 10, "n_boot": 20}).key
-        folder = paths.outputs_dir() / "quick" / f"03_shot_scaling-{key}"
+        folder = paths.outputs_dir() / "tiny" / f"03_shot_scaling-{key}"
         recorded = json.loads((folder / parameters.RECORD_NAME).read_text())
         assert recorded["parameters"]["shots"] == [k]
         assert set(pd.read_csv(folder / "summary.csv")["shots"]) == {k}

@@ -13,6 +13,7 @@ from torch.utils.data import TensorDataset
 
 from fsstools import cli
 from fsstools import config as config_lib
+from fsstools import progress as progress_lib
 from fsstools.models import PSPNet, load_model
 from fsstools.training import (
     TrainConfig,
@@ -147,8 +148,10 @@ def test_one_epoch_starts_the_loader_once(tiny_data, progress):
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda it: 1.0)
     scaler = torch.amp.GradScaler("cpu", enabled=False)
     _CountingLoader.started = 0
-    stats = train_one_epoch(model, loader, opt, sched, scaler, 0.1, torch.device("cpu"),
-                            progress=progress)
+    bar = progress_lib.bar(total=len(loader)) if progress else None
+    stats = train_one_epoch(model, loader, opt, sched, scaler, 0.1, torch.device("cpu"), bar=bar)
+    if bar is not None:
+        assert bar.n == len(loader)  # one step per batch
     assert _CountingLoader.started == 1
     assert stats["images"] == len(tiny_data.train)
 

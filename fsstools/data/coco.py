@@ -21,12 +21,12 @@ from typing import Any
 
 import numpy as np
 from PIL import Image
-from tqdm.auto import tqdm
 
 from fsstools.artifacts import atomic_write, atomic_write_text
 from fsstools.constants import IGNORE_INDEX
 from fsstools.data.splits import COCO_CLASSES
 from fsstools.errors import ConfigError, DataError
+from fsstools.progress import bar as progress_bar
 
 SPLITS = ("train2014", "val2014")
 
@@ -123,7 +123,7 @@ def write_masks(
         )
 
     lines = []
-    for im in tqdm(images, desc=f"COCO {split} masks", unit="img"):
+    for im in progress_bar(images, desc=f"COCO {split} masks", unit="img"):
         mask_rel = Path("masks") / split / (Path(im["file_name"]).stem + ".png")
         if overwrite or not (out / mask_rel).is_file():
             mask = class_mask(by_image[im["id"]], im["height"], im["width"], cat_to_class)

@@ -15,13 +15,13 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
-from tqdm.auto import tqdm
 
 from fsstools import cache, paths
 from fsstools.artifacts import atomic_write_text
 from fsstools.constants import IGNORE_INDEX, min_fg_pixels
 from fsstools.data.synth import manifest as synth_manifest
 from fsstools.errors import DataError, MissingError
+from fsstools.progress import bar as progress_bar
 
 Pair = tuple[str, str]
 
@@ -159,7 +159,7 @@ def _compute_index(
 ) -> dict[int, list[int]]:
     index: dict[int, list[int]] = {c: [] for c in range(1, n_classes + 1)}
     # A context, so the bar is closed on an error too and the error starts its own line.
-    with tqdm(pairs, desc=desc, unit="mask") as bar:
+    with progress_bar(pairs, desc=desc, unit="mask") as bar:
         for i, (_, mask_rel) in enumerate(bar):
             mask = load_mask(root / mask_rel, n_classes)
             threshold = min_fg_pixels(mask.size) if min_fg is None else min_fg

@@ -87,12 +87,14 @@ def train_one_epoch(
     device: torch.device,
     precision: Precision | None = None,
     channels_last: bool = False,
-    progress: bool = False,
+    bar: tqdm | None = None,
     objective: Objective | None = None,
 ) -> dict[str, float]:
     """One pass over ``loader``; the lr schedule steps every iteration.
 
     Args:
+        bar: a progress bar advanced once per batch (the run's one bar over all epochs,
+            see :mod:`fsstools.progress`); None draws nothing.
         objective: loss of a batch; default :func:`ce_objective` of ``label_smoothing`` on
             (images, masks) batches (episodic training passes its own).
 
@@ -105,11 +107,7 @@ def train_one_epoch(
     fmt = torch.channels_last if channels_last else torch.contiguous_format
     total, n_batches, n_images = torch.zeros((), dtype=torch.float64), 0, 0
     start = time.perf_counter()
-    # tqdm.auto calls iter() on an iterable it is given, which for a DataLoader would fork a
-    # second, unused set of workers each epoch; hand it the one iterator instead.
-    batches = tqdm(iter(loader), total=len(loader), disable=not progress, leave=False,
-                   desc="train")
-    for batch in batches:
+    for batch in loader:  # iter() once: each call starts a new set of workers
         batch = [_to_device(x, device, fmt) for x in batch]
         with precision.autocast(device):
             loss, n = objective(model, batch)
@@ -121,6 +119,8 @@ def train_one_epoch(
         total += loss.detach().double().cpu()
         n_batches += 1
         n_images += n
+        if bar is not None:
+            bar.update()
     return {"loss": float(total) / max(1, n_batches), "images": n_images,
             "seconds": time.perf_counter() - start}
 

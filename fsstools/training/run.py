@@ -41,6 +41,7 @@ from fsstools.artifacts import atomic_torch_save, atomic_write_text
 from fsstools.data import splits, voc
 from fsstools.errors import ConflictError
 from fsstools.models.checkpoints import CHECKPOINT_FORMAT
+from fsstools.progress import bar as progress_bar
 from fsstools.training.config import RUN_CONTROL_KEYS, DataConfig, TrainConfig, with_run
 from fsstools.training.loop import (
     Objective,
@@ -222,11 +223,12 @@ def _save_epoch(run_dir: Path, cfg: TrainConfig, recipe: Recipe, data: TrainData
     return best
 
 
-def _log(metrics: dict[str, Any], epochs: int) -> None:
+def _log_line(metrics: dict[str, Any], epochs: int) -> str:
     nan = float("nan")
-    print(f"epoch {metrics['epoch']}/{epochs} loss {metrics['train_loss']:.4f} "
-          f"val mIoU {metrics.get('val_miou', nan):.4f} (fg {metrics.get('val_miou_fg', nan):.4f}) "
-          f"{metrics['images_per_s']:.1f} img/s {metrics['time_s']:.1f}s", file=sys.stderr)
+    return (f"epoch {metrics['epoch']}/{epochs} loss {metrics['train_loss']:.4f} "
+            f"val mIoU {metrics.get('val_miou', nan):.4f} "
+            f"(fg {metrics.get('val_miou_fg', nan):.4f}) "
+            f"{metrics['images_per_s']:.1f} img/s {metrics['time_s']:.1f}s")
 
 
 def train(cfg: TrainConfig, recipe: Recipe, data: TrainData | None = None) -> Path:
@@ -294,34 +296,41 @@ def _run(cfg: TrainConfig, recipe: Recipe, data: TrainData | None, ctx: DistCont
         torch.backends.cudnn.benchmark = True  # fixed input sizes; GPU runs are not bitwise anyway
     if ctx.is_main and cfg.run.progress:
         print(precision_line, file=sys.stderr)
-    for epoch in range(start_epoch + 1, cfg.run.epochs + 1):
-        tic = time.perf_counter()
-        # Data order and worker seeds depend on (seed, epoch, rank) only, so resuming is exact.
-        generator.manual_seed(epoch_seed(cfg.run.seed, epoch, ctx.rank))
-        if isinstance(train_loader.sampler, DistributedSampler):
-            train_loader.sampler.set_epoch(epoch)
-        stats = train_one_epoch(net, train_loader, t.optimizer, t.scheduler, t.scaler,
-                                cfg.optim.label_smoothing, ctx.device, t.precision,
-                                cfg.run.channels_last, cfg.run.progress and ctx.is_main,
-                                objective)
-        sums = all_reduce_sum(torch.tensor([stats["loss"], stats["images"]], dtype=torch.float64,
-                                           device=ctx.device), ctx).cpu()
-        metrics = {"epoch": epoch, "train_loss": float(sums[0]) / ctx.world_size,
-                   "lr": t.scheduler.get_last_lr()[0],  # at the end of the epoch
-                   "images_per_s": float(sums[1]) / stats["seconds"]}
-        if epoch % cfg.run.val_every == 0 or epoch == cfg.run.epochs:
-            val = recipe.validate(net, val_loader, data, ctx, t.precision, cfg.run.channels_last)
-            metrics.update(val_miou=val["miou"], val_miou_fg=val["miou_fg"],
-                           val_class_iou=val["class_iou"])
-        metrics["time_s"] = time.perf_counter() - tic
-        rngs = gather_objects(rng_state(), ctx)
-        if ctx.is_main:
-            best = _save_epoch(run_dir, cfg, recipe, data, t, metrics, best, rngs)
-            if cfg.run.progress:
-                _log(metrics, cfg.run.epochs)
-        barrier(ctx)
-        if cfg.run.stop_after_epoch is not None and epoch >= cfg.run.stop_after_epoch:
-            return run_dir
+    # One bar over every epoch left: its refreshes are bounded (see fsstools.progress), so a
+    # long run in a notebook kernel does not flood the kernel's output channel.
+    bar = progress_bar(total=(cfg.run.epochs - start_epoch) * len(train_loader), unit="step",
+                       desc=f"train {cfg.run.name}", leave=False,
+                       disable=not (cfg.run.progress and ctx.is_main))
+    with bar:
+        for epoch in range(start_epoch + 1, cfg.run.epochs + 1):
+            tic = time.perf_counter()
+            # Data order and worker seeds depend on (seed, epoch, rank) only: resuming is exact.
+            generator.manual_seed(epoch_seed(cfg.run.seed, epoch, ctx.rank))
+            if isinstance(train_loader.sampler, DistributedSampler):
+                train_loader.sampler.set_epoch(epoch)
+            stats = train_one_epoch(net, train_loader, t.optimizer, t.scheduler, t.scaler,
+                                    cfg.optim.label_smoothing, ctx.device, t.precision,
+                                    cfg.run.channels_last, bar, objective)
+            sums = all_reduce_sum(torch.tensor([stats["loss"], stats["images"]],
+                                               dtype=torch.float64, device=ctx.device),
+                                  ctx).cpu()
+            metrics = {"epoch": epoch, "train_loss": float(sums[0]) / ctx.world_size,
+                       "lr": t.scheduler.get_last_lr()[0],  # at the end of the epoch
+                       "images_per_s": float(sums[1]) / stats["seconds"]}
+            if epoch % cfg.run.val_every == 0 or epoch == cfg.run.epochs:
+                val = recipe.validate(net, val_loader, data, ctx, t.precision,
+                                      cfg.run.channels_last)
+                metrics.update(val_miou=val["miou"], val_miou_fg=val["miou_fg"],
+                               val_class_iou=val["class_iou"])
+            metrics["time_s"] = time.perf_counter() - tic
+            rngs = gather_objects(rng_state(), ctx)
+            if ctx.is_main:
+                best = _save_epoch(run_dir, cfg, recipe, data, t, metrics, best, rngs)
+                if cfg.run.progress:
+                    bar.write(_log_line(metrics, cfg.run.epochs), file=sys.stderr)
+            barrier(ctx)
+            if cfg.run.stop_after_epoch is not None and epoch >= cfg.run.stop_after_epoch:
+                return run_dir
     digests = gather_objects(param_digest(t.model), ctx)
     if len(set(digests)) > 1:
         raise RuntimeError(f"replicas ended with different weights: {digests}")

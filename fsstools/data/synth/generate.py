@@ -47,6 +47,7 @@ from fsstools.data.synth.pascal import plan_images
 from fsstools.data.synth.render import RENDERERS, STYLES
 from fsstools.data.synth.stats import label_counts, summarise
 from fsstools.errors import ConfigError, UserError
+from fsstools.progress import bar as progress_bar
 
 SYNTH_CLASSES = tuple(class_names())
 SPLITS = ("train", "val")
@@ -204,9 +205,7 @@ def _prepare_root(root: Path, styles: tuple[str, ...]) -> None:
 
 
 def _run(tasks: list[tuple], workers: int, progress: bool) -> list[np.ndarray]:
-    from tqdm.auto import tqdm
-
-    bar = tqdm(total=len(tasks), desc="synth", unit="img", disable=not progress)
+    bar = progress_bar(total=len(tasks), desc="synth", unit="img", disable=not progress)
     results = []
     if workers <= 1:
         for task in tasks:
