@@ -284,8 +284,10 @@ def test_peer_configs_follow_the_profile(tiny_profile, tmp_path):
         meta_learning.peer_train_config(real, 0, "panet")
 
 
-def test_notebook_parameters_check_folds(outputs):
+def test_notebook_parameters_check_folds(outputs, monkeypatch):
     from fsstools import recipes
+
+    monkeypatch.delenv("FSSTOOLS_PROFILE")  # the notebook's own default profile
 
     ns = {"profile": "quick", "folds": [0], "shots": [1], "n_episodes": 4,
           "n_boot": 10, "device": "cpu", "output_dir": ""}
