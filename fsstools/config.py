@@ -8,7 +8,7 @@ key, the value, what is expected, and whether it came from the file or from an o
 typo never silently falls back to a default.
 
 Example:
-    >>> from fsstools.evaluate import EvalConfig  # doctest: +SKIP
+    >>> from fsstools.evaluation.pipeline import EvalConfig  # doctest: +SKIP
     >>> load(EvalConfig, "configs/synth/eval.yaml", ["shots=[1]", "fold=1"])  # doctest: +SKIP
 """
 
@@ -359,7 +359,7 @@ def load(
 
 def save_yaml(cfg: Any, path: str | Path) -> Path:
     """Write the resolved config next to the results it produced (atomically)."""
-    from fsstools.artifacts import atomic_write_text
+    from fsstools.cache import atomic_write_text
 
     return atomic_write_text(Path(path), yaml.safe_dump(to_dict(cfg), sort_keys=False))
 

@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 
 from fsstools import cache, paths
-from fsstools.artifacts import atomic_dir, file_hash
+from fsstools.cache import atomic_dir, file_hash
 from fsstools.data import splits, voc
 from fsstools.data.episodes import EpisodeList, episode_mask
 from fsstools.data.transforms import TestTransform
@@ -270,7 +270,7 @@ def restore_lost_foreground(
     return int(lost.sum())
 
 
-def gather(
+def task_batch(
     store: FeatureStore,
     episodes: EpisodeList,
     idx: Sequence[int],

@@ -15,7 +15,7 @@ import fsstools
 from fsstools import cli, config, paths
 from fsstools.config import ConfigError
 from fsstools.data.episodes import episode_hash, load_episodes
-from fsstools.evaluate import EvalConfig
+from fsstools.evaluation.pipeline import EvalConfig
 from fsstools.inference import METHODS, MethodConfig, resolve_methods
 from fsstools.models.checkpoints import CHECKPOINT_FORMAT
 from fsstools.models.pspnet import build_model

@@ -10,12 +10,15 @@ import pytest
 import torch
 
 from fsstools import config as config_lib
-from fsstools import evaluate, features, report, scoring, stats
+from fsstools import features
 from fsstools.constants import IGNORE_INDEX
 from fsstools.data.episodes import sample_episodes
+from fsstools.evaluation import pipeline as evaluate
+from fsstools.evaluation import scoring, stats
 from fsstools.inference import METHODS
 from fsstools.models.checkpoints import CHECKPOINT_FORMAT
 from fsstools.models.pspnet import ModelConfig, build_model
+from fsstools.studies import report
 from tests.fixtures import list_path, make_voc_folder
 
 SIZE = 32  # test size: 24x32 images -> 24x32 resized, padded to 32x32, 4x4 features
@@ -87,7 +90,7 @@ def test_missing_checkpoint_is_a_clear_error(setup, tmp_path):
 
 def test_gather_builds_binary_task_masks(setup):
     _, _, el, store, _ = setup
-    tb = features.gather(store, el, [0, 1, 2])
+    tb = features.task_batch(store, el, [0, 1, 2])
     assert tb.support_feats.shape == (3, 2, 16, 4, 4)
     assert tb.query_feats.shape == (3, 16, 4, 4)
     assert tb.query_mask.shape == (3, SIZE, SIZE)

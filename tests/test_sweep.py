@@ -21,9 +21,10 @@ import pandas as pd
 import pytest
 from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
 
-from fsstools import cli, gather, paths, sweep, sweep_plan
+from fsstools import cli, paths
 from fsstools.data.synth.benchmark import SynthConfig, ensure_synth
 from fsstools.errors import ConfigError
+from fsstools.jobs import gather, sweep, sweep_plan
 
 pytestmark = pytest.mark.filterwarnings("ignore:.*too few for 10-shot")
 
@@ -140,7 +141,7 @@ def test_a_fixed_value_names_a_grid_key_in_braces_to_follow_it(tmp_path):
     assert points[1].parameters(target) == {
         "train_config": "configs/synth/fold3.yaml", "train_overrides": ["run.name=f3-{shots}"],
         "fold": 3, "shots": [1]}  # a list value is not written into text
-    assert sweep_plan.eval_config(target, points[1]).train_config == "configs/synth/fold3.yaml"
+    assert sweep_plan.point_eval_config(target, points[1]).train_config == "configs/synth/fold3.yaml"
 
 
 # ----------------------------------------------------------------------------- notebooks

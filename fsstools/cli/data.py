@@ -64,7 +64,6 @@ def run_coco_masks(args: argparse.Namespace) -> int:
 
 def episodes_parser() -> argparse.ArgumentParser:
     from fsstools.data import splits
-
     p = new_parser("episodes", "Sample an episode list and save it as JSON (for fsstools extract "
                 "and fsstools evaluate --set episodes=[FILE]).")
     p.add_argument("--root", required=True, help="data root (folder holding JPEGImages/)")

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from fsstools import cache, paths
-from fsstools.artifacts import atomic_write_text, text_hash
+from fsstools.cache import atomic_write_text, text_hash
 from fsstools.constants import IGNORE_INDEX
 from fsstools.data import splits, voc
 from fsstools.errors import ConfigError, DataError, MissingError

@@ -31,7 +31,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from fsstools import config as config_lib
 from fsstools import paths
-from fsstools.artifacts import file_hash
+from fsstools.cache import file_hash
 from fsstools.data import splits, voc
 from fsstools.data.base_tasks import EpisodicTrainDataset, FixedEpisodeDataset
 from fsstools.data.episodes import EpisodeList, sample_episodes
@@ -43,8 +43,8 @@ from fsstools.models.checkpoints import PANET_FORMAT, PFENET_FORMAT, load_trunk
 from fsstools.models.panet import build_panet
 from fsstools.models.pfenet import PFENet
 from fsstools.training.config import TrainConfig
+from fsstools.training.epoch import Objective, Precision
 from fsstools.training.feature_tasks import FeatureEpisodes, FixedFeatureEpisodes
-from fsstools.training.loop import Objective, Precision
 from fsstools.training.run import Recipe, TrainData, data_fingerprint
 from fsstools.training.runtime import DistContext, gather_objects
 

@@ -18,7 +18,7 @@ A *profile* is the embedded benchmark at one size or a real data set:
   classes they never saw, so ``data_root`` is the PASCAL root and the COCO root is the one
   the training config names.
 
-The notebooks reach all of this through :mod:`fsstools.recipes`.
+The notebooks reach all of this through :mod:`fsstools.studies.recipes`.
 """
 
 from __future__ import annotations
@@ -34,12 +34,13 @@ from typing import Any
 import numpy as np
 
 from fsstools import config as config_lib
-from fsstools import parameters, paths
+from fsstools import paths
 from fsstools.data import splits, voc
 from fsstools.data.synth.benchmark import SynthConfig, ensure_synth
 from fsstools.errors import ConfigError, MissingError
-from fsstools.eval_config import EvalConfig
+from fsstools.evaluation.config import EvalConfig
 from fsstools.inference import resolve_methods
+from fsstools.studies import parameters
 from fsstools.training import TrainConfig, ensure_trained, run_directory
 
 DATASETS = ("synth", "pascal", "coco", "coco_to_pascal", "folder")
@@ -360,7 +361,7 @@ def run_dir(prof: Profile, fold: int, base_seed: int = 0) -> Path:
     return run_dir
 
 
-def eval_config(prof: Profile, fold: int, checkpoint: str | Path, shots: Sequence[int],
+def fold_eval_config(prof: Profile, fold: int, checkpoint: str | Path, shots: Sequence[int],
                 n_episodes: int, style: str = "A", seed: int = 0, device: str = "cpu"
                 ) -> EvalConfig:
     """The evaluation of ``checkpoint`` on the fold's novel classes of the profile's test

@@ -31,7 +31,7 @@ import torch.nn.functional as F
 from PIL import Image
 from torch import nn
 
-from fsstools.artifacts import atomic_write, atomic_write_text
+from fsstools.cache import atomic_write, atomic_write_text
 from fsstools.data.transforms import FEATURE_STRIDE, TestTransform
 from fsstools.data.user_masks import ImageLike, describe, read_image, read_support
 from fsstools.errors import ConfigError

@@ -38,7 +38,7 @@ from pathlib import Path
 from typing import Any
 
 from fsstools import paths
-from fsstools.artifacts import atomic_write_text
+from fsstools.cache import atomic_write_text
 from fsstools.config import config_hash
 from fsstools.errors import ConfigError
 
