@@ -250,7 +250,7 @@ def device_that_is_not_a_device(w: World):
 
 def training_fold_that_does_not_exist(w: World):
     argv = ["train", "--config", str(w.train_yaml), "--set", "data.fold=4"]
-    return argv, ["unknown fold 4", "valid folds: 0, 1, 2, 3"], ()
+    return argv, ["fold 4 does not exist", "folds are 0, 1, 2, 3"], ()
 
 
 def unknown_notebook(w: World):

@@ -125,7 +125,7 @@ EVAL = paths.configs_dir() / "synth" / "eval.yaml"
 def test_a_bad_evaluation_value_exits_2_naming_the_point(outputs, capsys):
     assert _sweep("--eval", str(EVAL), "--grid", "fold=[0, 7]") == cli.EXIT_USER_ERROR
     err = capsys.readouterr().err
-    assert "point fold=7: fold 7 is not valid" in err and "(from --grid fold=7)" in err
+    assert "point fold=7: fold 7 does not exist" in err and "(from --grid fold=7)" in err
     # folds need their own base models: a fixed fold-0 training config is refused, with the way
     assert _sweep("--eval", str(EVAL), "--grid", "fold=[0, 1]") == cli.EXIT_USER_ERROR
     err = capsys.readouterr().err

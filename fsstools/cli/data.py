@@ -69,8 +69,8 @@ def episodes_parser() -> argparse.ArgumentParser:
     p.add_argument("--root", required=True, help="data root (folder holding JPEGImages/)")
     p.add_argument("--list", required=True, help="image list, relative to the root")
     p.add_argument("--dataset", required=True, choices=splits.DATASETS, help="class table")
-    p.add_argument("--fold", type=int, required=True, choices=range(splits.N_FOLDS),
-                   help="which classes are novel")
+    p.add_argument("--fold", type=int, required=True,
+                   help=f"which classes are novel (0..{splits.N_FOLDS - 1})")
     p.add_argument("--scheme", default="interleaved", choices=splits.SCHEMES,
                    help="COCO-20i split scheme")
     p.add_argument("--shots", type=at_least(1), default=1, help="support images per episode")

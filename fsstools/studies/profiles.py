@@ -194,22 +194,18 @@ def check_values(params: parameters.Parameters) -> None:
     """Values that have the right type but cannot be right (a fold 7, 0 episodes)."""
     for name in FOLD_PARAMETERS:
         for fold in np.atleast_1d(params.get(name, [])):
-            if not 0 <= int(fold) < splits.N_FOLDS:
-                raise ConfigError(f"parameter {name}: fold {fold} does not exist; folds are "
-                                  "0, 1, 2, 3", key=name)
+            splits.check_fold(fold, f"parameter {name}: fold", key=name)
     for name in NON_NEGATIVE:
-        values = np.atleast_1d(params.get(name, []))
-        if (values < 0).any():
-            raise ConfigError(f"parameter {name}: {params[name]} must be >= 0", key=name)
-        if len(set(values.tolist())) != len(values):
+        values = params.get(name, [])
+        config_lib.check_at_least(f"parameter {name}", values, low=0, key=name)
+        if len(set(values)) != len(values):
             raise ConfigError(f"parameter {name}: {params[name]} repeats a seed", key=name)
     if "base_seeds" in params.values and not params["base_seeds"]:
         raise ConfigError("parameter base_seeds: give at least one seed, e.g. [0]",
                           key="base_seeds")
     for name in AT_LEAST_ONE:
-        values = np.atleast_1d(params.get(name, []))
-        if (values < 1).any():
-            raise ConfigError(f"parameter {name}: {params[name]} must be >= 1", key=name)
+        if name in params.values:
+            config_lib.check_at_least(f"parameter {name}", params[name], key=name)
     for name, among in SUBSETS.items():
         if name in params.values and among in params.values:
             missing = set(np.atleast_1d(params[name]).tolist()) - set(params[among])
