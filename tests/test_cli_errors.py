@@ -24,7 +24,7 @@ from PIL import Image
 
 from fsstools import cli
 from fsstools import config as config_lib
-from fsstools.data.episodes import load_episodes, sample_episodes, save_episodes
+from fsstools.data.episodes import EpisodeSettings, load_episodes, sample_episodes, save_episodes
 from fsstools.models.checkpoints import CHECKPOINT_FORMAT
 from fsstools.models.pspnet import build_model
 from tests.fixtures import default_masks, list_path, make_voc_folder, write_image, write_mask
@@ -58,7 +58,7 @@ def data_folder(path: Path) -> Path:
 
 
 def episodes_file(root: Path, path: Path, shots: int = 1, fold: int = 0) -> Path:
-    el = sample_episodes(root, list_path(list_name="val"), "synth", fold, shots, 6, seed=0)
+    el = sample_episodes(root, list_path(list_name="val"), EpisodeSettings("synth", fold, shots, 6))
     return save_episodes(el, path)
 
 

@@ -12,7 +12,7 @@ import torch
 from fsstools import cli, paths
 from fsstools import config as config_lib
 from fsstools.data import splits
-from fsstools.data.episodes import sample_episodes, save_episodes
+from fsstools.data.episodes import EpisodeSettings, sample_episodes, save_episodes
 from fsstools.data.synth.generate import SynthConfig
 from fsstools.errors import ConfigError, ConflictError
 from fsstools.evaluation import guard
@@ -140,7 +140,7 @@ def test_a_train_config_of_another_fold_is_refused_before_training(world, output
 
 def test_extract_refuses_a_checkpoint_of_another_fold(world, outputs, tmp_path, capsys):
     root, fold0, fold1 = world
-    el = sample_episodes(root, LIST, "synth", 1, 1, 6, seed=0)
+    el = sample_episodes(root, LIST, EpisodeSettings("synth", 1, 1, 6))
     episodes = save_episodes(el, tmp_path / "fold1.json")
     argv = ["extract", "--checkpoint", str(fold0), "--episodes", str(episodes), "--size",
             str(SIZE)]

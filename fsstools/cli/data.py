@@ -89,17 +89,15 @@ def episodes_parser() -> argparse.ArgumentParser:
 
 def run_episodes(args: argparse.Namespace) -> int:
     from fsstools.data import splits
-    from fsstools.data.episodes import sample_episodes, save_episodes
+    from fsstools.data.episodes import EpisodeSettings, sample_episodes, save_episodes
 
     if args.coco_to_pascal and args.dataset != "pascal":
         raise ConfigError("--coco-to-pascal samples PASCAL images: use --dataset pascal")
     classes = splits.coco_to_pascal_classes(args.fold) if args.coco_to_pascal else None
-    el = sample_episodes(
-        args.root, args.list, args.dataset, args.fold, args.shots, args.n, args.seed,
-        scheme=args.scheme, classes=classes, min_fg=args.min_fg,
-        random_shots=tuple(args.random_shots) if args.random_shots else None,
-        skip_small=args.skip_small,
-    )  # fmt: skip
+    el = sample_episodes(args.root, args.list, EpisodeSettings(
+        args.dataset, args.fold, args.shots, args.n, args.seed, scheme=args.scheme,
+        classes=classes, min_fg=args.min_fg, random_shots=args.random_shots,
+        skip_small=args.skip_small))
     out = save_episodes(el, args.out)
     print(f"{len(el)} episodes of classes {list(el.classes)} -> {out} (hash {el.hash})")
     return 0

@@ -67,15 +67,15 @@ def extract_parser() -> argparse.ArgumentParser:
 def run_extract(args: argparse.Namespace) -> int:
     from fsstools.data.episodes import load_episode_files
     from fsstools.evaluation import guard
-    from fsstools.features import ensure_features, episode_list_images
+    from fsstools.features import FeatureSettings, ensure_features, episode_list_images
 
     lists = list(load_episode_files(args.episodes, accept_edited=args.accept_edited).values())
     first = lists[0]
     guard.check_disjoint(args.checkpoint, first.dataset, guard.tested_classes(lists), first.fold,
                          what="extract")
     store = ensure_features(args.checkpoint, first.root, episode_list_images(lists),
-                            first.dataset, args.size, args.device, args.batch_size, args.dtype,
-                            force=args.force)
+                            first.dataset, FeatureSettings(args.size, args.dtype),
+                            device=args.device, batch_size=args.batch_size, force=args.force)
     print(f"features {tuple(store.feats.shape)} of {len(store.index)} images cached under key "
           f"{store.key}")
     files = ",".join(map(yaml_path, args.episodes))

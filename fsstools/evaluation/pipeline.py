@@ -28,7 +28,7 @@ from fsstools import config as config_lib
 from fsstools import paths
 from fsstools.cache import atomic_torch_save, atomic_write_text, file_hash
 from fsstools.data import splits, voc
-from fsstools.data.episodes import EpisodeList, ensure_episodes, load_episode_files
+from fsstools.data.episodes import EpisodeList, EpisodeSettings, ensure_episodes, load_episode_files
 from fsstools.errors import ConfigError, DataError, MissingError
 from fsstools.evaluation import guard, scoring, stats
 from fsstools.evaluation.config import (
@@ -37,7 +37,7 @@ from fsstools.evaluation.config import (
     check_out_dir,
     results_dir,
 )
-from fsstools.features import FeatureStore, ensure_features, episode_list_images
+from fsstools.features import FeatureSettings, FeatureStore, ensure_features, episode_list_images
 from fsstools.inference import MethodConfig, resolve_methods
 
 if TYPE_CHECKING:
@@ -168,9 +168,9 @@ def prepare(
         pairs = voc.read_pairs(cfg.root, cfg.list_file)
     checked_train_config(cfg)  # before sampling: a bad training config stops here
     lists = given or {
-        (k, s): ensure_episodes(cfg.root, cfg.list_file, cfg.dataset, cfg.fold, k, cfg.n_episodes,
-                                s, scheme=cfg.scheme, classes=episode_classes(cfg),
-                                skip_small=cfg.skip_small, force=force)
+        (k, s): ensure_episodes(cfg.root, cfg.list_file, EpisodeSettings(
+            cfg.dataset, cfg.fold, k, cfg.n_episodes, s, scheme=cfg.scheme,
+            classes=episode_classes(cfg), skip_small=cfg.skip_small), force=force)
         for k in cfg.shots
         for s in cfg.seeds
     }
@@ -178,8 +178,9 @@ def prepare(
         pairs = episode_list_images(list(lists.values()))
     checkpoint = resolve_checkpoint(cfg, force)
     guard.check_disjoint(checkpoint, cfg.dataset, guard.tested_classes(lists.values()), cfg.fold)
-    store = ensure_features(checkpoint, root, pairs, cfg.dataset, cfg.size, cfg.device,
-                            dtype=cfg.feature_dtype, progress=progress, force=force)
+    store = ensure_features(checkpoint, root, pairs, cfg.dataset,
+                            FeatureSettings(cfg.size, cfg.feature_dtype), device=cfg.device,
+                            progress=progress, force=force)
     if given:
         check_supports(store, lists)
     if progress:

@@ -34,7 +34,7 @@ from fsstools.errors import MissingError
 from fsstools.evaluation import pipeline as evaluate
 from fsstools.evaluation.pipeline import EvalConfig, MethodSpecs, Scores, Study
 from fsstools.evaluation.views import EpisodeView, display_image, episode_view, feature_pca
-from fsstools.features import ensure_features, task_batch
+from fsstools.features import FeatureSettings, ensure_features, task_batch
 from fsstools.inference import METHODS, MethodConfig, query_valid_mask
 from fsstools.inference.classifier import normalize
 from fsstools.inference.losses import pixel_weights
@@ -370,7 +370,8 @@ def pca_examples(
     root = prof.style_root(style)
     size = prof.synth.size if prof.synth is not None else train_config(prof, fold).data.val_size
     pairs = voc.read_pairs(root, prof.list_file)[:n_images]
-    store = ensure_features(checkpoint, root, pairs, prof.test_dataset, size, progress=False)
+    store = ensure_features(checkpoint, root, pairs, prof.test_dataset, FeatureSettings(size),
+                            progress=False)
     rows = [store.index[img] for img, _ in pairs]
     return {
         "images": np.stack([display_image(root, *pair, prof.test_dataset, size)
