@@ -28,7 +28,7 @@ import pandas as pd
 from fsstools import config as config_lib
 from fsstools import plots
 from fsstools.errors import UserError
-from fsstools.report import save_figure, save_table
+from fsstools.studies.report import save_figure, save_table
 from fsstools.training import TrainConfig, TrainData, main, with_run
 
 DEFAULT_CONFIG = "configs/synth/fold0.yaml"

@@ -23,7 +23,8 @@ from functools import partial
 
 import torch
 
-from fsstools import plots, recipes, widgets
+from fsstools import plots
+from fsstools.studies import recipes, widgets
 
 try:
     from bench import timing

@@ -26,7 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
-from fsstools.artifacts import atomic_write
+from fsstools.cache import atomic_write
 from fsstools.constants import min_fg_pixels
 from fsstools.data.splits import PASCAL_CLASSES
 from fsstools.data.synth.benchmark import ensure_synth

@@ -35,7 +35,7 @@ from fsstools.constants import IGNORE_INDEX
 from fsstools.errors import UserError
 from fsstools.models import build_model
 from fsstools.training import TrainConfig, build_data, main, with_run
-from fsstools.training.loop import Precision, resolve_precision
+from fsstools.training.epoch import Precision, resolve_precision
 
 try:
     from bench.timing import load, open_device, rate, timed, warm_up

@@ -1,7 +1,7 @@
 """fsstools: few-shot semantic segmentation with transductive inference (RePRI).
 
 ``fsstools.segment(supports=[(image, mask), ...], queries=[...], checkpoint=...)`` segments
-your own images (see :mod:`fsstools.segmentation`); it is imported on first use, so
+your own images (see :mod:`fsstools.own_images.segmentation`); it is imported on first use, so
 ``import fsstools`` stays light (no torch).
 """
 
@@ -9,7 +9,7 @@ import importlib
 
 __version__ = "0.1.0"
 
-_LAZY = {"segment": "fsstools.segmentation"}
+_LAZY = {"segment": "fsstools.own_images.segmentation"}
 """Attributes loaded from a heavier module when first asked for."""
 
 

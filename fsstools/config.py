@@ -8,7 +8,7 @@ key, the value, what is expected, and whether it came from the file or from an o
 typo never silently falls back to a default.
 
 Example:
-    >>> from fsstools.evaluate import EvalConfig  # doctest: +SKIP
+    >>> from fsstools.evaluation.pipeline import EvalConfig  # doctest: +SKIP
     >>> load(EvalConfig, "configs/synth/eval.yaml", ["shots=[1]", "fold=1"])  # doctest: +SKIP
 """
 
@@ -60,6 +60,9 @@ def _describe(tp: Any) -> str:
         return " or ".join(_describe(a) for a in args)
     if origin is typing.Literal:
         return "one of " + ", ".join(repr(a) for a in args)
+    if origin is list:
+        item = args[0] if args else Any
+        return f"a list of {_PLURALS.get(item, _describe(item) + ' items')}"
     if origin is tuple:
         if len(args) == 2 and args[1] is Ellipsis:
             return f"a list of {_PLURALS.get(args[0], _describe(args[0]) + ' items')}"
@@ -90,13 +93,16 @@ def _number(value: Any) -> float | None:
     return None
 
 
-def _convert_scalar(tp: Any, value: Any, where: str) -> Any:
+def _convert_scalar(tp: Any, value: Any, where: str, exact: bool = False) -> Any:
     if tp is float:
-        number = _number(value)
+        number = (float(value) if isinstance(value, int | float) and not isinstance(value, bool)
+                  else None) if exact else _number(value)
         if number is None:
             raise _bad(tp, value, where)
         return number
     if tp is int:
+        if exact and not (isinstance(value, int) and not isinstance(value, bool)):
+            raise _bad(tp, value, where)
         number = _number(value)
         if number is None or not number.is_integer():
             raise _bad(tp, value, where)
@@ -113,8 +119,23 @@ def _convert_scalar(tp: Any, value: Any, where: str) -> Any:
     return value
 
 
-def _convert(tp: Any, value: Any, where: str) -> Any:
-    """``value`` checked against (and coerced to) the declared type ``tp``."""
+def convert(tp: Any, value: Any, where: str, exact: bool = False) -> Any:
+    """``value`` checked against (and coerced to) the declared type ``tp``: the one type
+    check of configs, ``--set`` values and notebook parameters.
+
+    Args:
+        where: the key named in the error.
+        exact: take no number from a string and no int from a float (a notebook uses its
+            parameters as given, so they must already be of their type; an int still fits
+            a float).
+
+    Raises:
+        ConfigError: naming ``where``, the type expected and the value given.
+    """
+    return _convert(tp, value, where, exact)
+
+
+def _convert(tp: Any, value: Any, where: str, exact: bool = False) -> Any:
     if tp is Any:
         return value
     if _is_dataclass_type(tp):
@@ -132,10 +153,10 @@ def _convert(tp: Any, value: Any, where: str) -> Any:
         if len(options) == 1 and typing.get_origin(options[0]) is not typing.Literal and (
             _is_dataclass_type(options[0]) or typing.get_origin(options[0]) is not None
         ):
-            return _convert(options[0], value, where)  # its own message names the item at fault
+            return _convert(options[0], value, where, exact)  # its message names the item
         for arg in options:
             try:
-                return _convert(arg, value, where)
+                return _convert(arg, value, where, exact)
             except ConfigError:
                 continue
         raise _bad(tp, value, where)
@@ -148,13 +169,18 @@ def _convert(tp: Any, value: Any, where: str) -> Any:
         if len(kinds) != len(items):
             raise _bad(tp, value, where)
         try:
-            return tuple(_convert(k, v, f"{where}[{i}]") for i, (k, v) in
+            return tuple(_convert(k, v, f"{where}[{i}]", exact) for i, (k, v) in
                          enumerate(zip(kinds, items, strict=True)))
         except ConfigError as err:
             if isinstance(value, (list, tuple)):
                 raise  # names the item at fault
             hint = " (write a YAML list, e.g. [1, 5])" if isinstance(value, str) else ""
             raise _bad(tp, value, where, hint) from err
+    if origin is list:
+        if not isinstance(value, list) and (exact or not isinstance(value, tuple)):
+            raise _bad(tp, value, where)
+        (item,) = args or (Any,)
+        return [_convert(item, v, f"{where}[{i}]", exact) for i, v in enumerate(value)]
     if origin is typing.Literal:
         if value not in args:
             raise ConfigError(
@@ -167,9 +193,29 @@ def _convert(tp: Any, value: Any, where: str) -> Any:
         if not isinstance(value, Mapping):
             raise _bad(tp, value, where)
         key_type, value_type = args if args else (Any, Any)
-        return {_convert(key_type, k, where): _convert(value_type, v, f"{where}.{k}")
+        return {_convert(key_type, k, where, exact): _convert(value_type, v, f"{where}.{k}", exact)
                 for k, v in value.items()}
-    return _convert_scalar(tp, value, where)
+    return _convert_scalar(tp, value, where, exact)
+
+
+def check_at_least(name: str, value: Any, low: int = 1, what: str = "",
+                   key: str | None = None) -> None:
+    """The one "at least" check of configs, notebook parameters and command options.
+
+    Args:
+        name: what the message names first, e.g. "shots" or "parameter n_episodes".
+        value: a number, or a list of numbers that must all be >= ``low``.
+        what: what the value counts, shown after the name.
+        key: the config key or parameter at fault (default ``name``).
+
+    Raises:
+        ConfigError: ``<name> (<what>) must be >= <low>, got <value>``.
+    """
+    values = list(value) if isinstance(value, (list, tuple)) else [value]
+    if any(v < low for v in values):
+        shown = f"{name} ({what})" if what else name
+        raise ConfigError(f"{shown} must be >= {low}, got {value}".strip(),
+                          key=key or name or None)
 
 
 def from_dict(cls: type[T], data: Mapping[str, Any], where: str = "") -> T:
@@ -196,13 +242,21 @@ def from_dict(cls: type[T], data: Mapping[str, Any], where: str = "") -> T:
     try:
         return cls(**kwargs)
     except ConfigError as err:
-        key = f"{prefix}{err.key}" if err.key else (where or None)
-        raise ConfigError(str(err), key=key) from None
+        if err.key:  # a check that names its key: keep its message, place the key
+            raise ConfigError(str(err), key=f"{prefix}{err.key}") from None
+        raise _own_check_error(err, cls, types_, where) from None
     except (TypeError, ValueError) as err:  # a dataclass's own checks (__post_init__)
-        # The field its message names, if just one, lets load() say where the value came from.
-        named = [f for f in types_ if re.search(rf"\b{re.escape(f)}\b", str(err))]
-        key = prefix + named[0] if len(named) == 1 else (where or None)
-        raise ConfigError(f"{where or cls.__name__}: {err}", key=key) from None
+        raise _own_check_error(err, cls, types_, where) from None
+
+
+def _own_check_error(err: Exception, cls: type, types_: Mapping[str, Any],
+                     where: str) -> ConfigError:
+    """A dataclass's own check failing, said from where it was built; the field its message
+    names, if just one, lets load() say where the value came from."""
+    prefix = f"{where}." if where else ""
+    named = [f for f in types_ if re.search(rf"\b{re.escape(f)}\b", str(err))]
+    key = prefix + named[0] if len(named) == 1 else (where or None)
+    return ConfigError(f"{where or cls.__name__}: {err}", key=key)
 
 
 def to_dict(cfg: Any) -> dict[str, Any]:
@@ -359,7 +413,7 @@ def load(
 
 def save_yaml(cfg: Any, path: str | Path) -> Path:
     """Write the resolved config next to the results it produced (atomically)."""
-    from fsstools.artifacts import atomic_write_text
+    from fsstools.cache import atomic_write_text
 
     return atomic_write_text(Path(path), yaml.safe_dump(to_dict(cfg), sort_keys=False))
 

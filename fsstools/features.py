@@ -16,16 +16,17 @@ from __future__ import annotations
 
 import json
 import shutil
-from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
 from fsstools import cache, paths
-from fsstools.artifacts import atomic_dir, file_hash
+from fsstools.cache import atomic_dir, file_hash
 from fsstools.data import splits, voc
 from fsstools.data.episodes import EpisodeList, episode_mask
 from fsstools.data.transforms import TestTransform
@@ -79,87 +80,120 @@ def episode_images(episodes: EpisodeList) -> list[tuple[str, str]]:
     return list(seen.items())
 
 
-def features_key(
-    checkpoint: Path, pairs: Sequence[tuple[str, str]], root: Path, size: int, dtype: str,
-    extractor: str = "checkpoint", normalize: bool = True,
-) -> str:
+@dataclass(frozen=True)
+class FeatureSettings:
+    """How features are extracted; with the checkpoint and the images, what keys them.
+
+    Attributes:
+        size: the images' side after resizing and padding (the test transform).
+        dtype: storage of the features, "float32" or "float16".
+        normalize: unit-length features per pixel (what inference reads); False keeps the
+            network's own scale (what the PFENet-style head trains on).
+    """
+
+    size: int
+    dtype: str = "float32"
+    normalize: bool = True
+
+
+def features_key(checkpoint: Path, pairs: Sequence[tuple[str, str]], root: Path,
+                 settings: FeatureSettings, extractor: str = "checkpoint") -> str:
     """Key of the features of ``pairs`` under ``checkpoint`` (see the module doc)."""
     return cache.cache_key(
         stage="features",
         checkpoint=file_hash(checkpoint, 16),
         extractor=extractor,
-        normalize=normalize,
         images=[p[0] for p in pairs],
         files=cache.fingerprint_pairs(root, pairs),
-        size=size,
-        dtype=dtype,
+        settings=asdict(settings),
         code=cache.code_version(__name__),
     )
 
 
-def _batches(seq: Sequence, n: int) -> Iterator[Sequence]:
-    for i in range(0, len(seq), n):
-        yield seq[i : i + n]
+def _chunks(items: Iterable, n: int) -> Iterator[list]:
+    chunk = []
+    for item in items:
+        chunk.append(item)
+        if len(chunk) == n:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk
+
+
+def to_grid(x: torch.Tensor, hw: tuple[int, int]) -> torch.Tensor:
+    """(N, H, W) masks -> (N, h, w) on the feature grid by nearest neighbour."""
+    return F.interpolate(x[:, None].float(), size=hw, mode="nearest")[:, 0]
 
 
 @torch.no_grad()
+def feature_batches(model: torch.nn.Module, samples: Iterable[dict[str, Any]],
+                    device: str | torch.device = "cpu", batch_size: int = 32,
+                    normalize: bool = True) -> Iterator[dict[str, torch.Tensor]]:
+    """The one feature-extraction loop: ``model.extract_features`` over ``samples`` (what a
+    :class:`TestTransform` returns), ``batch_size`` at a time, samples made only as needed.
+
+    Yields:
+        Per batch of b samples, on the CPU: ``feats`` (b, C, h, w) float32 (unit length per
+        pixel when ``normalize``), ``valid_full`` (b, H, W) and ``valid_small`` (b, h, w)
+        bool; and, where the samples carry masks, ``masks_full`` (b, H, W) and
+        ``masks_small`` (b, h, w) int64.
+    """
+    for chunk in _chunks(samples, batch_size):
+        images = torch.stack([s["image"] for s in chunk]).to(device)
+        feats = model.extract_features(images).float()  # (b, C, h, w)
+        if normalize:
+            feats = F.normalize(feats, dim=1)
+        feats = feats.cpu()
+        hw = tuple(feats.shape[-2:])
+        valid = torch.stack([s["valid"] for s in chunk])  # (b, H, W)
+        batch = {"feats": feats, "valid_full": valid, "valid_small": to_grid(valid, hw).bool()}
+        if "mask" in chunk[0]:
+            masks = torch.stack([s["mask"] for s in chunk])  # (b, H, W)
+            batch.update(masks_full=masks, masks_small=to_grid(masks, hw).long())
+        yield batch
+
+
 def extract(
     model: torch.nn.Module,
     root: str | Path,
     pairs: Sequence[tuple[str, str]],
     n_classes: int,
-    size: int,
+    settings: FeatureSettings,
     out_dir: Path,
     device: str | torch.device = "cpu",
     batch_size: int = 32,
-    dtype: str = "float32",
     progress: bool = True,
-    normalize: bool = True,
 ) -> None:
-    """Run ``model.extract_features`` over ``pairs`` and write the arrays into ``out_dir``.
+    """Run :func:`feature_batches` over ``pairs`` and write the arrays into ``out_dir``.
 
     Arrays are written chunk by chunk into memory-mapped ``.npy`` files, so memory stays
-    bounded by one batch whatever the number of images. ``normalize`` scales each pixel's
-    feature vector to unit length.
+    bounded by one batch whatever the number of images.
     """
     root = Path(root)
-    transform = TestTransform(size)
+    transform = TestTransform(settings.size)
     model.eval().to(device)
     n = len(pairs)
+    samples = (transform(*voc.load_pair(root, img, mask, n_classes)) for img, mask in pairs)
+    dtypes = {"feats": settings.dtype, "masks_small": np.uint8, "valid_small": bool,
+              "masks_full": np.uint8, "valid_full": bool}
     arrays: dict[str, np.ndarray] = {}
     row = 0
     bar = progress_bar(total=n, desc="extract features", unit="img", disable=not progress)
     try:  # the bar is closed on an error too, so the error starts on a line of its own
-        for chunk in _batches(pairs, batch_size):
-            samples = [transform(*voc.load_pair(root, img, mask, n_classes))
-                       for img, mask in chunk]
-            images = torch.stack([s["image"] for s in samples]).to(device)
-            feats = model.extract_features(images).float()  # (b, C, h, w)
-            if normalize:
-                feats = F.normalize(feats, dim=1)
-            masks = torch.stack([s["mask"] for s in samples])  # (b, H, W)
-            valid = torch.stack([s["valid"] for s in samples])
-            h, w = feats.shape[-2:]
-            small = F.interpolate(masks[:, None].float(), size=(h, w), mode="nearest")[:, 0]
-            small_valid = F.interpolate(valid[:, None].float(), size=(h, w),
-                                        mode="nearest")[:, 0]
-            parts = {
-                "feats": feats.cpu().numpy().astype(dtype),
-                "masks_small": small.numpy().astype(np.uint8),
-                "valid_small": small_valid.numpy().astype(bool),
-                "masks_full": masks.numpy().astype(np.uint8),
-                "valid_full": valid.numpy().astype(bool),
-            }
+        for batch in feature_batches(model, samples, device, batch_size, settings.normalize):
+            parts = {name: batch[name].numpy().astype(kind) for name, kind in dtypes.items()}
             if not arrays:
                 for name, part in parts.items():
                     arrays[name] = np.lib.format.open_memmap(
                         out_dir / f"{name}.npy", mode="w+", dtype=part.dtype,
                         shape=(n, *part.shape[1:]),
                     )
+            b = len(batch["feats"])
             for name, part in parts.items():
-                arrays[name][row : row + len(chunk)] = part
-            row += len(chunk)
-            bar.update(len(chunk))
+                arrays[name][row : row + b] = part
+            row += b
+            bar.update(b)
     finally:
         bar.close()
     for arr in arrays.values():
@@ -191,15 +225,14 @@ def ensure_features(
     root: str | Path,
     pairs: Sequence[tuple[str, str]],
     dataset: str,
-    size: int,
+    settings: FeatureSettings,
+    *,
     device: str | torch.device = "cpu",
     batch_size: int = 32,
-    dtype: str = "float32",
     cache_dir: Path | None = None,
     progress: bool = True,
     force: bool = False,
     model: torch.nn.Module | None = None,
-    normalize: bool = True,
 ) -> FeatureStore:
     """Features of the images ``pairs`` under ``checkpoint``, from the cache or extracted.
 
@@ -209,10 +242,9 @@ def ensure_features(
     place, so an interrupted extraction leaves no partial cache entry.
 
     Args:
+        dataset: the class table of the masks.
         model: the network to run instead of the one ``checkpoint`` holds (a PFENet around
             the checkpoint's frozen trunk); its class is part of the key.
-        normalize: unit-length features per pixel (what inference reads); False keeps the
-            network's own scale (what the PFENet-style head trains on).
     """
     from fsstools.models.checkpoints import load_model
 
@@ -222,7 +254,7 @@ def ensure_features(
             f"checkpoint {checkpoint} does not exist; train one with `fsstools train --config ...`"
         )
     extractor = "checkpoint" if model is None else type(model).__name__
-    key = features_key(checkpoint, pairs, paths.resolve(root), size, dtype, extractor, normalize)
+    key = features_key(checkpoint, pairs, paths.resolve(root), settings, extractor)
     final = (Path(cache_dir) if cache_dir is not None else paths.cache_dir("features")) / key
     with cache.locked(f"features-{key}"):
         if (final / "index.json").is_file() and not force:
@@ -235,8 +267,7 @@ def ensure_features(
             model = load_model(checkpoint, device)
         with atomic_dir(final) as tmp:
             n_classes = splits.n_classes(dataset, root)
-            extract(model, root, pairs, n_classes, size, tmp, device, batch_size, dtype, progress,
-                    normalize)
+            extract(model, root, pairs, n_classes, settings, tmp, device, batch_size, progress)
     return open_store(final, key)
 
 
@@ -270,7 +301,7 @@ def restore_lost_foreground(
     return int(lost.sum())
 
 
-def gather(
+def task_batch(
     store: FeatureStore,
     episodes: EpisodeList,
     idx: Sequence[int],

@@ -3,7 +3,7 @@
 An :class:`IoUMeter` keeps one record per episode (class, foreground intersection and union,
 background intersection and union), so scores are sums over episodes and intervals resample
 episodes; :func:`crossed_draws` also resamples base-training seeds scored on the same
-episodes (see :mod:`fsstools.stats` for the method).
+episodes (see :mod:`fsstools.evaluation.stats` for the method).
 
 Example:
     >>> import torch

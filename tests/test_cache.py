@@ -1,4 +1,4 @@
-"""fsstools.cache and fsstools.artifacts: content keys, code versions, umask, atomic folders."""
+"""fsstools.cache and fsstools.cache: content keys, code versions, umask, atomic folders."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import os
 
 import pytest
 
-from fsstools import artifacts, cache
+from fsstools import cache
 
 
 def test_fingerprint_follows_rewrites_and_missing_files(tmp_path):
@@ -39,7 +39,7 @@ def test_code_version_ignores_docstrings_and_comments_only(tmp_path, monkeypatch
 
 def test_imports_inside_functions_count():
     # evaluate imports the trainer inside a function, and that import counts
-    assert "fsstools.training" in cache.imported_modules("fsstools.evaluate")
+    assert "fsstools.training" in cache.imported_modules("fsstools.evaluation.pipeline")
     with pytest.raises(ValueError, match="not a module"):
         cache.imported_modules("fsstools.nothing_here")
 
@@ -49,8 +49,8 @@ def test_imports_inside_functions_count():
 def test_written_files_and_folders_follow_the_umask(tmp_path, umask, file_mode, dir_mode):
     old = os.umask(umask)
     try:
-        path = artifacts.atomic_write_text(tmp_path / "x" / "a.txt", "hi")
-        with artifacts.atomic_dir(tmp_path / "folder") as tmp:
+        path = cache.atomic_write_text(tmp_path / "x" / "a.txt", "hi")
+        with cache.atomic_dir(tmp_path / "folder") as tmp:
             (tmp / "inside").write_text("")
     finally:
         os.umask(old)
@@ -60,7 +60,7 @@ def test_written_files_and_folders_follow_the_umask(tmp_path, umask, file_mode, 
 
 
 def test_atomic_dir_leaves_nothing_on_failure(tmp_path):
-    with pytest.raises(RuntimeError), artifacts.atomic_dir(tmp_path / "f") as tmp:
+    with pytest.raises(RuntimeError), cache.atomic_dir(tmp_path / "f") as tmp:
         (tmp / "half").write_text("")
         raise RuntimeError("killed")
     assert list(tmp_path.iterdir()) == []

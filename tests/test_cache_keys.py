@@ -21,8 +21,8 @@ from fsstools import cache
 from fsstools.training import base, episodic, run
 
 ROOT = Path(__file__).resolve().parents[1]
-NOT_COMPUTING = ("fsstools.plots", "fsstools.report", "fsstools.readings", "fsstools.publish",
-                 "fsstools.cli", "fsstools.recipes", "fsstools.widgets",
+NOT_COMPUTING = ("fsstools.plots", "fsstools.studies.report", "fsstools.studies.readings", "fsstools.jobs.publish",
+                 "fsstools.cli", "fsstools.studies.recipes", "fsstools.studies.widgets",
                  "fsstools.data.synth.sheet", "fsstools.progress")
 
 
@@ -37,13 +37,13 @@ def computing(found: set[str], *outside: str) -> list[str]:
 
 def test_a_base_run_keys_on_training_models_and_data_reading_only():
     found = closure(run.__name__, base.RECIPE.code)
-    assert {"fsstools.training.loop", "fsstools.training.base", "fsstools.models.pspnet",
+    assert {"fsstools.training.epoch", "fsstools.training.base", "fsstools.models.pspnet",
             "fsstools.data.datasets", "fsstools.data.transforms", "fsstools.data.voc"} <= found
     # the models pool prototypes with inference.prototype, and nothing else of inference
     assert not computing(found - {"fsstools.inference.prototype"}, *NOT_COMPUTING,
                          "fsstools.training.episodic", "fsstools.features",
                          "fsstools.data.synth.generate", "fsstools.inference",
-                         "fsstools.evaluate")
+                         "fsstools.evaluation.pipeline")
 
 
 def test_an_episodic_run_keys_on_its_own_recipe_too():
@@ -62,12 +62,12 @@ def test_features_key_on_the_models_and_the_extraction_only():
 
 
 def test_scores_key_on_inference_metrics_and_features_only():
-    found = closure("fsstools.scoring")
+    found = closure("fsstools.evaluation.scoring")
     # the masks fed to inference come from features, episodes and constants
     assert {"fsstools.inference.loop", "fsstools.metrics", "fsstools.features",
             "fsstools.data.episodes", "fsstools.constants"} <= found
-    assert not computing(found, *NOT_COMPUTING, "fsstools.training", "fsstools.guard",
-                         "fsstools.evaluate", "fsstools.eval_config", "fsstools.stats")
+    assert not computing(found, *NOT_COMPUTING, "fsstools.training", "fsstools.evaluation.guard",
+                         "fsstools.evaluation.pipeline", "fsstools.evaluation.config", "fsstools.evaluation.stats")
 
 
 def test_readers_do_not_import_the_generator():
@@ -140,7 +140,7 @@ def test_editing_plots_or_the_contact_sheet_reuses_every_result(scratch):
 def test_editing_the_training_loop_recomputes_the_run_and_what_follows(scratch):
     pipeline, edit = scratch
     first = pipeline()
-    edit("fsstools.training.loop", "EDITED_FOR_A_TEST = 1")
+    edit("fsstools.training.epoch", "EDITED_FOR_A_TEST = 1")
     again = pipeline()
     assert "reusing synthetic data" in again  # the data do not depend on the trainer
     for line in ("reusing base model", "reusing features of", "reused from"):

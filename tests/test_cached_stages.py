@@ -13,9 +13,9 @@ import pytest
 from PIL import Image
 
 from fsstools import config as config_lib
-from fsstools import evaluate
 from fsstools.data.synth.benchmark import SynthConfig, ensure_synth
-from fsstools.evaluate import EvalConfig
+from fsstools.evaluation import pipeline as evaluate
+from fsstools.evaluation.pipeline import EvalConfig
 from fsstools.training import TrainConfig, ensure_trained
 from tests.fixtures import MIN_FG_TEST, make_voc_folder
 

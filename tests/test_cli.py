@@ -15,7 +15,7 @@ import fsstools
 from fsstools import cli, config, paths
 from fsstools.config import ConfigError
 from fsstools.data.episodes import episode_hash, load_episodes
-from fsstools.evaluate import EvalConfig
+from fsstools.evaluation.pipeline import EvalConfig
 from fsstools.inference import METHODS, MethodConfig, resolve_methods
 from fsstools.models.checkpoints import CHECKPOINT_FORMAT
 from fsstools.models.pspnet import build_model
@@ -94,7 +94,7 @@ def test_eval_config_takes_names_and_variants_and_loads_back_equal(tmp_path):
 
 
 @pytest.mark.parametrize(("override", "message"), [
-    ("fold=4", r"fold 4 is not valid; choose one of 0, 1, 2, 3"),
+    ("fold=4", r"fold 4 does not exist; folds are 0, 1, 2, 3"),
     ("scheme=interleave", "did you mean 'interleaved'"),
     ("n_episodes=0", r"n_episodes \(episodes per list\) must be >= 1, got 0"),
     ("size=4", "size=4: the test size must be at least 8"),

@@ -24,7 +24,7 @@ from PIL import Image
 
 from fsstools import cli
 from fsstools import config as config_lib
-from fsstools.data.episodes import load_episodes, sample_episodes, save_episodes
+from fsstools.data.episodes import EpisodeSettings, load_episodes, sample_episodes, save_episodes
 from fsstools.models.checkpoints import CHECKPOINT_FORMAT
 from fsstools.models.pspnet import build_model
 from tests.fixtures import default_masks, list_path, make_voc_folder, write_image, write_mask
@@ -58,7 +58,7 @@ def data_folder(path: Path) -> Path:
 
 
 def episodes_file(root: Path, path: Path, shots: int = 1, fold: int = 0) -> Path:
-    el = sample_episodes(root, list_path(list_name="val"), "synth", fold, shots, 6, seed=0)
+    el = sample_episodes(root, list_path(list_name="val"), EpisodeSettings("synth", fold, shots, 6))
     return save_episodes(el, path)
 
 
@@ -250,7 +250,7 @@ def device_that_is_not_a_device(w: World):
 
 def training_fold_that_does_not_exist(w: World):
     argv = ["train", "--config", str(w.train_yaml), "--set", "data.fold=4"]
-    return argv, ["unknown fold 4", "valid folds: 0, 1, 2, 3"], ()
+    return argv, ["fold 4 does not exist", "folds are 0, 1, 2, 3"], ()
 
 
 def unknown_notebook(w: World):

@@ -4,7 +4,7 @@ from typing import Any, Literal
 import pytest
 
 from fsstools import config
-from fsstools.artifacts import atomic_write, atomic_write_text, file_hash
+from fsstools.cache import atomic_write, atomic_write_text, file_hash
 from fsstools.config import ConfigError
 from fsstools.errors import MissingError
 

@@ -38,3 +38,14 @@ def test_no_development_history_in_user_facing_text(page):
 
 def test_the_readme_stays_short():
     assert len((REPO / "README.md").read_text().splitlines()) <= 180
+
+
+def test_the_command_list_of_docs_cli_matches_the_command_table():
+    from fsstools.cli import COMMANDS
+
+    block = (REPO / "docs" / "cli.md").read_text().split("```")[1]
+    listed = re.findall(r"^fsstools (?!--)([\w-]+)", block, re.M)
+    assert set(listed) == set(COMMANDS), (
+        f"docs/cli.md lists {sorted(set(listed) - set(COMMANDS))} that are not commands and "
+        f"misses {sorted(set(COMMANDS) - set(listed))}")
+    assert list(dict.fromkeys(listed)) == list(COMMANDS), "list them in the table's order"

@@ -20,7 +20,8 @@ def root(tmp_path_factory):
 
 def sample(root, **kwargs):
     args = dict(dataset="synth", fold=0, shots=2, n_episodes=50, seed=0, min_fg=MIN_FG_TEST)
-    return E.sample_episodes(root, list_path(), **{**args, **kwargs})
+    force = kwargs.pop("force", False)
+    return E.sample_episodes(root, list_path(), E.EpisodeSettings(**{**args, **kwargs}), force)
 
 
 def test_same_seed_same_episodes_other_seed_differs(root):
@@ -48,7 +49,8 @@ def test_duplicate_list_lines_never_pair_query_with_itself(root, tmp_path):
     (root / "lists/dup.txt").write_text("\n".join(lines + lines) + "\n")
     # each class now has one image listed twice: 1 shot needs the other copy, which is the query
     with pytest.raises(ValueError, match=r"class 1 \(ellipse-stripes\) is held by 1 image"):
-        E.sample_episodes(root, "lists/dup.txt", "synth", 0, 1, 5, 0, min_fg=MIN_FG_TEST)
+        E.sample_episodes(root, "lists/dup.txt", E.EpisodeSettings("synth", 0, 1, 5, 0,
+                                                                   min_fg=MIN_FG_TEST))
 
 
 def test_save_load_roundtrip_and_hash_check(root, tmp_path):

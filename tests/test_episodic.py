@@ -26,7 +26,7 @@ from fsstools.models.panet import PANet, PANetConfig
 from fsstools.models.pfenet import PFENet, PFENetConfig, prior_mask
 from fsstools.training import TrainConfig, main, run_key
 from fsstools.training.episodic import objective
-from fsstools.training.loop import train_one_epoch
+from fsstools.training.epoch import train_one_epoch
 from tests.tiny import TINY_MODEL, TINY_PFENET
 
 NOVEL = set(splits.test_classes("synth", 0))

@@ -10,12 +10,15 @@ import pytest
 import torch
 
 from fsstools import config as config_lib
-from fsstools import evaluate, features, report, scoring, stats
+from fsstools import features
 from fsstools.constants import IGNORE_INDEX
-from fsstools.data.episodes import sample_episodes
+from fsstools.data.episodes import EpisodeSettings, sample_episodes
+from fsstools.evaluation import pipeline as evaluate
+from fsstools.evaluation import scoring, stats
 from fsstools.inference import METHODS
 from fsstools.models.checkpoints import CHECKPOINT_FORMAT
 from fsstools.models.pspnet import ModelConfig, build_model
+from fsstools.studies import report
 from tests.fixtures import list_path, make_voc_folder
 
 SIZE = 32  # test size: 24x32 images -> 24x32 resized, padded to 32x32, 4x4 features
@@ -37,10 +40,11 @@ def setup(tmp_path_factory):
         },
         ckpt,
     )
-    el = sample_episodes(root, list_path(list_name="val"), "pascal", 0, 2, 12, seed=0)
+    el = sample_episodes(root, list_path(list_name="val"), EpisodeSettings("pascal", 0, 2, 12))
     cache = tmp_path_factory.mktemp("cache")
     store = features.ensure_features(
-        ckpt, root, features.episode_images(el), "pascal", SIZE, cache_dir=cache, progress=False
+        ckpt, root, features.episode_images(el), "pascal", features.FeatureSettings(SIZE),
+        cache_dir=cache, progress=False
     )
     return root, ckpt, el, store, cache
 
@@ -66,7 +70,8 @@ def test_feature_cache_is_reused(setup, monkeypatch):
 
     monkeypatch.setattr(features, "extract", boom)
     again = features.ensure_features(
-        ckpt, root, features.episode_images(el), "pascal", SIZE, cache_dir=cache, progress=False
+        ckpt, root, features.episode_images(el), "pascal", features.FeatureSettings(SIZE),
+        cache_dir=cache, progress=False
     )
     assert again.key == store.key
     assert np.array_equal(np.asarray(again.feats), np.asarray(store.feats))
@@ -80,14 +85,14 @@ def test_missing_checkpoint_is_a_clear_error(setup, tmp_path):
             root,
             features.episode_images(el),
             "pascal",
-            SIZE,
+            features.FeatureSettings(SIZE),
             cache_dir=tmp_path,
         )
 
 
-def test_gather_builds_binary_task_masks(setup):
+def test_task_batch_builds_binary_task_masks(setup):
     _, _, el, store, _ = setup
-    tb = features.gather(store, el, [0, 1, 2])
+    tb = features.task_batch(store, el, [0, 1, 2])
     assert tb.support_feats.shape == (3, 2, 16, 4, 4)
     assert tb.query_feats.shape == (3, 16, 4, 4)
     assert tb.query_mask.shape == (3, SIZE, SIZE)

@@ -9,18 +9,21 @@ from pathlib import Path
 import pytest
 import torch
 
-from fsstools import cli, evaluate, guard, paths, recipes
+from fsstools import cli, paths
 from fsstools import config as config_lib
 from fsstools.data import splits
-from fsstools.data.episodes import sample_episodes, save_episodes
+from fsstools.data.episodes import EpisodeSettings, sample_episodes, save_episodes
 from fsstools.data.synth.generate import SynthConfig
 from fsstools.errors import ConfigError, ConflictError
-from fsstools.evaluate import EvalConfig
+from fsstools.evaluation import guard
+from fsstools.evaluation import pipeline as evaluate
+from fsstools.evaluation.pipeline import EvalConfig
 from fsstools.models.checkpoints import CHECKPOINT_FORMAT, PANET_FORMAT, PFENET_FORMAT
 from fsstools.models.panet import PANet
 from fsstools.models.pfenet import PFENet
 from fsstools.models.pspnet import build_model
-from fsstools.profiles import Profile
+from fsstools.studies import recipes
+from fsstools.studies.profiles import Profile
 from tests.fixtures import default_masks, list_path, make_voc_folder
 from tests.tiny import TINY_MODEL, TINY_PFENET, training_record
 
@@ -137,7 +140,7 @@ def test_a_train_config_of_another_fold_is_refused_before_training(world, output
 
 def test_extract_refuses_a_checkpoint_of_another_fold(world, outputs, tmp_path, capsys):
     root, fold0, fold1 = world
-    el = sample_episodes(root, LIST, "synth", 1, 1, 6, seed=0)
+    el = sample_episodes(root, LIST, EpisodeSettings("synth", 1, 1, 6))
     episodes = save_episodes(el, tmp_path / "fold1.json")
     argv = ["extract", "--checkpoint", str(fold0), "--episodes", str(episodes), "--size",
             str(SIZE)]
@@ -159,7 +162,7 @@ def test_the_notebooks_recipe_path_refuses_a_checkpoint_of_another_fold(world, o
                                                                         monkeypatch):
     root, fold0, fold1 = world
     prof = Profile("quick", root.parent, SynthConfig(size=SIZE, styles=("A",)), "unused.yaml")
-    cfg = recipes.eval_config(prof, 1, fold0, [1], 6)  # what fold_study and meta_study prepare
+    cfg = recipes.fold_eval_config(prof, 1, fold0, [1], 6)  # what fold_study and meta_study prepare
     with pytest.raises(ConflictError) as err:
         evaluate.prepare(cfg, progress=False)
     assert_names_the_leak(str(err.value), fold0)

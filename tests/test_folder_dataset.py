@@ -14,9 +14,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from fsstools import cli, recipes
+from fsstools import cli
 from fsstools.data import folder, splits, voc
 from fsstools.errors import ConfigError, MissingError
+from fsstools.studies import recipes
 from tests.fixtures import BIG, SIZE, write_image, write_mask
 
 N_CLASSES = 8  # two novel classes per fold
@@ -111,5 +112,5 @@ def test_notebooks_take_a_folder_as_their_data(data, outputs):
     cfg = recipes.train_config(prof, fold=2)
     assert (cfg.data.dataset, cfg.data.root, cfg.data.fold) == ("folder", str(data), 2)
     assert cfg.run.name == "folder-fold2"  # one file for every fold: each fold its own run
-    ev = recipes.eval_config(prof, 2, "best.pt", shots=[1], n_episodes=4)
+    ev = recipes.fold_eval_config(prof, 2, "best.pt", shots=[1], n_episodes=4)
     assert (ev.dataset, ev.root) == ("folder", str(data))

@@ -15,26 +15,18 @@ PACKAGE = Path(cache.__file__).resolve().parent
 
 LAYERS: list[tuple[str, ...]] = [
     ("fsstools", "fsstools.constants", "fsstools.errors", "fsstools.paths", "fsstools.config",
-     "fsstools.artifacts", "fsstools.cache", "fsstools.progress"),  # foundation: no torch
+     "fsstools.cache", "fsstools.progress"),  # foundation: no torch
     ("fsstools.data",),
     ("fsstools.inference",),  # pure tensors; models pool prototypes with it
     ("fsstools.models",),
     ("fsstools.metrics",),
-    ("fsstools.stats",),
     ("fsstools.features",),  # one feature cache: inference's and the PFENet-style head's
     ("fsstools.training",),
-    ("fsstools.guard",),  # a checkpoint is never scored on its training classes
-    ("fsstools.scoring",),  # one method on one episode list: what the score cache keys
-    ("fsstools.segmentation",),  # your own images: backbone, features, method, files
-    ("fsstools.eval_config", "fsstools.evaluate"),  # EvalConfig, then the pipeline using it
-    ("fsstools.views",),
-    ("fsstools.report", "fsstools.readings"),
-    ("fsstools.plots",),
-    ("fsstools.widgets", "fsstools.uploads"),
-    ("fsstools.parameters", "fsstools.profiles", "fsstools.own_images", "fsstools.recipes",
-     "fsstools.meta_learning"),  # recipes: what notebooks call, with stats, report, plots, widgets
-    ("fsstools.reproduce", "fsstools.publish", "fsstools.sweep_plan", "fsstools.gather",
-     "fsstools.sweep"),  # jobs: notebooks run, sweeps planned, run on submitit, gathered
+    ("fsstools.own_images",),  # your own images: backbone, features, a method, files
+    ("fsstools.evaluation",),  # config, pipeline, scores, fold guard, statistics, views
+    ("fsstools.plots",),  # DataFrames and views in, Figures out
+    ("fsstools.studies",),  # what notebooks call: recipes, readings, reports, widgets
+    ("fsstools.jobs",),  # notebooks run, docs published, sweeps planned, run and gathered
     ("fsstools.cli",),
 ]
 MAX_LINES = 450

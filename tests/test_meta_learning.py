@@ -1,5 +1,5 @@
 """The peers' own inference through the one scoring pipeline, and the meta-learning recipe
-(fsstools.meta_learning) on a tiny synthetic profile."""
+(fsstools.studies.meta_learning) on a tiny synthetic profile."""
 
 from __future__ import annotations
 
@@ -12,18 +12,20 @@ import torch
 import torch.nn.functional as F
 
 from fsstools import config as config_lib
-from fsstools import evaluate, meta_learning, stats
 from fsstools.data.synth.generate import SynthConfig
 from fsstools.errors import ConfigError
-from fsstools.evaluate import Study
-from fsstools.features import gather
+from fsstools.evaluation import pipeline as evaluate
+from fsstools.evaluation import stats
+from fsstools.evaluation.pipeline import Study
+from fsstools.evaluation.scoring import score_episodes
+from fsstools.features import task_batch
 from fsstools.inference import METHODS, query_valid_mask, resolve_method, run_method
 from fsstools.inference.peers import PANET_SCALE
 from fsstools.models import PSPNet
 from fsstools.models.checkpoints import CHECKPOINT_FORMAT, PFENET_FORMAT, checkpoint_meta
 from fsstools.models.pfenet import PFENet
-from fsstools.profiles import Profile
-from fsstools.scoring import score_episodes
+from fsstools.studies import meta_learning
+from fsstools.studies.profiles import Profile
 from tests.tiny import FEATURE_GRID, IMAGE_SIZE, TINY_MODEL, TINY_PFENET, tiny_study
 
 TRUNK_INPUT = 32
@@ -75,7 +77,7 @@ def test_peer_methods_are_registered_inductive_and_take_no_step():
 
 
 def test_pfenet_without_its_model_is_refused_by_run_method():
-    tb = gather(tiny_study().store, tiny_study().episode_lists[1, 0], range(2))
+    tb = task_batch(tiny_study().store, tiny_study().episode_lists[1, 0], range(2))
     valid = query_valid_mask(tb.query_mask_small, tb.query_valid_small)
     with pytest.raises(ValueError, match="pass its model"):
         run_method(METHODS["pfenet"], tb.support_feats, tb.support_masks, tb.query_feats, valid)
@@ -91,7 +93,7 @@ def test_panet_scores_separable_features_perfectly_and_reports_no_prior():
     st = with_feats(st, feats)
     for k in (1, 2):
         el = st.episode_lists[k, 0]
-        tb = gather(st.store, el, range(len(el.episodes)))
+        tb = task_batch(st.store, el, range(len(el.episodes)))
         valid = query_valid_mask(tb.query_mask_small, tb.query_valid_small)
         out = run_method(METHODS["panet"], tb.support_feats, tb.support_masks, tb.query_feats,
                          valid)
@@ -112,7 +114,7 @@ def test_pfenet_rows_are_the_models_own_prediction(tmp_path, outputs):
     assert rows["pi"].isna().all() and len(rows) == 2 * len(st.store.index)
     for k in (1, 2):
         el = st.episode_lists[k, 0]
-        tb = gather(st.store, el, range(len(el.episodes)))
+        tb = task_batch(st.store, el, range(len(el.episodes)))
         with torch.no_grad():
             logits = model(tb.support_feats, tb.support_masks, tb.query_feats)["logits"]
         up = F.interpolate((logits[:, 1] - logits[:, 0])[:, None], size=(IMAGE_SIZE,) * 2,
@@ -285,10 +287,9 @@ def test_peer_configs_follow_the_profile(tiny_profile, tmp_path):
 
 
 def test_notebook_parameters_check_folds(outputs, monkeypatch):
-    from fsstools import recipes
+    from fsstools.studies import recipes
 
     monkeypatch.delenv("FSSTOOLS_PROFILE")  # the notebook's own default profile
-
     ns = {"profile": "quick", "folds": [0], "shots": [1], "n_episodes": 4,
           "n_boot": 10, "device": "cpu", "output_dir": ""}
     _, out = recipes.start("06_meta_learning", ns)

@@ -12,9 +12,11 @@ from matplotlib.colors import to_rgb
 from matplotlib.container import BarContainer
 from matplotlib.figure import Figure
 
-from fsstools import plots, report, views
+from fsstools import plots
+from fsstools.evaluation import views
 from fsstools.inference import METHODS
 from fsstools.plots.style import BACKGROUND_DIM, CONTOUR_COLOUR
+from fsstools.studies import report
 
 
 def summary_rows(methods=("ce", "repri"), shots=(1, 5)) -> pd.DataFrame:

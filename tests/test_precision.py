@@ -17,7 +17,7 @@ from fsstools.training import (
     runtime,
 )
 from fsstools.training.config import OptimConfig, RunConfig, with_run
-from fsstools.training.loop import Precision, resolve_precision
+from fsstools.training.epoch import Precision, resolve_precision
 from fsstools.training.runtime import auto_amp, native_bf16_flags, read_cpu_flags
 from tests.tiny import TINY_MODEL
 

@@ -9,7 +9,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from fsstools import cli, publish
+from fsstools import cli
+from fsstools.jobs import publish
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -86,8 +87,8 @@ def test_run_record_names_commit_and_machine(tmp_path):
 
 
 def test_the_methods_page_lists_every_method_with_its_label():
-    from fsstools import report
     from fsstools.inference import METHODS
+    from fsstools.studies import report
 
     page = (REPO / "docs" / "methods.md").read_text()
     for name in METHODS:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
-from fsstools import readings
+from fsstools.studies import readings
 
 
 def diff_rows(values: dict[tuple[str, int], tuple[float, float, float]], key: str = "method"

@@ -1,4 +1,4 @@
-"""fsstools.recipes (recipes) and the one scoring pipeline they share with the CLI."""
+"""fsstools.studies.recipes (recipes) and the one scoring pipeline they share with the CLI."""
 
 from __future__ import annotations
 
@@ -8,8 +8,10 @@ import pandas as pd
 import pytest
 import torch
 
-from fsstools import evaluate, paths, recipes
+from fsstools import paths
+from fsstools.evaluation import pipeline as evaluate
 from fsstools.inference import METHODS
+from fsstools.studies import recipes
 from tests.tiny import tiny_study
 
 

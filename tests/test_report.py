@@ -1,4 +1,4 @@
-"""fsstools.report: labels, the table formatter, saved tables, figures and summaries."""
+"""fsstools.studies.report: labels, the table formatter, saved tables, figures and summaries."""
 
 from __future__ import annotations
 
@@ -6,7 +6,9 @@ import os
 
 import pandas as pd
 
-from fsstools import plots, report, stats
+from fsstools import plots
+from fsstools.evaluation import stats
+from fsstools.studies import report
 from tests.tiny import fake_rows
 
 

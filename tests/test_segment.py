@@ -27,7 +27,7 @@ from fsstools.inference import METHODS, run_method
 from fsstools.models.backbones import TRUNKS, DilatedResNet
 from fsstools.models.checkpoints import CHECKPOINT_FORMAT
 from fsstools.models.pspnet import build_model
-from fsstools.segmentation import extract, load_backbone, segment, support_tensors
+from fsstools.own_images.segmentation import extract, load_backbone, segment, support_tensors
 from tests.tiny import TINY_MODEL, training_record
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -244,7 +244,7 @@ def test_notebook_07_segments_injected_paths(world, tmp_path):
 
 
 def test_upload_panel_segments_uploaded_files(world, capsys):
-    from fsstools.uploads import UploadPanel
+    from fsstools.studies.uploads import UploadPanel
 
     panel = UploadPanel(load_backbone(world["checkpoint"]), size=SIZE)
 

@@ -1,4 +1,4 @@
-"""fsstools.stats: fold means, paired differences, traces and prior errors on result rows."""
+"""fsstools.evaluation.stats: fold means, paired differences, traces and prior errors on result rows."""
 
 from __future__ import annotations
 
@@ -7,7 +7,8 @@ import pandas as pd
 import pytest
 import torch
 
-from fsstools import metrics, stats
+from fsstools import metrics
+from fsstools.evaluation import stats
 from tests.tiny import fake_rows
 
 

@@ -21,9 +21,10 @@ import pandas as pd
 import pytest
 from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
 
-from fsstools import cli, gather, paths, sweep, sweep_plan
+from fsstools import cli, paths
 from fsstools.data.synth.benchmark import SynthConfig, ensure_synth
 from fsstools.errors import ConfigError
+from fsstools.jobs import gather, sweep, sweep_plan
 
 pytestmark = pytest.mark.filterwarnings("ignore:.*too few for 10-shot")
 
@@ -124,7 +125,7 @@ EVAL = paths.configs_dir() / "synth" / "eval.yaml"
 def test_a_bad_evaluation_value_exits_2_naming_the_point(outputs, capsys):
     assert _sweep("--eval", str(EVAL), "--grid", "fold=[0, 7]") == cli.EXIT_USER_ERROR
     err = capsys.readouterr().err
-    assert "point fold=7: fold 7 is not valid" in err and "(from --grid fold=7)" in err
+    assert "point fold=7: fold 7 does not exist" in err and "(from --grid fold=7)" in err
     # folds need their own base models: a fixed fold-0 training config is refused, with the way
     assert _sweep("--eval", str(EVAL), "--grid", "fold=[0, 1]") == cli.EXIT_USER_ERROR
     err = capsys.readouterr().err
@@ -140,7 +141,7 @@ def test_a_fixed_value_names_a_grid_key_in_braces_to_follow_it(tmp_path):
     assert points[1].parameters(target) == {
         "train_config": "configs/synth/fold3.yaml", "train_overrides": ["run.name=f3-{shots}"],
         "fold": 3, "shots": [1]}  # a list value is not written into text
-    assert sweep_plan.eval_config(target, points[1]).train_config == "configs/synth/fold3.yaml"
+    assert sweep_plan.point_eval_config(target, points[1]).train_config == "configs/synth/fold3.yaml"
 
 
 # ----------------------------------------------------------------------------- notebooks

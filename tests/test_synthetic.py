@@ -10,7 +10,7 @@ import pytest
 from PIL import Image
 
 from fsstools import cli
-from fsstools.artifacts import file_hash
+from fsstools.cache import file_hash
 from fsstools.constants import min_fg_pixels
 from fsstools.data import voc
 from fsstools.data.splits import PASCAL_CLASSES

@@ -25,7 +25,7 @@ from fsstools.training import (
     train_one_epoch,
     validate,
 )
-from fsstools.training.loop import confusion_matrix, cosine_lambda, iou_from_confusion
+from fsstools.training.epoch import confusion_matrix, cosine_lambda, iou_from_confusion
 
 TINY_MODEL = ["model.arch=small", "model.widths=[4,8,8,8]", "model.stem_width=4",
               "model.bottleneck_dim=8", "model.bins=[1,2]"]
@@ -319,7 +319,7 @@ def test_resume_is_exact_with_random_augmentation_and_workers(tmp_path, voc_root
 
 def test_precision_on_cpu_follows_run_amp():
     from fsstools.errors import ConfigError
-    from fsstools.training.loop import Precision
+    from fsstools.training.epoch import Precision
 
     cpu = torch.device("cpu")
     assert Precision.choose("fp32", cpu).dtype is None

@@ -1,11 +1,11 @@
-"""fsstools.views: one episode as plain data, and the PCA of features."""
+"""fsstools.evaluation.views: one episode as plain data, and the PCA of features."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from fsstools import views
+from fsstools.evaluation import views
 from fsstools.inference import METHODS
 from tests.tiny import FEATURE_GRID, IMAGE_SIZE, tiny_study
 

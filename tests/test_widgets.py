@@ -1,4 +1,4 @@
-"""fsstools.widgets without a frontend: building, controls and redraws of the explorer."""
+"""fsstools.studies.widgets without a frontend: building, controls and redraws of the explorer."""
 
 from __future__ import annotations
 
@@ -8,7 +8,8 @@ import numpy as np
 import PIL.Image
 import pytest
 
-from fsstools import plots, widgets
+from fsstools import plots
+from fsstools.studies import widgets
 from tests.tiny import tiny_study
 
 PNG = b"\x89PNG\r\n\x1a\n"

@@ -10,7 +10,7 @@ import pandas as pd
 from fsstools import config as config_lib
 from fsstools.data import splits
 from fsstools.data.episodes import Episode, EpisodeList
-from fsstools.evaluate import EvalConfig, Study
+from fsstools.evaluation.pipeline import EvalConfig, Study
 from fsstools.features import FeatureStore
 from fsstools.models import ModelConfig
 from fsstools.models.pfenet import PFENetConfig

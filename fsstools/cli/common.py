@@ -8,6 +8,9 @@ import re
 from collections.abc import Callable
 from pathlib import Path
 
+from fsstools import config as config_lib
+from fsstools.errors import ConfigError
+
 EXIT_USER_ERROR = 2  # what argparse uses for a bad option, so every user error exits alike
 EXIT_INTERRUPTED = 130  # the shell's code for Ctrl-C
 DEBUG_FLAG = "--debug"
@@ -41,8 +44,10 @@ def at_least(low: int) -> Callable[[str], int]:
             value = int(text)
         except ValueError:
             raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
-        if value < low:
-            raise argparse.ArgumentTypeError(f"must be >= {low}, got {value}")
+        try:
+            config_lib.check_at_least("", value, low)
+        except ConfigError as err:
+            raise argparse.ArgumentTypeError(str(err)) from None
         return value
 
     parse.__name__ = f"integer >= {low}"  # argparse names the type in its messages

@@ -64,14 +64,13 @@ def run_coco_masks(args: argparse.Namespace) -> int:
 
 def episodes_parser() -> argparse.ArgumentParser:
     from fsstools.data import splits
-
     p = new_parser("episodes", "Sample an episode list and save it as JSON (for fsstools extract "
                 "and fsstools evaluate --set episodes=[FILE]).")
     p.add_argument("--root", required=True, help="data root (folder holding JPEGImages/)")
     p.add_argument("--list", required=True, help="image list, relative to the root")
     p.add_argument("--dataset", required=True, choices=splits.DATASETS, help="class table")
-    p.add_argument("--fold", type=int, required=True, choices=range(splits.N_FOLDS),
-                   help="which classes are novel")
+    p.add_argument("--fold", type=int, required=True,
+                   help=f"which classes are novel (0..{splits.N_FOLDS - 1})")
     p.add_argument("--scheme", default="interleaved", choices=splits.SCHEMES,
                    help="COCO-20i split scheme")
     p.add_argument("--shots", type=at_least(1), default=1, help="support images per episode")
@@ -90,17 +89,15 @@ def episodes_parser() -> argparse.ArgumentParser:
 
 def run_episodes(args: argparse.Namespace) -> int:
     from fsstools.data import splits
-    from fsstools.data.episodes import sample_episodes, save_episodes
+    from fsstools.data.episodes import EpisodeSettings, sample_episodes, save_episodes
 
     if args.coco_to_pascal and args.dataset != "pascal":
         raise ConfigError("--coco-to-pascal samples PASCAL images: use --dataset pascal")
     classes = splits.coco_to_pascal_classes(args.fold) if args.coco_to_pascal else None
-    el = sample_episodes(
-        args.root, args.list, args.dataset, args.fold, args.shots, args.n, args.seed,
-        scheme=args.scheme, classes=classes, min_fg=args.min_fg,
-        random_shots=tuple(args.random_shots) if args.random_shots else None,
-        skip_small=args.skip_small,
-    )  # fmt: skip
+    el = sample_episodes(args.root, args.list, EpisodeSettings(
+        args.dataset, args.fold, args.shots, args.n, args.seed, scheme=args.scheme,
+        classes=classes, min_fg=args.min_fg, random_shots=args.random_shots,
+        skip_small=args.skip_small))
     out = save_episodes(el, args.out)
     print(f"{len(el)} episodes of classes {list(el.classes)} -> {out} (hash {el.hash})")
     return 0

@@ -40,7 +40,7 @@ def _check_notebook_params(books: list[Path], params: dict) -> None:
 def run_reproduce(args: argparse.Namespace) -> int:
     from fsstools import config as config_lib
     from fsstools import paths
-    from fsstools.reproduce import list_notebooks, reproduce
+    from fsstools.jobs.reproduce import list_notebooks, reproduce
 
     params = dict(config_lib.parse_override(item) for item in args.set)
     _check_notebook_params(list_notebooks(args.only), params)
@@ -65,7 +65,7 @@ def report_parser() -> argparse.ArgumentParser:
 
 def run_report(args: argparse.Namespace) -> int:
     from fsstools import paths
-    from fsstools.publish import write_report
+    from fsstools.jobs.publish import write_report
 
     outputs = paths.resolve(args.outputs or paths.outputs_dir())
     readme = paths.resolve(args.readme) if str(args.readme) not in ("", ".") else None

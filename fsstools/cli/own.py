@@ -32,7 +32,7 @@ def segment_parser() -> argparse.ArgumentParser:
 
 def run_segment(args: argparse.Namespace) -> int:
     from fsstools.data.user_masks import query_files
-    from fsstools.segmentation import iter_segment, parse_support, write_results
+    from fsstools.own_images.segmentation import iter_segment, parse_support, write_results
 
     queries = [*args.query, *(query_files(args.query_dir) if args.query_dir else [])]
     results = iter_segment([parse_support(s) for s in args.support], queries, args.checkpoint,

@@ -65,17 +65,17 @@ def extract_parser() -> argparse.ArgumentParser:
 
 
 def run_extract(args: argparse.Namespace) -> int:
-    from fsstools import guard
     from fsstools.data.episodes import load_episode_files
-    from fsstools.features import ensure_features, episode_list_images
+    from fsstools.evaluation import guard
+    from fsstools.features import FeatureSettings, ensure_features, episode_list_images
 
     lists = list(load_episode_files(args.episodes, accept_edited=args.accept_edited).values())
     first = lists[0]
     guard.check_disjoint(args.checkpoint, first.dataset, guard.tested_classes(lists), first.fold,
                          what="extract")
     store = ensure_features(args.checkpoint, first.root, episode_list_images(lists),
-                            first.dataset, args.size, args.device, args.batch_size, args.dtype,
-                            force=args.force)
+                            first.dataset, FeatureSettings(args.size, args.dtype),
+                            device=args.device, batch_size=args.batch_size, force=args.force)
     print(f"features {tuple(store.feats.shape)} of {len(store.index)} images cached under key "
           f"{store.key}")
     files = ",".join(map(yaml_path, args.episodes))
@@ -91,7 +91,7 @@ def run_extract(args: argparse.Namespace) -> int:
 
 def evaluate_parser() -> argparse.ArgumentParser:
     p = new_parser("evaluate", "Score inference methods on sampled or saved episodes "
-                "(keys: see fsstools.evaluate.EvalConfig; methods may be names or variants "
+                "(keys: see fsstools.evaluation.pipeline.EvalConfig; methods may be names or variants "
                 "such as {name: repri_tpi2, base: repri, t_pi: [2]}).")
     p.add_argument("--config", type=Path, help="EvalConfig YAML (e.g. configs/synth/eval.yaml)")
     add_set(p)
@@ -102,8 +102,8 @@ def evaluate_parser() -> argparse.ArgumentParser:
 
 def run_evaluate(args: argparse.Namespace) -> int:
     from fsstools import config as config_lib
-    from fsstools import report
-    from fsstools.evaluate import EvalConfig, run_evaluation
+    from fsstools.evaluation.pipeline import EvalConfig, run_evaluation
+    from fsstools.studies import report
 
     cfg = config_lib.load(EvalConfig, args.config, args.set)
     results = run_evaluation(cfg, force=args.force, accept_edited=args.accept_edited)

@@ -14,7 +14,7 @@ def _add_metric(p: argparse.ArgumentParser) -> None:
 
 
 def sweep_parser() -> argparse.ArgumentParser:
-    from fsstools.sweep import EXECUTORS, Resources
+    from fsstools.jobs.sweep import EXECUTORS, Resources
 
     d = Resources()
     p = new_parser("sweep", "Run a notebook or an eval config once per point of a grid as "
@@ -49,8 +49,7 @@ def sweep_parser() -> argparse.ArgumentParser:
 
 
 def run_sweep(args: argparse.Namespace) -> int:
-    from fsstools import sweep, sweep_plan
-
+    from fsstools.jobs import sweep, sweep_plan
     if (args.notebook is None) == (args.eval is None):
         raise ConfigError("give a NOTEBOOK or --eval CONFIG, one of them")
     target = sweep_plan.make_target(args.notebook, args.eval, args.set)
@@ -72,7 +71,7 @@ def gather_parser() -> argparse.ArgumentParser:
 
 
 def run_gather(args: argparse.Namespace) -> int:
-    from fsstools.gather import gather
+    from fsstools.jobs.gather import gather
 
     done = gather(args.folder, args.metric, args.table)
     print(done.markdown.read_text())

@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from fsstools.artifacts import atomic_write, atomic_write_text
+from fsstools.cache import atomic_write, atomic_write_text
 from fsstools.constants import IGNORE_INDEX
 from fsstools.data.splits import COCO_CLASSES
 from fsstools.errors import ConfigError, DataError

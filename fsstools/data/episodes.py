@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from fsstools import cache, paths
-from fsstools.artifacts import atomic_write_text, text_hash
+from fsstools.cache import atomic_write_text, text_hash
 from fsstools.constants import IGNORE_INDEX
 from fsstools.data import splits, voc
 from fsstools.errors import ConfigError, DataError, MissingError
@@ -108,27 +108,12 @@ def _enough_images(
     return kept, small
 
 
-def sample_episodes(
-    root: str | Path,
-    list_file: str | Path,
-    dataset: str,
-    fold: int,
-    shots: int,
-    n_episodes: int,
-    seed: int,
-    scheme: str = "interleaved",
-    classes: list[int] | None = None,
-    min_fg: int | None = None,
-    random_shots: tuple[int, int] | None = None,
-    skip_small: bool = False,
-    force: bool = False,
-) -> EpisodeList:
-    """Draw ``n_episodes`` tasks from a list with ``numpy.random.default_rng(seed)``.
+@dataclass(frozen=True)
+class EpisodeSettings:
+    """How an episode list is drawn; the same settings key its cache entry.
 
-    Args:
-        root: data root the list's paths are relative to.
-        list_file: image list of the test split (see ``voc.read_pairs``).
-        dataset: "pascal", "coco" or "synth" (sets class count and test classes).
+    Attributes:
+        dataset: "pascal", "coco", "synth" or "folder" (sets class count and test classes).
         fold: 0..3.
         shots: support images per episode (ignored when ``random_shots`` is set).
         n_episodes: number of episodes.
@@ -141,14 +126,46 @@ def sample_episodes(
         random_shots: (lo, hi) to draw each episode's shot count uniformly in lo..hi.
         skip_small: leave out (with a warning) classes held by fewer than shots + 1
             images instead of raising.
+    """
+
+    dataset: str
+    fold: int
+    shots: int
+    n_episodes: int
+    seed: int = 0
+    scheme: str = "interleaved"
+    classes: tuple[int, ...] | None = None
+    min_fg: int | None = None
+    random_shots: tuple[int, int] | None = None
+    skip_small: bool = False
+
+    def __post_init__(self) -> None:  # lists from configs and options, tuples here
+        for name in ("classes", "random_shots"):
+            value = getattr(self, name)
+            if value is not None:
+                object.__setattr__(self, name, tuple(int(v) for v in value))
+
+
+def sample_episodes(root: str | Path, list_file: str | Path, settings: EpisodeSettings,
+                    force: bool = False) -> EpisodeList:
+    """Draw ``settings.n_episodes`` tasks from a list with
+    ``numpy.random.default_rng(settings.seed)``.
+
+    Args:
+        root: data root the list's paths are relative to.
+        list_file: image list of the test split (see ``voc.read_pairs``).
         force: index the masks' classes again instead of reusing the cached index.
 
     Example:
-        >>> el = sample_episodes(  # doctest: +SKIP
-        ...     "data/synth/A", "lists/val.txt", "synth", fold=0, shots=1, n_episodes=1000, seed=0
-        ... )
+        >>> settings = EpisodeSettings("synth", fold=0, shots=1, n_episodes=1000, seed=0)
+        >>> el = sample_episodes("data/synth/A", "lists/val.txt", settings)  # doctest: +SKIP
         >>> save_episodes(el, "outputs/episodes/synth_f0_1shot.json")  # doctest: +SKIP
     """
+    dataset, fold, shots, n_episodes = (settings.dataset, settings.fold, settings.shots,
+                                        settings.n_episodes)
+    seed, scheme, classes, min_fg = (settings.seed, settings.scheme, settings.classes,
+                                     settings.min_fg)
+    random_shots = settings.random_shots
     if random_shots is not None:
         lo, hi = random_shots
         if not 1 <= lo <= hi:
@@ -169,7 +186,7 @@ def sample_episodes(
     index = voc.class_index(root, pairs, total, min_fg, force=force)
     where = f"{list_file} under {root}"
     classes, skipped = _enough_images(
-        index, classes, shots + 1, skip_small, where, splits.class_names(dataset, root)
+        index, classes, shots + 1, settings.skip_small, where, splits.class_names(dataset, root)
     )
     holders = {c: np.asarray(index[c]) for c in classes}
     held = {c: set(index[c]) for c in classes}
@@ -202,37 +219,25 @@ def sample_episodes(
     return replace(el, hash=episode_hash(el))
 
 
-def ensure_episodes(
-    root: str | Path,
-    list_file: str | Path,
-    dataset: str,
-    fold: int,
-    shots: int,
-    n_episodes: int,
-    seed: int,
-    scheme: str = "interleaved",
-    classes: list[int] | None = None,
-    min_fg: int | None = None,
-    skip_small: bool = False,
-    force: bool = False,
-) -> EpisodeList:
+def ensure_episodes(root: str | Path, list_file: str | Path, settings: EpisodeSettings,
+                    force: bool = False) -> EpisodeList:
     """:func:`sample_episodes`, cached in the cache folder under a key of the list, the
     masks' fingerprints (regenerated or edited masks draw new episodes), the sampling
     settings and the code version; reuse is announced."""
     pairs = list(dict.fromkeys(voc.read_pairs(root, list_file)))
-    settings = dict(dataset=dataset, fold=fold, shots=shots, n_episodes=n_episodes, seed=seed,
-                    scheme=scheme, classes=classes, min_fg=min_fg, skip_small=skip_small)
+    n_classes = splits.n_classes(settings.dataset, root)
     key = cache.cache_key(
         stage="episodes",
-        masks=voc.class_index_key(root, pairs, splits.n_classes(dataset, root), min_fg),
-        settings=settings,
+        masks=voc.class_index_key(root, pairs, n_classes, settings.min_fg),
+        settings=asdict(settings),
         code=cache.code_version(__name__),
     )
-    path = paths.cache_dir("episodes") / f"{dataset}-fold{fold}-{shots}shot-seed{seed}-{key}.json"
+    d, k, s = settings.dataset, settings.shots, settings.seed
+    path = paths.cache_dir("episodes") / f"{d}-fold{settings.fold}-{k}shot-seed{s}-{key}.json"
     if path.is_file() and not force:
-        cache.announce_reuse(f"{n_episodes} {shots}-shot episodes (seed {seed})", path)
+        cache.announce_reuse(f"{settings.n_episodes} {k}-shot episodes (seed {s})", path)
         return load_episodes(path, root=paths.resolve(root))
-    el = sample_episodes(root, list_file, **settings, force=force)
+    el = sample_episodes(root, list_file, settings, force=force)
     save_episodes(el, path)
     return el
 

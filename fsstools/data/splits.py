@@ -11,7 +11,9 @@ contiguous folds; the functions here take its data root (``root=``). Class ids s
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal, get_args
+from typing import Any, Literal, get_args
+
+import numpy as np
 
 from fsstools.data import folder
 from fsstools.data.synth import classes as synth_classes
@@ -66,8 +68,24 @@ def check_split(dataset: str, fold: int, scheme: str) -> None:
         raise ConfigError(f"unknown dataset {dataset!r}; valid datasets: {', '.join(DATASETS)}")
     if scheme not in SCHEMES:
         raise ConfigError(f"unknown split scheme {scheme!r}; valid schemes: {', '.join(SCHEMES)}")
-    if not isinstance(fold, int) or isinstance(fold, bool) or not 0 <= fold < N_FOLDS:
-        raise ConfigError(f"unknown fold {fold!r}; valid folds: 0, 1, 2, 3")
+    check_fold(fold)
+
+
+def check_fold(fold: Any, where: str = "fold", key: str = "fold") -> int:
+    """The one fold check: ``fold`` (an integer, numpy's too) must be 0..3.
+
+    Args:
+        where: how the message names the value, e.g. "parameter folds: fold".
+        key: the config key or parameter at fault.
+
+    Returns:
+        The fold as an int.
+    """
+    if isinstance(fold, bool) or not isinstance(fold, int | np.integer) or not 0 <= fold < N_FOLDS:
+        shown = int(fold) if isinstance(fold, np.integer) else repr(fold)
+        raise ConfigError(f"{where} {shown} does not exist; folds are "
+                          f"{', '.join(map(str, range(N_FOLDS)))}", key=key)
+    return int(fold)
 
 
 def class_names(dataset: str, root: str | Path | None = None) -> tuple[str, ...]:

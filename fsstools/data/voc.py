@@ -17,7 +17,7 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from fsstools import cache, paths
-from fsstools.artifacts import atomic_write_text
+from fsstools.cache import atomic_write_text
 from fsstools.constants import IGNORE_INDEX, min_fg_pixels
 from fsstools.data.synth import manifest as synth_manifest
 from fsstools.errors import DataError, MissingError
@@ -57,7 +57,6 @@ def read_pairs(root: str | Path, list_file: str | Path) -> list[Pair]:
         ConflictError: ``root`` is an embedded benchmark of another generator version.
     """
     from fsstools.data import folder
-
     root = Path(root)
     if folder.is_folder_dataset(root):
         return folder.read_pairs(root, list_file)

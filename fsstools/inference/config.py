@@ -83,29 +83,29 @@ class MethodConfig:
 
     def __post_init__(self) -> None:
         if self.classifier not in CLASSIFIERS:
-            raise ValueError(f"MethodConfig.classifier={self.classifier!r}: use one of "
+            raise ConfigError(f"MethodConfig.classifier={self.classifier!r}: use one of "
                              f"{', '.join(CLASSIFIERS)}")
         if self.classifier != "cosine" and (self.iterations != 0 or self.prior != "estimate"):
-            raise ValueError(
+            raise ConfigError(
                 f"MethodConfig {self.name!r}: the {self.classifier} classifier is one forward "
                 "pass of the peer (no fitting, no prior): set iterations=0 and no oracle prior"
             )
         for field in ("ent_weight", "kl_weight"):
             value = getattr(self, field)
             if value != AUTO and not (isinstance(value, (int, float)) and value >= 0):
-                raise ValueError(f"MethodConfig.{field}={value!r}: use a number >= 0 or 'auto'")
+                raise ConfigError(f"MethodConfig.{field}={value!r}: use a number >= 0 or 'auto'")
         if self.iterations < 0 or self.lr <= 0 or self.tau <= 0:
-            raise ValueError(f"MethodConfig {self.name!r}: need iterations >= 0, lr > 0, tau > 0")
+            raise ConfigError(f"MethodConfig {self.name!r}: need iterations >= 0, lr > 0, tau > 0")
         if self.prior not in ("estimate", "oracle"):
-            raise ValueError(f"MethodConfig.prior={self.prior!r}: use 'estimate' or 'oracle'")
+            raise ConfigError(f"MethodConfig.prior={self.prior!r}: use 'estimate' or 'oracle'")
         if self.bias_init not in ("query", "support"):
-            raise ValueError(f"MethodConfig.bias_init={self.bias_init!r}: use 'query' or "
+            raise ConfigError(f"MethodConfig.bias_init={self.bias_init!r}: use 'query' or "
                              "'support'")
         if self.prior_delta != 0 and self.prior != "oracle":
-            raise ValueError("MethodConfig.prior_delta perturbs the oracle prior; "
+            raise ConfigError("MethodConfig.prior_delta perturbs the oracle prior; "
                              "set prior='oracle'")
         if any(t < 2 for t in self.t_pi):
-            raise ValueError(
+            raise ConfigError(
                 f"MethodConfig.t_pi={self.t_pi}: each update must come at iteration 2 or "
                 "later (t = 1 re-estimates from the initial classifier, which set the prior "
                 "already: write t_pi=[] for no update)"

@@ -2,9 +2,9 @@
 
 Figures are built with ``matplotlib.figure.Figure`` and an Agg canvas, never through
 pyplot: they work without a display, whatever backend a notebook uses, and nothing stays
-registered once a figure is saved (``fsstools.report.save_figure``) and dropped. seaborn
+registered once a figure is saved (``fsstools.studies.report.save_figure``) and dropped. seaborn
 draws the marks and the theme (applied per figure, never globally); intervals are always
-the precomputed columns of :mod:`fsstools.stats`. Scores are fractions in the DataFrames
+the precomputed columns of :mod:`fsstools.evaluation.stats`. Scores are fractions in the DataFrames
 and shown in percent.
 
 Example:

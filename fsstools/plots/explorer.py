@@ -27,9 +27,9 @@ from matplotlib.lines import Line2D
 from matplotlib.text import Text
 from matplotlib.ticker import MaxNLocator
 
+from fsstools.evaluation.views import EpisodeView
 from fsstools.plots.images import outlined
 from fsstools.plots.style import PROB_CMAP, TERM_LABELS, new_figure, themed
-from fsstools.views import EpisodeView
 
 if TYPE_CHECKING:
     from matplotlib.backends._backend_agg import BufferRegion

@@ -10,6 +10,7 @@ from matplotlib.colors import to_rgb
 from matplotlib.figure import Figure
 
 from fsstools.constants import IGNORE_INDEX
+from fsstools.evaluation.views import EpisodeView, mask_iou
 from fsstools.plots.style import (
     BACKGROUND_DIM,
     CONTOUR_COLOUR,
@@ -17,7 +18,6 @@ from fsstools.plots.style import (
     TERM_LABELS,
     new_figure,
 )
-from fsstools.views import EpisodeView, mask_iou
 
 
 def class_mask_rgb(mask: np.ndarray) -> np.ndarray:

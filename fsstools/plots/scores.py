@@ -2,7 +2,7 @@
 
 seaborn draws the marks (bars, lines, histograms, the heat map) and the theme. Our
 intervals are not seaborn's: they come from a bootstrap over episodes within folds, or
-from paired resamples (:mod:`fsstools.stats`), so they are always drawn from the
+from paired resamples (:mod:`fsstools.evaluation.stats`), so they are always drawn from the
 precomputed ``*_low`` / ``*_high`` columns, never re-estimated here.
 """
 
@@ -22,12 +22,12 @@ from fsstools.plots.style import (
     VALUE_LABELS,
     colours,
     errors,
+    label,
     new_figure,
     ordered,
     percent,
     themed,
 )
-from fsstools.report import label
 
 BAND_ALPHA = 0.15
 """Opacity of interval bands."""
@@ -129,7 +129,7 @@ def trace_curves(
     """Per-iteration mean of each loss term, one row of panels per shot count.
 
     Args:
-        table: from ``fsstools.stats.trace_table`` (method, shots, term, iteration, mean,
+        table: from ``fsstools.evaluation.stats.trace_table`` (method, shots, term, iteration, mean,
             low, high).
     """
     shots = sorted(table["shots"].unique())
@@ -290,7 +290,7 @@ def class_iou_heatmap(scores: pd.DataFrame, n_classes: int = 20) -> Figure:
     """Base-class validation IoU per fold (rows) and class (columns); novel classes blank.
 
     Args:
-        scores: from ``fsstools.recipes.base_class_scores`` (fold, class_id, iou).
+        scores: from ``fsstools.studies.recipes.base_class_scores`` (fold, class_id, iou).
         n_classes: classes of the data set (columns 0, background, to ``n_classes``).
     """
     grid = 100 * scores.pivot_table(index="fold", columns="class_id", values="iou",
@@ -324,7 +324,7 @@ def difference_plot(
     seaborn estimator reproduces.
 
     Args:
-        diff: from ``fsstools.stats.differences`` (``key``, shots, ``value`` and interval).
+        diff: from ``fsstools.evaluation.stats.differences`` (``key``, shots, ``value`` and interval).
     """
     names = ordered(diff[key])
     shots = sorted(diff["shots"].unique())

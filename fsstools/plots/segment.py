@@ -8,6 +8,7 @@ from collections.abc import Sequence
 import numpy as np
 from matplotlib.figure import Figure
 
+from fsstools.own_images.segmentation import QueryResult, overlay
 from fsstools.plots.explorer import (
     EXPLORER_TRACES,
     PRIOR_COLOUR,
@@ -15,7 +16,6 @@ from fsstools.plots.explorer import (
     TRACE_COLOURS,
 )
 from fsstools.plots.style import PROB_CMAP, TERM_LABELS, new_figure, themed
-from fsstools.segmentation import QueryResult, overlay
 
 MAX_SHOWN = 6
 """Queries drawn in the top row."""

@@ -12,6 +12,29 @@ import seaborn as sns
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
+METHOD_LABELS = {
+    "inductive": "Prototype, support-fit bias (inductive)",
+    "ce_support": "CE probe from support-fit bias (inductive)",
+    "prototype": "Prototype, query-mean bias",
+    "ce": "CE from query-mean bias",
+    "ce_h": "CE + H",
+    "ce_kl": "CE + KL",
+    "repri": "RePRI (paper text)",
+    "repri_reference": "RePRI (reference code)",
+    "oracle_repri": "Oracle-RePRI (authors' config)",
+    "oracle_repri_weights": "Oracle-RePRI at RePRI's weights",
+    "panet": "Two prototypes, fg/bg softmax (PANet's rule, inductive)",
+    "pfenet": "PFENet-style head (own inference)",
+}
+"""What each method uses: "inductive" methods never read the query; "query-mean bias"
+starts from RePRI's initial classifier, whose bias is the mean query score."""
+
+
+def label(name: object) -> str:
+    """Display name of a method (or any other key)."""
+    return METHOD_LABELS.get(str(name), str(name))
+
+
 THEME_STYLE = "whitegrid"
 THEME_CONTEXT = "notebook"
 THEME_FONT_SCALE = 0.8

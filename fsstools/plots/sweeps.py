@@ -12,8 +12,16 @@ import pandas as pd
 import seaborn as sns
 from matplotlib.figure import Figure
 
-from fsstools.plots.style import CYCLE, VALUE_LABELS, colours, new_figure, ordered, percent, themed
-from fsstools.report import label
+from fsstools.plots.style import (
+    CYCLE,
+    VALUE_LABELS,
+    colours,
+    label,
+    new_figure,
+    ordered,
+    percent,
+    themed,
+)
 
 DODGE = 0.08
 """Horizontal shift between the lines of neighbouring hue values, in x categories."""

@@ -6,7 +6,7 @@ One entry point for one process and for torchrun::
     fsstools train --config configs/synth/fold0.yaml [--set run.epochs=2] [--resume]
     torchrun --nproc_per_node=4 -m fsstools.cli train --config configs/pascal/fold0.yaml
 
-:mod:`~fsstools.training.config` holds the config schema, :mod:`~fsstools.training.loop`
+:mod:`~fsstools.training.config` holds the config schema, :mod:`~fsstools.training.epoch`
 the epoch and validation passes, :mod:`~fsstools.training.runtime` seeding, RNG state and
 the distributed context, :mod:`~fsstools.training.run` one run's folder and epochs, and
 :mod:`~fsstools.training.base` and :mod:`~fsstools.training.episodic` the two kinds of run.
@@ -26,7 +26,7 @@ from fsstools.training.config import (
     with_episodic,
     with_run,
 )
-from fsstools.training.loop import train_one_epoch, validate
+from fsstools.training.epoch import train_one_epoch, validate
 from fsstools.training.run import Recipe, TrainData, data_fingerprint
 
 

@@ -15,7 +15,7 @@ from torch.utils.data import DataLoader
 from fsstools.data.datasets import BaseTrainDataset
 from fsstools.data.transforms import TestTransform, TrainTransform
 from fsstools.training.config import DataConfig, TrainConfig
-from fsstools.training.loop import Precision, validate
+from fsstools.training.epoch import Precision, validate
 from fsstools.training.run import Recipe, TrainData, data_fingerprint
 from fsstools.training.runtime import DistContext
 

@@ -31,20 +31,20 @@ from torch.utils.data import DataLoader, Dataset
 
 from fsstools import config as config_lib
 from fsstools import paths
-from fsstools.artifacts import file_hash
+from fsstools.cache import file_hash
 from fsstools.data import splits, voc
 from fsstools.data.base_tasks import EpisodicTrainDataset, FixedEpisodeDataset
-from fsstools.data.episodes import EpisodeList, sample_episodes
+from fsstools.data.episodes import EpisodeList, EpisodeSettings, sample_episodes
 from fsstools.data.transforms import TestTransform, TrainTransform
 from fsstools.errors import ConfigError
-from fsstools.features import ensure_features, episode_images
+from fsstools.features import FeatureSettings, ensure_features, episode_images
 from fsstools.metrics import IoUMeter
 from fsstools.models.checkpoints import PANET_FORMAT, PFENET_FORMAT, load_trunk
 from fsstools.models.panet import build_panet
 from fsstools.models.pfenet import PFENet
 from fsstools.training.config import TrainConfig
+from fsstools.training.epoch import Objective, Precision
 from fsstools.training.feature_tasks import FeatureEpisodes, FixedFeatureEpisodes
-from fsstools.training.loop import Objective, Precision
 from fsstools.training.run import Recipe, TrainData, data_fingerprint
 from fsstools.training.runtime import DistContext, gather_objects
 
@@ -78,9 +78,9 @@ def validation_episodes(cfg: TrainConfig) -> EpisodeList:
     ``data.val_list`` drawn from ``episodic.val_seed`` (classes too rare for
     ``shots + 1`` images are skipped with a warning)."""
     d, e = cfg.data, cfg.episodic
-    return sample_episodes(d.root, d.val_list, d.dataset, d.fold, e.shots, e.val_episodes,
-                           e.val_seed, scheme=d.scheme, min_fg=d.min_fg, skip_small=True,
-                           classes=splits.base_classes(d.dataset, d.fold, d.scheme, d.root))
+    return sample_episodes(d.root, d.val_list, EpisodeSettings(
+        d.dataset, d.fold, e.shots, e.val_episodes, e.val_seed, scheme=d.scheme, min_fg=d.min_fg,
+        skip_small=True, classes=splits.base_classes(d.dataset, d.fold, d.scheme, d.root)))
 
 
 def build_frozen_trunk(cfg: TrainConfig) -> PFENet:
@@ -123,9 +123,9 @@ def build_data(cfg: TrainConfig, preload: bool, device: torch.device
     keep = sorted({i for c in base for i in index[c]})
     row = {i: r for r, i in enumerate(keep)}
     # The trunk runs once per image: the head trains on stored arrays (see fsstools.features).
-    common = dict(checkpoint=trunk_path(cfg), model=model, normalize=False, root=d.root,
-                  dataset=d.dataset, size=d.val_size, device=device, dtype=e.feature_dtype,
-                  batch_size=FROZEN_BATCH)
+    common = dict(checkpoint=trunk_path(cfg), model=model, root=d.root, dataset=d.dataset,
+                  settings=FeatureSettings(d.val_size, e.feature_dtype, normalize=False),
+                  device=device, batch_size=FROZEN_BATCH)
     train_store = ensure_features(pairs=[pairs[i] for i in keep], **common)
     val_store = ensure_features(pairs=episode_images(val_eps), **common)
     train = FeatureEpisodes(train_store, {c: [row[i] for i in index[c]] for c in base},

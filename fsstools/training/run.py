@@ -37,13 +37,13 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler, RandomSamp
 
 from fsstools import cache, paths
 from fsstools import config as config_lib
-from fsstools.artifacts import atomic_torch_save, atomic_write_text
+from fsstools.cache import atomic_torch_save, atomic_write_text
 from fsstools.data import splits, voc
 from fsstools.errors import ConflictError
 from fsstools.models.checkpoints import CHECKPOINT_FORMAT
 from fsstools.progress import bar as progress_bar
 from fsstools.training.config import RUN_CONTROL_KEYS, DataConfig, TrainConfig, with_run
-from fsstools.training.loop import (
+from fsstools.training.epoch import (
     Objective,
     Precision,
     Trainee,

@@ -38,7 +38,7 @@ import numpy as np
 from PIL import Image
 
 from fsstools import cache
-from fsstools.artifacts import atomic_write_text
+from fsstools.cache import atomic_write_text
 from fsstools.constants import IGNORE_INDEX
 from fsstools.data.synth.classes import N_CLASSES, class_names
 from fsstools.data.synth.manifest import MANIFEST, generator_version

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw
 
-from fsstools.artifacts import atomic_write
+from fsstools.cache import atomic_write
 from fsstools.constants import IGNORE_INDEX
 from fsstools.data.synth.classes import N_CLASSES
 from fsstools.data.synth.manifest import MANIFEST

@@ -2,12 +2,12 @@
 
 The flow per study: sample (or reload) one episode list per (shots, seed), extract the
 features of the union of their images once (:func:`prepare`), then run every method on
-every list and keep one row per episode (:func:`score`, computed by :mod:`fsstools.scoring`).
+every list and keep one row per episode (:func:`score`, computed by :mod:`fsstools.evaluation.scoring`).
 Every step is cached under a content key (see :mod:`fsstools.cache`): the scores of one
 method on one list are keyed by the feature cache's key, the episodes' hash, the method's
-settings, the device type and the code version of :mod:`fsstools.scoring`, so the notebooks
+settings, the device type and the code version of :mod:`fsstools.evaluation.scoring`, so the notebooks
 and the CLI share them and never read stale ones.
-Summaries are computed from the rows (:mod:`fsstools.stats`), so a figure can always be
+Summaries are computed from the rows (:mod:`fsstools.evaluation.stats`), so a figure can always be
 traced back to its episodes.
 """
 
@@ -25,18 +25,19 @@ import pandas as pd
 import torch
 
 from fsstools import config as config_lib
-from fsstools import guard, paths, scoring, stats
-from fsstools.artifacts import atomic_torch_save, atomic_write_text, file_hash
+from fsstools import paths
+from fsstools.cache import atomic_torch_save, atomic_write_text, file_hash
 from fsstools.data import splits, voc
-from fsstools.data.episodes import EpisodeList, ensure_episodes, load_episode_files
+from fsstools.data.episodes import EpisodeList, EpisodeSettings, ensure_episodes, load_episode_files
 from fsstools.errors import ConfigError, DataError, MissingError
-from fsstools.eval_config import (
+from fsstools.evaluation import guard, scoring, stats
+from fsstools.evaluation.config import (
     CONFIG_NAME,
     EvalConfig,
     check_out_dir,
     results_dir,
 )
-from fsstools.features import FeatureStore, ensure_features, episode_list_images
+from fsstools.features import FeatureSettings, FeatureStore, ensure_features, episode_list_images
 from fsstools.inference import MethodConfig, resolve_methods
 
 if TYPE_CHECKING:
@@ -96,7 +97,7 @@ def checked_train_config(cfg: EvalConfig) -> TrainConfig | None:
     Raises:
         MissingError: the checkpoint or the training config does not exist.
         ConfigError: neither is named, or the training config trains another split than
-            ``cfg`` tests (:func:`fsstools.guard.check_train_split`).
+            ``cfg`` tests (:func:`fsstools.evaluation.guard.check_train_split`).
     """
     if cfg.checkpoint:
         path = paths.resolve(cfg.checkpoint)
@@ -129,14 +130,12 @@ def resolve_checkpoint(cfg: EvalConfig, force: bool = False) -> Path:
     return ensure_trained(trained, force=force)
 
 
-def test_class_list(cfg: EvalConfig) -> list[int] | None:
+def episode_classes(cfg: EvalConfig) -> list[int] | None:
     """Classes to sample episodes from (None: the fold's novel classes)."""
     if cfg.coco_to_pascal:
         return splits.coco_to_pascal_classes(cfg.fold, cfg.scheme)
     return None
 
-
-test_class_list.__test__ = False  # a library function, not a pytest test
 
 
 def prepare(
@@ -146,7 +145,7 @@ def prepare(
 
     Cheap checks come first (episode files, data root and list, training config), then the
     episodes, the base model (trained if needed), the fold guard (a checkpoint trained on
-    classes the episodes test is refused, :func:`fsstools.guard.check_disjoint`) and the
+    classes the episodes test is refused, :func:`fsstools.evaluation.guard.check_disjoint`) and the
     features. Features cover the whole test list when it holds at most
     :data:`WHOLE_LIST_LIMIT` images (then later studies with other shots or episode counts
     on the same checkpoint reuse one feature cache), else the images of the episodes; with
@@ -169,9 +168,9 @@ def prepare(
         pairs = voc.read_pairs(cfg.root, cfg.list_file)
     checked_train_config(cfg)  # before sampling: a bad training config stops here
     lists = given or {
-        (k, s): ensure_episodes(cfg.root, cfg.list_file, cfg.dataset, cfg.fold, k, cfg.n_episodes,
-                                s, scheme=cfg.scheme, classes=test_class_list(cfg),
-                                skip_small=cfg.skip_small, force=force)
+        (k, s): ensure_episodes(cfg.root, cfg.list_file, EpisodeSettings(
+            cfg.dataset, cfg.fold, k, cfg.n_episodes, s, scheme=cfg.scheme,
+            classes=episode_classes(cfg), skip_small=cfg.skip_small), force=force)
         for k in cfg.shots
         for s in cfg.seeds
     }
@@ -179,8 +178,9 @@ def prepare(
         pairs = episode_list_images(list(lists.values()))
     checkpoint = resolve_checkpoint(cfg, force)
     guard.check_disjoint(checkpoint, cfg.dataset, guard.tested_classes(lists.values()), cfg.fold)
-    store = ensure_features(checkpoint, root, pairs, cfg.dataset, cfg.size, cfg.device,
-                            dtype=cfg.feature_dtype, progress=progress, force=force)
+    store = ensure_features(checkpoint, root, pairs, cfg.dataset,
+                            FeatureSettings(cfg.size, cfg.feature_dtype), device=cfg.device,
+                            progress=progress, force=force)
     if given:
         check_supports(store, lists)
     if progress:

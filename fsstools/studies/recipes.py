@@ -1,6 +1,6 @@
 """Recipes the notebooks call: parameters, data and base models on demand, scored studies.
 
-A notebook starts with :func:`start` (see :mod:`fsstools.profiles`), which checks its
+A notebook starts with :func:`start` (see :mod:`fsstools.studies.profiles`), which checks its
 parameters, picks its data (a profile of the embedded benchmark, "quick" or "full", or a
 real data set) and makes its output folder; the recipes below then train or reuse base
 models, sample episodes, extract features and score methods.
@@ -27,36 +27,37 @@ import numpy as np
 import pandas as pd
 import torch
 
-from fsstools import evaluate, paths
+from fsstools import paths
 from fsstools.constants import IGNORE_INDEX
 from fsstools.data import splits, voc
 from fsstools.errors import MissingError
-from fsstools.evaluate import EvalConfig, MethodSpecs, Scores, Study
-from fsstools.features import ensure_features, gather
+from fsstools.evaluation import pipeline as evaluate
+from fsstools.evaluation.pipeline import EvalConfig, MethodSpecs, Scores, Study
+from fsstools.evaluation.views import EpisodeView, display_image, episode_view, feature_pca
+from fsstools.features import FeatureSettings, ensure_features, task_batch
 from fsstools.inference import METHODS, MethodConfig, query_valid_mask
 from fsstools.inference.classifier import normalize
 from fsstools.inference.losses import pixel_weights
 from fsstools.models.checkpoints import checkpoint_meta
-from fsstools.own_images import OwnTask as OwnTask
-from fsstools.own_images import own_task as own_task
-from fsstools.own_images import save_segmentation as save_segmentation
-from fsstools.profiles import DATASETS as DATASETS
-from fsstools.profiles import Profile as Profile
-from fsstools.profiles import ensure_base_model as ensure_base_model
-from fsstools.profiles import ensure_data as ensure_data
-from fsstools.profiles import eval_config as eval_config
-from fsstools.profiles import get_profile as get_profile
-from fsstools.profiles import notebook_profile as notebook_profile
-from fsstools.profiles import real_profile as real_profile
-from fsstools.profiles import run_dir as run_dir
-from fsstools.profiles import setup as setup
-from fsstools.profiles import start as start
-from fsstools.profiles import train_config as train_config
-from fsstools.segmentation import load_backbone as load_backbone
-from fsstools.segmentation import segment as segment
-from fsstools.uploads import UploadPanel as UploadPanel
-from fsstools.views import EpisodeView, display_image, episode_view, feature_pca
-from fsstools.widgets import EpisodeExplorer
+from fsstools.own_images.segmentation import load_backbone as load_backbone
+from fsstools.own_images.segmentation import segment as segment
+from fsstools.studies.profiles import DATASETS as DATASETS
+from fsstools.studies.profiles import Profile as Profile
+from fsstools.studies.profiles import ensure_base_model as ensure_base_model
+from fsstools.studies.profiles import ensure_data as ensure_data
+from fsstools.studies.profiles import fold_eval_config as fold_eval_config
+from fsstools.studies.profiles import get_profile as get_profile
+from fsstools.studies.profiles import notebook_profile as notebook_profile
+from fsstools.studies.profiles import real_profile as real_profile
+from fsstools.studies.profiles import run_dir as run_dir
+from fsstools.studies.profiles import setup as setup
+from fsstools.studies.profiles import start as start
+from fsstools.studies.profiles import train_config as train_config
+from fsstools.studies.uploads import UploadPanel as UploadPanel
+from fsstools.studies.widgets import EpisodeExplorer
+from fsstools.studies.your_images import OwnTask as OwnTask
+from fsstools.studies.your_images import own_task as own_task
+from fsstools.studies.your_images import save_segmentation as save_segmentation
 
 # ----------------------------------------------------------------------------- base models
 
@@ -140,7 +141,7 @@ def fold_study(
     ``style``; the model is always trained on style A). ``seed`` draws the episodes, which
     are the same for every base seed."""
     checkpoint = ensure_base_model(prof, fold, progress, base_seed)
-    cfg = eval_config(prof, fold, checkpoint, shots, n_episodes, style, seed, device)
+    cfg = fold_eval_config(prof, fold, checkpoint, shots, n_episodes, style, seed, device)
     return evaluate.prepare(cfg, progress)
 
 
@@ -156,7 +157,7 @@ def evaluate_folds(
     trace: bool = False,
     base_seeds: Sequence[int] = (0,),
 ) -> Scores:
-    """:func:`fsstools.evaluate.score` over folds and base seeds: the base model of each
+    """:func:`fsstools.evaluation.pipeline.score` over folds and base seeds: the base model of each
     fold and seed, tested on the profile's test data (``style`` of the embedded
     benchmark), every base seed on the same episodes.
 
@@ -300,7 +301,7 @@ def study_episode(
     seed: int = 0,
     images: bool = True,
 ) -> EpisodeView:
-    """:func:`fsstools.views.episode_view` of task ``index`` of the (shots, seed) list."""
+    """:func:`fsstools.evaluation.views.episode_view` of task ``index`` of the (shots, seed) list."""
     return episode_view(study.store, study.episode_lists[shots, seed], index, method, images)
 
 
@@ -332,7 +333,7 @@ class Task:
 def task_tensors(study: Study, shots: int, index: int, seed: int = 0) -> Task:
     """Task ``index`` of the (shots, seed) list as a :class:`Task` (the same pixels, masks
     and weights RePRI's library loop uses, clean validity: padding only)."""
-    tb = gather(study.store, study.episode_lists[shots, seed], [index])
+    tb = task_batch(study.store, study.episode_lists[shots, seed], [index])
     _, s, c, h, w = tb.support_feats.shape
     support = normalize(tb.support_feats.permute(0, 2, 1, 3, 4).reshape(1, c, s * h * w))
     labels = tb.support_masks.reshape(1, s * h * w)  # (1, S*h*w) in {0, 1, 255}
@@ -369,7 +370,8 @@ def pca_examples(
     root = prof.style_root(style)
     size = prof.synth.size if prof.synth is not None else train_config(prof, fold).data.val_size
     pairs = voc.read_pairs(root, prof.list_file)[:n_images]
-    store = ensure_features(checkpoint, root, pairs, prof.test_dataset, size, progress=False)
+    store = ensure_features(checkpoint, root, pairs, prof.test_dataset, FeatureSettings(size),
+                            progress=False)
     rows = [store.index[img] for img, _ in pairs]
     return {
         "images": np.stack([display_image(root, *pair, prof.test_dataset, size)

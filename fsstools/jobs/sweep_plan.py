@@ -3,8 +3,8 @@
 ``--grid key=[v1, v2]`` options expand into points (the product of their values), each
 with a folder named by its values. Every point is checked before anything is submitted:
 against the notebook's declared parameters (types, then the values' ranges, see
-:func:`fsstools.profiles.check_values`) or against the evaluation config's schema.
-:func:`run_point` is what a submitit job runs for one point (see :mod:`fsstools.sweep`).
+:func:`fsstools.studies.profiles.check_values`) or against the evaluation config's schema.
+:func:`run_point` is what a submitit job runs for one point (see :mod:`fsstools.jobs.sweep`).
 
 Example:
     >>> grid = parse_grid(["fold=[0,", "1]", "shots=[[1],[5]]"])
@@ -29,9 +29,9 @@ from typing import Any, TextIO
 
 from fsstools import config as config_lib
 from fsstools import paths
-from fsstools.artifacts import atomic_write_text
+from fsstools.cache import atomic_write_text
 from fsstools.errors import ConfigError, MissingError, did_you_mean
-from fsstools.parameters import Declared, Parameters, fits, notebook_declarations
+from fsstools.studies.parameters import Declared, Parameters, fits, notebook_declarations
 
 SWEEP_NAME = "sweep.json"
 """The sweep's record: target, fixed values, grid, and each point's job and state."""
@@ -104,7 +104,7 @@ def make_target(notebook: Path | None, eval_config: Path | None, sets: Sequence[
     if not path.is_file():
         if path.suffix == ".ipynb" or len(path.parts) > 1:
             raise MissingError(f"notebook {path} does not exist; check the path")
-        from fsstools.reproduce import list_notebooks
+        from fsstools.jobs.reproduce import list_notebooks
 
         books = list_notebooks([str(path)])
         if len(books) > 1:
@@ -181,7 +181,7 @@ def expand(grid: dict[str, list], folder: Path) -> list[Point]:
 
 
 def _check_notebook(target: Target, grid: dict[str, list], points: list[Point]) -> None:
-    from fsstools import profiles  # imports torch: not in the jobs, which only run points
+    from fsstools.studies import profiles  # imports torch: not in the jobs, which only run points
 
     try:
         declared = notebook_declarations(target.path)
@@ -217,10 +217,10 @@ def _check_declared(stem: str, declared: dict[str, Declared], flag: str, key: st
                               f"({d.help}){hint}", key=key)
 
 
-def eval_config(target: Target, point: Point | None = None) -> Any:
+def point_eval_config(target: Target, point: Point | None = None) -> Any:
     """The EvalConfig of ``point`` (checked): the config file, the fixed values, the
     point's values and its folder as ``out_dir``; without a point, the first two."""
-    from fsstools.evaluate import EvalConfig
+    from fsstools.evaluation.pipeline import EvalConfig
 
     def items(values: dict) -> list[str]:
         return [f"{k}={json.dumps(v)}" for k, v in values.items()]
@@ -236,12 +236,12 @@ def eval_config(target: Target, point: Point | None = None) -> Any:
 
 
 def _check_eval(target: Target, points: list[Point]) -> None:
-    from fsstools.evaluate import checked_train_config
+    from fsstools.evaluation.pipeline import checked_train_config
 
-    eval_config(target)
+    point_eval_config(target)
     for point in points:
         try:
-            checked_train_config(eval_config(target, point))
+            checked_train_config(point_eval_config(target, point))
         except ConfigError as err:
             hint = ""
             if err.key == "train_config":
@@ -319,11 +319,11 @@ def _run(target: Target, point: Point) -> str | None:
     """Run ``point``; returns None, or what failed in one line."""
     params = point.parameters(target)
     if target.kind == "eval":
-        from fsstools.evaluate import run_evaluation
+        from fsstools.evaluation.pipeline import run_evaluation
 
-        run_evaluation(eval_config(target, point))
+        run_evaluation(point_eval_config(target, point))
         return None
-    from fsstools.reproduce import execute
+    from fsstools.jobs.reproduce import execute
 
     if OUT_KEYS["notebook"] in notebook_declarations(target.path):
         params[OUT_KEYS["notebook"]] = str(point.folder)

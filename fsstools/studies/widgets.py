@@ -36,10 +36,10 @@ from matplotlib.figure import Figure
 from fsstools import plots
 from fsstools.data.episodes import EpisodeList
 from fsstools.data.splits import class_name
+from fsstools.evaluation.views import EpisodeView, display_image, episode_view, episodes_of_class
 from fsstools.features import FeatureStore
 from fsstools.inference import METHODS, MethodConfig
-from fsstools.report import save_figure
-from fsstools.views import EpisodeView, display_image, episode_view, episodes_of_class
+from fsstools.studies.report import save_figure
 
 PAPER = METHODS["repri"]
 """The method whose defaults the controls start from (and return to when shots change)."""
@@ -59,7 +59,7 @@ CSS_CLASS = "fsstools-explorer"
 
 class Episodes(Protocol):
     """What the explorer browses: a feature store and episode lists by (shots, seed), e.g. a
-    :class:`fsstools.evaluate.Study`."""
+    :class:`fsstools.evaluation.pipeline.Study`."""
 
     store: FeatureStore
     episode_lists: Mapping[tuple[int, int], EpisodeList]
@@ -100,14 +100,14 @@ class EpisodeExplorer:
 
     Args:
         studies: episodes and features per test style, e.g. ``{"A": study_a, "B": study_b}``
-            (Studies from ``fsstools.recipes.fold_study``), or one of them.
+            (Studies from ``fsstools.studies.recipes.fold_study``), or one of them.
         seed: which seeded episode lists to browse.
         draw: compute and draw the first view now.
         images: load images from disk (False: black images, masks only; for tests).
 
     Attributes:
         widget: the ipywidgets box to display.
-        view: the last computed :class:`~fsstools.views.EpisodeView` (None before a draw).
+        view: the last computed :class:`~fsstools.evaluation.views.EpisodeView` (None before a draw).
         panel: the figure of the current layout, updated in place by each redraw (None
             before a draw; a new one when the shots change).
         last_redraw_s: seconds the last redraw took (inference, figure and PNG).

@@ -37,8 +37,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from fsstools import config as config_lib
 from fsstools import paths
-from fsstools.artifacts import atomic_write_text
+from fsstools.cache import atomic_write_text
 from fsstools.config import config_hash
 from fsstools.errors import ConfigError
 
@@ -155,29 +156,25 @@ def _line_comments(source: str) -> dict[int, str]:
     return {t.start[0]: t.string.lstrip("#").strip() for t in tokens if t.type == tokenize.COMMENT}
 
 
-def _type_of(node: ast.expr, where: str) -> tuple:
-    """A type as nested tuples: ("int",), ("list", ("int",)) ..."""
+def _type_of(node: ast.expr, where: str) -> Any:
+    """The Python type an annotation names: int, float, str, bool or list[...] of them."""
     if isinstance(node, ast.Name) and node.id in SCALARS:
-        return (node.id,)
+        return SCALARS[node.id]
     if isinstance(node, ast.Subscript) and isinstance(node.value, ast.Name) and node.value.id == "list":
-        return ("list", _type_of(node.slice, where))
+        return list[_type_of(node.slice, where)]
     raise ValueError(f"{where}: type {ast.unparse(node)} is not one of int, float, str, bool, "
                      "list[...]")
 
 
 def fits(value: Any, annotation: str) -> bool:
-    """Whether ``value`` is of the declared type (an int fits a float; a bool fits no int)."""
-    return _fits(value, _type_of(ast.parse(annotation, mode="eval").body, annotation))
-
-
-def _fits(value: Any, tp: tuple) -> bool:
-    if tp[0] == "list":
-        return isinstance(value, list) and all(_fits(v, tp[1]) for v in value)
-    if tp[0] == "float":
-        return isinstance(value, int | float) and not isinstance(value, bool)
-    if tp[0] == "int":
-        return isinstance(value, int) and not isinstance(value, bool)
-    return isinstance(value, SCALARS[tp[0]])
+    """Whether ``value`` is of the declared type, by the config's own type check in its
+    exact form (an int fits a float; a bool fits no int; nothing is converted)."""
+    tp = _type_of(ast.parse(annotation, mode="eval").body, annotation)
+    try:
+        config_lib.convert(tp, value, annotation, exact=True)
+    except ConfigError:
+        return False
+    return True
 
 
 def is_declaration(source: str) -> bool:

@@ -1,6 +1,6 @@
 """Scoring one method on one episode list: inference on cached features, then the metrics.
 
-This module computes the per-episode rows :mod:`fsstools.evaluate` caches; their key
+This module computes the per-episode rows :mod:`fsstools.evaluation.pipeline` caches; their key
 (:func:`scores_key`) holds this module's code version, which covers inference, the metrics
 and the feature store it reads, and nothing of the pipeline around it (configs, the fold
 guard, training, reports, plots).
@@ -19,7 +19,7 @@ from fsstools import cache, metrics
 from fsstools import config as config_lib
 from fsstools.constants import IGNORE_INDEX
 from fsstools.data.episodes import EpisodeList
-from fsstools.features import FeatureStore, gather
+from fsstools.features import FeatureStore, task_batch
 from fsstools.inference import MethodConfig, fg_probs, oracle_prior, query_valid_mask, run_method
 
 
@@ -52,7 +52,7 @@ def score_episodes(
 
     Args:
         model: the PFENet-style peer whose features ``store`` holds, for ``pfenet``
-            (:func:`fsstools.evaluate.peer_model`); unused by every other method.
+            (:func:`fsstools.evaluation.pipeline.peer_model`); unused by every other method.
 
     Returns:
         One row per episode (episode, class_id, fg/bg intersection and union, pi, true_share,
@@ -67,7 +67,7 @@ def score_episodes(
     extra: dict[str, list[torch.Tensor]] = {"pi": [], "true_share": [], "pred_share": []}
     traces: dict[str, list[torch.Tensor]] = {}
     for start in range(0, n, batch):
-        tb = gather(store, episodes, range(start, min(start + batch, n)), device)
+        tb = task_batch(store, episodes, range(start, min(start + batch, n)), device)
         valid = query_valid_mask(tb.query_mask_small, tb.query_valid_small, method.reference)
         out = run_method(
             method,

@@ -14,9 +14,9 @@ from IPython.display import display
 from PIL import Image
 
 from fsstools.errors import UserError
+from fsstools.own_images.segmentation import Backbone, QueryResult, segment
 from fsstools.plots import segment_panel
-from fsstools.segmentation import Backbone, QueryResult, segment
-from fsstools.widgets import show
+from fsstools.studies.widgets import show
 
 ACCEPT = ".jpg,.jpeg,.png,.bmp,.tif,.tiff,.webp"
 
@@ -31,7 +31,7 @@ class UploadPanel:
     """Upload boxes and a "segment" button over one loaded backbone.
 
     Args:
-        backbone: from :func:`fsstools.segmentation.load_backbone`.
+        backbone: from :func:`fsstools.own_images.segmentation.load_backbone`.
         method, size, device, class_id: as for :func:`fsstools.segment`.
 
     Attributes:

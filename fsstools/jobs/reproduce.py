@@ -30,10 +30,10 @@ from typing import TextIO
 import yaml
 
 from fsstools import paths
-from fsstools.artifacts import atomic_write_text
+from fsstools.cache import atomic_write_text
 from fsstools.errors import ConfigError
-from fsstools.parameters import notebook_declarations
-from fsstools.report import SUMMARY_NAME
+from fsstools.studies.parameters import notebook_declarations
+from fsstools.studies.report import SUMMARY_NAME
 
 CELL_START = re.compile(r"^Executing Cell (\d+)")
 """What papermill logs (with log_output) when a cell starts; the number counts from 1."""
@@ -250,7 +250,7 @@ def reproduce(
         runs.append(run)
     path = write_summary(runs, out)
     if only is None:  # the whole main job: record what its numbers were made on
-        from fsstools.publish import write_run_record
+        from fsstools.jobs.publish import write_run_record
 
         write_run_record(out, {r.notebook: r.seconds for r in runs}, started)
     print(f"summary: {path} (total {time.perf_counter() - total:.0f} s)")

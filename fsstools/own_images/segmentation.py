@@ -31,11 +31,11 @@ import torch.nn.functional as F
 from PIL import Image
 from torch import nn
 
-from fsstools.artifacts import atomic_write, atomic_write_text
+from fsstools.cache import atomic_write, atomic_write_text
 from fsstools.data.transforms import FEATURE_STRIDE, TestTransform
 from fsstools.data.user_masks import ImageLike, describe, read_image, read_support
 from fsstools.errors import ConfigError
-from fsstools.features import restore_lost_foreground
+from fsstools.features import feature_batches, restore_lost_foreground
 from fsstools.inference import MethodConfig, fg_probs, resolve_method, run_method
 from fsstools.models.checkpoints import checkpoint_meta, load_model, read_checkpoint
 from fsstools.models.imagenet import imagenet_extractor, imagenet_state
@@ -101,35 +101,21 @@ class ImageFeatures:
     resized: list[tuple[int, int]]
 
 
-def _grid(x: torch.Tensor, hw: tuple[int, int]) -> torch.Tensor:
-    """(N, H, W) -> (N, h, w) by nearest neighbour (as the feature cache does)."""
-    return F.interpolate(x[:, None].float(), size=hw, mode="nearest")[:, 0]
-
-
-@torch.no_grad()
 def extract(model: nn.Module, images: Sequence[np.ndarray], size: int,
             masks: Sequence[np.ndarray] | None = None, device: str | torch.device = "cpu",
             batch_size: int = 8) -> ImageFeatures:
     """Features of ``images`` ((H, W, 3) uint8 each, any sizes) resized and padded to
-    ``size``, ``batch_size`` images per forward pass; ``masks`` (H, W) {0, 1, 255} go
-    through the same geometry."""
+    ``size``, ``batch_size`` images per forward pass (:func:`fsstools.features.feature_batches`);
+    ``masks`` (H, W) {0, 1, 255} go through the same geometry."""
     transform = TestTransform(size)
-    parts: dict[str, list[torch.Tensor]] = {"feats": [], "valid": [], "masks": [], "full": []}
-    for a in range(0, len(images), batch_size):
-        samples = [transform(img, None if masks is None else masks[a + i])
-                   for i, img in enumerate(images[a:a + batch_size])]
-        batch = torch.stack([s["image"] for s in samples]).to(device)
-        feats = F.normalize(model.extract_features(batch).float(), dim=1).cpu()  # (b, C, h, w)
-        hw = tuple(feats.shape[-2:])
-        parts["feats"].append(feats)
-        parts["valid"].append(_grid(torch.stack([s["valid"] for s in samples]), hw).bool())
-        if masks is not None:
-            full = torch.stack([s["mask"] for s in samples])  # (b, size, size)
-            parts["full"].append(full)
-            parts["masks"].append(_grid(full, hw).long())
+    samples = (transform(img, None if masks is None else masks[i]) for i, img in enumerate(images))
+    batches = list(feature_batches(model, samples, device, batch_size))
+    if not batches:
+        raise ValueError("no images to extract features from")
+    cat = {k: torch.cat([b[k] for b in batches]) for k in batches[0]}
     resized = [transform.resized_hw(*img.shape[:2]) for img in images]
-    cat = {k: torch.cat(v) if v else None for k, v in parts.items()}
-    return ImageFeatures(cat["feats"], cat["valid"], cat["masks"], cat["full"], resized)
+    return ImageFeatures(cat["feats"], cat["valid_small"], cat.get("masks_small"),
+                         cat.get("masks_full"), resized)
 
 
 def support_tensors(supports: ImageFeatures) -> tuple[torch.Tensor, torch.Tensor]:

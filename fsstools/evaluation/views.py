@@ -20,7 +20,7 @@ from fsstools.constants import IGNORE_INDEX, IMAGENET_MEAN, IMAGENET_STD
 from fsstools.data import splits, voc
 from fsstools.data.episodes import EpisodeList, episode_mask
 from fsstools.data.transforms import TestTransform
-from fsstools.features import FeatureStore, gather
+from fsstools.features import FeatureStore, task_batch
 from fsstools.inference import (
     METHODS,
     MethodConfig,
@@ -110,7 +110,7 @@ def episode_view(
     el = episodes
     ep = el.episodes[index]
     shots = len(ep.supports)
-    tb = gather(store, el, [index])
+    tb = task_batch(store, el, [index])
     valid = query_valid_mask(tb.query_mask_small, tb.query_valid_small, method.reference)
     size = tuple(tb.query_mask.shape[-2:])
     common = dict(query_mask=tb.query_mask_small)

@@ -19,7 +19,7 @@ with like.
 
 All of them are scored on the very same saved episodes (episode lists are keyed by the
 data, fold, shots, count and seed, never by the model), through the one scoring pipeline
-(:func:`fsstools.evaluate.score`, cached per method, episodes and features), so every
+(:func:`fsstools.evaluation.pipeline.score`, cached per method, episodes and features), so every
 difference below is paired. The 2x2 {CE, episodic PANet} x {prototype inference, RePRI}
 separates what the training buys from what the inference buys, one inference rule per
 column: PANet's two-prototype cosine classifier (parameter-free, inductive: the field's
@@ -43,11 +43,14 @@ from pathlib import Path
 import pandas as pd
 
 from fsstools import config as config_lib
-from fsstools import evaluate, paths, readings, stats
+from fsstools import paths
 from fsstools.errors import ConfigError
+from fsstools.evaluation import pipeline as evaluate
+from fsstools.evaluation import stats
 from fsstools.inference import METHODS
 from fsstools.models.checkpoints import checkpoint_meta
-from fsstools.profiles import Profile, ensure_base_model, ensure_data, eval_config
+from fsstools.studies import readings
+from fsstools.studies.profiles import Profile, ensure_base_model, ensure_data, fold_eval_config
 from fsstools.training import TrainConfig, ensure_trained, run_directory
 
 PEERS = ("panet", "pfenet")
@@ -110,7 +113,7 @@ class MetaResult:
     """Per-episode rows of every arm and the checkpoints behind them.
 
     Attributes:
-        rows: :func:`fsstools.evaluate.score` rows (``method`` = the arm's label) with
+        rows: :func:`fsstools.evaluation.pipeline.score` rows (``method`` = the arm's label) with
             ``training``, ``inference`` and ``peer_method`` columns.
         checkpoints: (training, fold, trained shots) -> best.pt of the model scored
             (trained shots None for the CE base model, trained without tasks).
@@ -240,7 +243,7 @@ def meta_study(
                            ensure_peer(prof, fold, "pfenet", base, peer_overrides, shots=t), ks))
         hashes: dict[int, set[str]] = {}
         for training, t, checkpoint, ks in models:
-            cfg = eval_config(prof, fold, checkpoint, ks, n_episodes, seed=seed, device=device)
+            cfg = fold_eval_config(prof, fold, checkpoint, ks, n_episodes, seed=seed, device=device)
             st = evaluate.prepare(cfg)
             for (k, _), el in st.episode_lists.items():
                 hashes.setdefault(k, set()).add(el.hash)
@@ -262,7 +265,7 @@ def meta_study(
 
 
 def summarize(rows: pd.DataFrame, n_boot: int = 1000) -> pd.DataFrame:
-    """Fold means per arm and shots (:func:`fsstools.stats.fold_mean`), arms in
+    """Fold means per arm and shots (:func:`fsstools.evaluation.stats.fold_mean`), arms in
     :data:`ARMS` order, with the shots each peer was trained at (``trained_shots``)."""
     summary = stats.fold_mean(rows, by=("method", "training", "inference", "shots"),
                               n_boot=n_boot)
@@ -337,10 +340,6 @@ def peer_training_table(checkpoints: dict[tuple[str, int, int | None], Path]) ->
     return pd.DataFrame(rows)
 
 
-def _points(r: pd.Series) -> str:
-    return readings.points(r)
-
-
 def _verdict(r: pd.Series, ahead: str, behind: str) -> str:
     return readings.verdict(r, ahead, behind)
 
@@ -370,7 +369,7 @@ def _claim_note(first: pd.Series, last: pd.Series, lo: int, hi: int) -> str:
              (False, False): "does not hold"}[first_half, second_half]
     return (f"**The paper's claim** (on par at 1 shot, ahead by more as shots grow) {holds} "
             f"here: at {lo} shot(s) RePRI is {start} the PFENet-style peer "
-            f"({_points(first)}), and from {lo} to {hi} shots the gap {trend} "
+            f"({readings.signed_gap(first)}), and from {lo} to {hi} shots the gap {trend} "
             f"({100 * change:+.1f} +- {100 * margin:.1f} points).")
 
 
@@ -392,7 +391,7 @@ def reading(summary: pd.DataFrame, diffs: pd.DataFrame) -> list[str]:
         r, p = score.loc[("CE + RePRI", k)], score.loc[("PFENet + head (own)", k)]
         notes.append(
             f"**{k}-shot, RePRI against PFENet-style:** {100 * r.miou:.1f} vs "
-            f"{100 * p.miou:.1f} mIoU, paired difference {_points(claim.loc[k])} points: "
+            f"{100 * p.miou:.1f} mIoU, paired difference {readings.signed_gap(claim.loc[k])} points: "
             f"{_verdict(claim.loc[k], 'RePRI ahead', 'PFENet-style ahead')}.")
     if len(shots) > 1:
         lo, hi = shots[0], shots[-1]
@@ -406,7 +405,7 @@ def reading(summary: pd.DataFrame, diffs: pd.DataFrame) -> list[str]:
     for a, b, what in CONTRASTS[2:]:
         sel = diffs[diffs["a"].eq(a) & diffs["b"].eq(b)].sort_values("shots")
         if len(sel):
-            per_shot = "; ".join(f"{_points(r)} at {r.shots}-shot" for _, r in sel.iterrows())
+            per_shot = "; ".join(f"{readings.signed_gap(r)} at {r.shots}-shot" for _, r in sel.iterrows())
             notes.append(f"**{what[0].upper()}{what[1:]}** ({a} minus {b}): {per_shot}.")
     if "trained_shots" in summary:
         for k, t in summary.dropna(subset=["trained_shots"]).groupby("shots")[

@@ -18,7 +18,7 @@ A *profile* is the embedded benchmark at one size or a real data set:
   classes they never saw, so ``data_root`` is the PASCAL root and the COCO root is the one
   the training config names.
 
-The notebooks reach all of this through :mod:`fsstools.recipes`.
+The notebooks reach all of this through :mod:`fsstools.studies.recipes`.
 """
 
 from __future__ import annotations
@@ -34,12 +34,13 @@ from typing import Any
 import numpy as np
 
 from fsstools import config as config_lib
-from fsstools import parameters, paths
+from fsstools import paths
 from fsstools.data import splits, voc
 from fsstools.data.synth.benchmark import SynthConfig, ensure_synth
 from fsstools.errors import ConfigError, MissingError
-from fsstools.eval_config import EvalConfig
+from fsstools.evaluation.config import EvalConfig
 from fsstools.inference import resolve_methods
+from fsstools.studies import parameters
 from fsstools.training import TrainConfig, ensure_trained, run_directory
 
 DATASETS = ("synth", "pascal", "coco", "coco_to_pascal", "folder")
@@ -193,22 +194,18 @@ def check_values(params: parameters.Parameters) -> None:
     """Values that have the right type but cannot be right (a fold 7, 0 episodes)."""
     for name in FOLD_PARAMETERS:
         for fold in np.atleast_1d(params.get(name, [])):
-            if not 0 <= int(fold) < splits.N_FOLDS:
-                raise ConfigError(f"parameter {name}: fold {fold} does not exist; folds are "
-                                  "0, 1, 2, 3", key=name)
+            splits.check_fold(fold, f"parameter {name}: fold", key=name)
     for name in NON_NEGATIVE:
-        values = np.atleast_1d(params.get(name, []))
-        if (values < 0).any():
-            raise ConfigError(f"parameter {name}: {params[name]} must be >= 0", key=name)
-        if len(set(values.tolist())) != len(values):
+        values = params.get(name, [])
+        config_lib.check_at_least(f"parameter {name}", values, low=0, key=name)
+        if len(set(values)) != len(values):
             raise ConfigError(f"parameter {name}: {params[name]} repeats a seed", key=name)
     if "base_seeds" in params.values and not params["base_seeds"]:
         raise ConfigError("parameter base_seeds: give at least one seed, e.g. [0]",
                           key="base_seeds")
     for name in AT_LEAST_ONE:
-        values = np.atleast_1d(params.get(name, []))
-        if (values < 1).any():
-            raise ConfigError(f"parameter {name}: {params[name]} must be >= 1", key=name)
+        if name in params.values:
+            config_lib.check_at_least(f"parameter {name}", params[name], key=name)
     for name, among in SUBSETS.items():
         if name in params.values and among in params.values:
             missing = set(np.atleast_1d(params[name]).tolist()) - set(params[among])
@@ -360,7 +357,7 @@ def run_dir(prof: Profile, fold: int, base_seed: int = 0) -> Path:
     return run_dir
 
 
-def eval_config(prof: Profile, fold: int, checkpoint: str | Path, shots: Sequence[int],
+def fold_eval_config(prof: Profile, fold: int, checkpoint: str | Path, shots: Sequence[int],
                 n_episodes: int, style: str = "A", seed: int = 0, device: str = "cpu"
                 ) -> EvalConfig:
     """The evaluation of ``checkpoint`` on the fold's novel classes of the profile's test

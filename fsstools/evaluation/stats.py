@@ -1,7 +1,7 @@
 """Statistics over result rows: scores per group, fold means, paired differences, per-class
 IoU, per-iteration traces and the error of the estimated prior.
 
-Rows are the per-episode tables of :func:`fsstools.evaluate.score` (method, fold, shots,
+Rows are the per-episode tables of :func:`fsstools.evaluation.pipeline.score` (method, fold, shots,
 seed, episode, the IoU record columns, ...), optionally with a ``base_seed`` column: the
 seed of the base training whose model was scored. Every interval comes from
 :func:`fsstools.metrics.bootstrap_draws`: episodes are resampled within each fold, folds

@@ -2,7 +2,7 @@
 
 Every sentence quotes the interval that supports it, and a gap whose 95% interval covers 0
 is called *level*: the episodes (and base seeds, where the table covers them) do not
-resolve it. The inputs are the tables of :mod:`fsstools.stats` (fractions; shown here in
+resolve it. The inputs are the tables of :mod:`fsstools.evaluation.stats` (fractions; shown here in
 points of mIoU).
 
 Example:
@@ -10,7 +10,7 @@ Example:
     >>> row = pd.Series({"miou": 0.012, "miou_low": -0.003, "miou_high": 0.027})
     >>> verdict(row, "ahead", "behind")
     'level'
-    >>> points(row)
+    >>> signed_gap(row)
     '+1.2 [-0.3, +2.7]'
 """
 
@@ -24,16 +24,10 @@ LEVEL = "level"
 """What a difference whose interval covers 0 is called."""
 
 
-def points(row: pd.Series, value: str = "miou") -> str:
+def signed_gap(row: pd.Series, value: str = "miou") -> str:
     """A difference in signed points with its interval, e.g. ``+1.2 [-0.3, +2.7]``."""
     return (f"{100 * row[value]:+.1f} [{100 * row[f'{value}_low']:+.1f}, "
             f"{100 * row[f'{value}_high']:+.1f}]")
-
-
-def score(row: pd.Series, value: str = "miou") -> str:
-    """A score in percent with its interval, e.g. ``67.0 [65.8, 68.3]``."""
-    return (f"{100 * row[value]:.1f} [{100 * row[f'{value}_low']:.1f}, "
-            f"{100 * row[f'{value}_high']:.1f}]")
 
 
 def verdict(row: pd.Series, ahead: str, behind: str, value: str = "miou") -> str:
@@ -68,7 +62,7 @@ def difference_notes(
     count, with the verdict of each.
 
     Args:
-        diffs: :func:`fsstools.stats.differences` rows (``key``, shots, miou, ...).
+        diffs: :func:`fsstools.evaluation.stats.differences` rows (``key``, shots, miou, ...).
         labels: display name of a ``key`` value.
     """
     name = label_of(labels)
@@ -76,7 +70,7 @@ def difference_notes(
     if diffs.empty:
         return notes
     for value, grp in diffs.groupby(key, sort=False):
-        parts = [f"{points(r)} at {r.shots} shot{'s' if r.shots > 1 else ''} "
+        parts = [f"{signed_gap(r)} at {r.shots} shot{'s' if r.shots > 1 else ''} "
                  f"({verdict(r, 'ahead', 'behind')})"
                  for _, r in grp.sort_values("shots").iterrows()]
         notes.append(f"**{name(value)}** minus {name(reference)}: {'; '.join(parts)}.")
@@ -103,7 +97,7 @@ def spread_note(spread: pd.DataFrame, what: str, value: str = "miou") -> str | N
 
     Args:
         spread: rows of one contrast: shots, base_seed and ``value`` (a fraction), e.g. the
-            per-seed differences (``miou_diff``) of :func:`fsstools.stats.seed_spread`.
+            per-seed differences (``miou_diff``) of :func:`fsstools.evaluation.stats.seed_spread`.
     """
     if spread.empty or spread["base_seed"].nunique() < 2:
         return None
@@ -142,7 +136,7 @@ def spread_notes(spread: pd.DataFrame, reference: str,
                  methods: Sequence[str], labels: Callable[[str], str] | None = None
                  ) -> list[str | None]:
     """:func:`spread_note` of ``method - reference`` for each of ``methods`` present in
-    ``spread`` (rows of :func:`fsstools.stats.seed_spread` with a reference: their
+    ``spread`` (rows of :func:`fsstools.evaluation.stats.seed_spread` with a reference: their
     ``miou_diff``)."""
     name = label_of(labels)
     return [spread_note(spread[spread["method"] == m], f"{name(m)} minus {name(reference)}",
@@ -168,9 +162,9 @@ def method_reading(rows: pd.DataFrame, summary: pd.DataFrame, diffs: pd.DataFram
 
     Args:
         rows: the per-episode rows (for the base-seed count).
-        summary: :func:`fsstools.stats.fold_mean` of ``rows``.
-        diffs: :func:`fsstools.stats.differences` of ``rows`` to ``reference``.
-        spread: :func:`fsstools.stats.seed_spread` of ``rows`` to ``reference`` (None:
+        summary: :func:`fsstools.evaluation.stats.fold_mean` of ``rows``.
+        diffs: :func:`fsstools.evaluation.stats.differences` of ``rows`` to ``reference``.
+        spread: :func:`fsstools.evaluation.stats.seed_spread` of ``rows`` to ``reference`` (None:
             left out).
         spread_methods: the methods whose contrast to ``reference`` is shown per seed.
     """
@@ -186,7 +180,7 @@ def method_reading(rows: pd.DataFrame, summary: pd.DataFrame, diffs: pd.DataFram
 
 def base_model_reading(models: pd.DataFrame) -> list[str]:
     """The closing bullets of notebook 01 from its table of base models
-    (:func:`fsstools.recipes.base_model_table`): how flat the curves ended and how much the
+    (:func:`fsstools.studies.recipes.base_model_table`): how flat the curves ended and how much the
     base-class validation score moves with the training seed."""
     gains = models["last_epoch_gain_points"].abs()
     notes: list[str | None] = [
@@ -215,8 +209,8 @@ def domain_reading(rows: pd.DataFrame, diffs: pd.DataFrame, drop: pd.DataFrame,
 
     Args:
         rows: per-episode rows (for the base-seed count).
-        diffs: :func:`fsstools.stats.differences` to RePRI with ``by=("domain", "shots")``.
-        drop: :func:`fsstools.stats.domain_drop` (point estimates: the two domains are
+        diffs: :func:`fsstools.evaluation.stats.differences` to RePRI with ``by=("domain", "shots")``.
+        drop: :func:`fsstools.evaluation.stats.domain_drop` (point estimates: the two domains are
             scored on different images, so their difference has no paired interval).
     """
     name = label_of(labels)
@@ -239,7 +233,7 @@ def prior_reading(error_summary: pd.DataFrame, delta_diffs: pd.DataFrame,
     """The closing bullets of notebook 05.
 
     Args:
-        error_summary: :func:`fsstools.stats.prior_error_summary`.
+        error_summary: :func:`fsstools.evaluation.stats.prior_error_summary`.
         delta_diffs: per oracle configuration (column ``config``), each ``prior_delta``
             minus the exact prior (delta 0) on the same episodes.
         t_pi_diffs: each ``t_pi`` schedule minus t_pi = 10.
@@ -255,7 +249,7 @@ def prior_reading(error_summary: pd.DataFrame, delta_diffs: pd.DataFrame,
     for config, grp in delta_diffs.groupby("config", sort=False):
         for shots, sub in grp.groupby("shots"):
             sub = sub.sort_values("prior_delta")
-            parts = [f"{d:+.0%}: {points(r)}" for d, (_, r) in
+            parts = [f"{d:+.0%}: {signed_gap(r)}" for d, (_, r) in
                      zip(sub["prior_delta"], sub.iterrows(), strict=True)]
             level = [f"{d:+.0%}" for d, (_, r) in zip(sub["prior_delta"], sub.iterrows(),
                                                        strict=True)

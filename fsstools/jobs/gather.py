@@ -26,10 +26,11 @@ from typing import Any
 
 import pandas as pd
 
-from fsstools import paths, plots, report
-from fsstools.artifacts import atomic_write_text
+from fsstools import paths, plots
+from fsstools.cache import atomic_write_text
 from fsstools.errors import ConfigError, MissingError
-from fsstools.sweep_plan import LOG_NAME, POINT_NAME, SWEEP_NAME
+from fsstools.jobs.sweep_plan import LOG_NAME, POINT_NAME, SWEEP_NAME
+from fsstools.studies import report
 
 TABLE_NAME = "table"
 POINT_TABLE = "summary.csv"

@@ -17,11 +17,11 @@ import pandas as pd
 from PIL import Image
 
 from fsstools import paths
-from fsstools.artifacts import atomic_write
+from fsstools.cache import atomic_write
 from fsstools.data import splits, voc
 from fsstools.errors import ConfigError
-from fsstools.profiles import Profile, ensure_data
-from fsstools.segmentation import QueryResult, parse_support, write_results
+from fsstools.own_images.segmentation import QueryResult, parse_support, write_results
+from fsstools.studies.profiles import Profile, ensure_data
 
 DEMO_FOLDER = "demo_images"
 RESULTS_FOLDER = "segmented"

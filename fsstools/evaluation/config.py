@@ -120,20 +120,21 @@ def check_config(cfg: EvalConfig) -> None:
     run with; cheap, so it runs whenever a config is built."""
     _choice("dataset", cfg.dataset, splits.DATASETS)
     _choice("scheme", cfg.scheme, splits.SCHEMES)
-    _choice("fold", cfg.fold, range(splits.N_FOLDS))
+    splits.check_fold(cfg.fold)
     _choice("feature_dtype", cfg.feature_dtype, FEATURE_DTYPES)
     if cfg.coco_to_pascal and cfg.dataset != "pascal":
         raise ConfigError("coco_to_pascal tests PASCAL images: set dataset=pascal (the COCO "
                           "base model comes from checkpoint or train_config)", key="dataset")
-    counts = {"shots": ("support images per episode", cfg.shots),
-              "n_episodes": ("episodes per list", (cfg.n_episodes,)),
-              "n_boot": ("bootstrap resamples", (cfg.n_boot,)),
-              "batch_tasks": ("tasks per batch, or null", () if cfg.batch_tasks is None
-                              else (cfg.batch_tasks,))}
-    for key, (what, values) in counts.items():
-        if any(v < 1 for v in values) or (key == "shots" and not values):
-            shown = list(values) if key == "shots" else values[0]
-            raise ConfigError(f"{key} ({what}) must be >= 1, got {shown}", key=key)
+    counts = {"shots": ("support images per episode", list(cfg.shots)),
+              "n_episodes": ("episodes per list", cfg.n_episodes),
+              "n_boot": ("bootstrap resamples", cfg.n_boot),
+              "batch_tasks": ("tasks per batch, or null", 1 if cfg.batch_tasks is None
+                              else cfg.batch_tasks)}
+    for key, (what, value) in counts.items():
+        config_lib.check_at_least(key, value, what=what)
+    if not cfg.shots:
+        raise ConfigError("shots is empty: give at least one shot count, e.g. shots=[1]",
+                          key="shots")
     if not cfg.seeds:
         raise ConfigError("seeds is empty: give at least one sampling seed, e.g. seeds=[0]",
                           key="seeds")

@@ -1,6 +1,6 @@
 """Sweeps on submitit: every point of a grid as one job, locally or on SLURM, gathered.
 
-:func:`run_sweep` checks every point (:func:`fsstools.sweep_plan.plan`) before anything is
+:func:`run_sweep` checks every point (:func:`fsstools.jobs.sweep_plan.plan`) before anything is
 written, then submits the points that have no finished run through submitit's own
 executors:
 
@@ -12,7 +12,7 @@ executors:
 
 It streams progress (a line per submitted and finished point, and the counts of done,
 failed and running points whenever they change), records each point's job id and state in
-``sweep.json``, and ends by gathering the table and figure (:mod:`fsstools.gather`).
+``sweep.json``, and ends by gathering the table and figure (:mod:`fsstools.jobs.gather`).
 Everything lands in ``<outputs>/sweeps/<name>/``::
 
     sweep.json           target, fixed values, grid, and each point's job id and state
@@ -45,10 +45,18 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from fsstools import cache, paths
-from fsstools.artifacts import atomic_write_text
+from fsstools.cache import atomic_write_text
 from fsstools.errors import ConfigError, ConflictError
-from fsstools.gather import Gathered, gather, read_point
-from fsstools.sweep_plan import LOG_NAME, POINT_NAME, SWEEP_NAME, Point, Target, plan, run_point
+from fsstools.jobs.gather import Gathered, gather, read_point
+from fsstools.jobs.sweep_plan import (
+    LOG_NAME,
+    POINT_NAME,
+    SWEEP_NAME,
+    Point,
+    Target,
+    plan,
+    run_point,
+)
 
 EXECUTORS = ("local", "slurm", "debug")
 JOBS_DIR = "jobs"
@@ -284,7 +292,7 @@ def run_sweep(target: Target, grid: dict[str, list], name: str | None = None,
 
     Args:
         target: the notebook or evaluation config, with its fixed values.
-        grid: key -> values (:func:`fsstools.sweep_plan.parse_grid`).
+        grid: key -> values (:func:`fsstools.jobs.sweep_plan.parse_grid`).
         name: the sweep's folder under ``<outputs>/sweeps`` (default: from the target and
             the grid keys).
         res: executor and resources.

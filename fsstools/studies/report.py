@@ -20,32 +20,10 @@ import numpy as np
 import pandas as pd
 
 from fsstools import paths
-from fsstools.artifacts import atomic_write, atomic_write_text
+from fsstools.cache import atomic_write, atomic_write_text
+from fsstools.plots.style import label  # display names of methods; notebooks call report.label
 
 SUMMARY_NAME = "summary.md"
-METHOD_LABELS = {
-    "inductive": "Prototype, support-fit bias (inductive)",
-    "ce_support": "CE probe from support-fit bias (inductive)",
-    "prototype": "Prototype, query-mean bias",
-    "ce": "CE from query-mean bias",
-    "ce_h": "CE + H",
-    "ce_kl": "CE + KL",
-    "repri": "RePRI (paper text)",
-    "repri_reference": "RePRI (reference code)",
-    "oracle_repri": "Oracle-RePRI (authors' config)",
-    "oracle_repri_weights": "Oracle-RePRI at RePRI's weights",
-    "panet": "Two prototypes, fg/bg softmax (PANet's rule, inductive)",
-    "pfenet": "PFENet-style head (own inference)",
-}
-"""What each method uses: "inductive" methods never read the query; "query-mean bias"
-starts from RePRI's initial classifier, whose bias is the mean query score."""
-
-
-def label(name: object) -> str:
-    """Display name of a method (or any other key)."""
-    return METHOD_LABELS.get(str(name), str(name))
-
-
 def _cell(row: pd.Series, value: str) -> str:
     mid, low, high = (100 * row[value], 100 * row[f"{value}_low"], 100 * row[f"{value}_high"])
     return f"{mid:.1f} [{low:.1f}, {high:.1f}]"
