@@ -45,6 +45,11 @@ def data_dir() -> Path:
     return REPO / "data"
 
 
+def lists_dir() -> Path:
+    """Image lists shipped with the checkout (``<repo>/data/lists``, e.g. ``pascal/train.txt``)."""
+    return REPO / "data" / "lists"
+
+
 def outputs_dir() -> Path:
     """``$FSSTOOLS_OUTPUTS`` (relative to the working directory) or ``<repo>/outputs``."""
     env = os.environ.get(OUTPUTS_ENV)

@@ -25,6 +25,7 @@ from PIL import Image
 from fsstools import cli
 from fsstools import config as config_lib
 from fsstools.data.episodes import EpisodeSettings, load_episodes, sample_episodes, save_episodes
+from fsstools.models.backbones import TRUNKS, DilatedResNet
 from fsstools.models.checkpoints import CHECKPOINT_FORMAT
 from fsstools.models.pspnet import build_model
 from tests.fixtures import default_masks, list_path, make_voc_folder, write_image, write_mask
@@ -253,6 +254,19 @@ def training_fold_that_does_not_exist(w: World):
     return argv, ["fold 4 does not exist", "folds are 0, 1, 2, 3"], ()
 
 
+def imagenet_weights_with_the_other_stem(w: World):
+    spec = dataclasses.replace(TRUNKS["small"], widths=(4, 8, 8, 8), stem_width=4)
+    weights = w.work / "resnet50_v2.pth"
+    torch.save(DilatedResNet(spec, deep_stem=True).state_dict(), weights)
+    data = data_folder(w.work / "voc")
+    (data / "lists/train.txt").write_text((data / "lists/val.txt").read_text())
+    (w.work / "tiny.yaml").write_text(TRAIN_YAML.format(root=data))
+    argv = ["train", "--config", str(w.work / "tiny.yaml"), "--set", f"model.pretrained={weights}"]
+    words = [f"ImageNet weights {weights} have a deep stem", "model.deep_stem is false",
+             "--set model.deep_stem=true"]
+    return argv, words, (CACHE_STAGE, CLASS_INDEX)
+
+
 def unknown_notebook(w: World):
     return ["reproduce", "--only", "99"], ["matches --only 99", "00_walkthrough"], ()
 
@@ -265,6 +279,7 @@ CASES: list[Case] = [
     episode_file_of_another_fold, too_few_images_for_the_shots, missing_config_file,
     bad_method_variant, value_that_is_not_yaml, unknown_notebook_parameter, unknown_notebook,
     device_this_machine_lacks, device_that_is_not_a_device, training_fold_that_does_not_exist,
+    imagenet_weights_with_the_other_stem,
 ]
 
 

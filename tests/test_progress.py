@@ -55,6 +55,13 @@ def test_an_iterated_bar_is_bounded_too(monkeypatch):
     assert len(refreshes) <= progress.MAX_REFRESHES + 2
 
 
+def test_no_module_draws_a_raw_tqdm_bar():
+    package = REPO / "fsstools"
+    raw = [str(p.relative_to(package)) for p in sorted(package.rglob("*.py"))
+           if p.name != "progress.py" and "tqdm(" in p.read_text()]
+    assert not raw, f"use fsstools.progress.bar instead of tqdm in {raw}"
+
+
 @pytest.mark.notebooks
 @pytest.mark.slow
 def test_a_training_cell_sends_few_messages_and_its_idle_status_arrives():

@@ -18,7 +18,7 @@ The stages chain through files::
 
 Each command is one row of :data:`COMMANDS`: its one-line help, its parser and its
 handler; the parsers and handlers live in the modules of this package by topic
-(:mod:`.data`, :mod:`.pipeline`, :mod:`.own`, :mod:`.jobs`, :mod:`.sweeps`). ``python -m fsstools.cli <command>`` runs the
+(:mod:`.data`, :mod:`.pascal`, :mod:`.pipeline`, :mod:`.own`, :mod:`.jobs`, :mod:`.sweeps`). ``python -m fsstools.cli <command>`` runs the
 same commands (what torchrun starts: ``torchrun -m fsstools.cli train ...``).
 """
 
@@ -33,7 +33,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from fsstools import __version__
-from fsstools.cli import data, jobs, own, pipeline, sweeps
+from fsstools.cli import data, jobs, own, pascal, pipeline, sweeps
 from fsstools.cli.common import DEBUG_ENV, DEBUG_FLAG, EXIT_INTERRUPTED, EXIT_USER_ERROR
 from fsstools.errors import UserError, did_you_mean
 
@@ -52,6 +52,10 @@ COMMANDS: dict[str, Command] = {
                      data.synth_parser, data.run_synth),
     "coco-masks": Command("write per-image class-id masks for COCO 2014",
                           data.coco_masks_parser, data.run_coco_masks),
+    "prepare-pascal": Command("make a PASCAL-5i data root from VOC2012 and SBD (masks, lists)",
+                              pascal.prepare_pascal_parser, pascal.run_prepare_pascal),
+    "data-check": Command("list every missing or malformed file of a data root",
+                          pascal.data_check_parser, pascal.run_data_check),
     "episodes": Command("sample and save an episode list",
                         data.episodes_parser, data.run_episodes),
     "train": Command("base-train PSPNet with cross-entropy on base classes",
@@ -76,7 +80,8 @@ __all__ = ["COMMANDS", "DEBUG_ENV", "EXIT_USER_ERROR", "Command", "main", "usage
 
 def usage() -> str:
     lines = ["usage: fsstools [--version] [--debug] <command> [options]", "", "commands:"]
-    lines += [f"  {name:<11} {command.help}" for name, command in COMMANDS.items()]
+    width = max(map(len, COMMANDS))
+    lines += [f"  {name:<{width}} {command.help}" for name, command in COMMANDS.items()]
     lines += ["", "Run fsstools <command> --help for the options of one command.",
               f"{DEBUG_FLAG} (anywhere, or {DEBUG_ENV}=1) shows the traceback of an error."]
     return "\n".join(lines)

@@ -13,12 +13,15 @@ trained with the former, so we build that.
 from __future__ import annotations
 
 import logging
+import pickle
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
 import torch
 from torch import nn
+
+from fsstools.errors import ConfigError, DataError, MissingError
 
 log = logging.getLogger(__name__)
 
@@ -204,20 +207,30 @@ def load_imagenet_weights(trunk: DilatedResNet, path: str | Path) -> LoadReport:
     Nothing is ever downloaded.
 
     Raises:
-        FileNotFoundError: ``path`` does not exist (the message says how to fix it).
+        MissingError: ``path`` does not exist (the message says how to fix it).
+        DataError: the file cannot be read as a state dict.
+        ConfigError: the file's stem and ``trunk.deep_stem`` (``model.deep_stem``) disagree.
     """
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(
+        raise MissingError(
             f"ImageNet weights file {path} does not exist. Put torchvision's ResNet weights "
             f"there (e.g. resnet50-0676ba61.pth from the torchvision model zoo, downloaded by "
             f"hand) or set model.pretrained=null to train from scratch."
         )
-    state = torch.load(path, map_location="cpu", weights_only=True)
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except (RuntimeError, EOFError, OSError, ValueError, pickle.UnpicklingError) as err:
+        raise DataError(f"ImageNet weights file {path} cannot be read as a PyTorch state dict "
+                        f"({str(err).strip().splitlines()[0]}); copy it again") from err
     if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
         state = state["state_dict"]
+    if not isinstance(state, dict):
+        raise DataError(f"ImageNet weights file {path} holds a {type(state).__name__}, not a "
+                        "state dict; pass a ResNet state dict (torchvision's resnet50-*.pth)")
     state = {k.removeprefix("module."): v for k, v in state.items()}
     state = {k: v for k, v in state.items() if not k.startswith("fc.")}
+    check_stem(state, trunk.deep_stem, path)
     own = trunk.state_dict()
     mismatched = tuple(k for k, v in state.items() if k in own and own[k].shape != v.shape)
     result = trunk.load_state_dict(
@@ -232,6 +245,32 @@ def load_imagenet_weights(trunk: DilatedResNet, path: str | Path) -> LoadReport:
             list(report.mismatched[:5]),
         )
     return report
+
+
+def check_stem(state: dict[str, torch.Tensor], deep_stem: bool, path: str | Path) -> None:
+    """Refuse ImageNet weights whose stem is not the configured one.
+
+    A deep-stem file (PSPNet's ``resnet50_v2.pth``: stem ``conv1``/``conv2``/``conv3``, 3x3)
+    in a 7x7-stem trunk, or the reverse, would load with its stem (and the first block's
+    input convolutions) skipped by shape: random weights in a run that looks pretrained.
+
+    Raises:
+        ConfigError: the stems disagree (key ``model.deep_stem``).
+    """
+    if "conv1.weight" not in state:
+        return  # not a ResNet state dict: the load report lists what is missing
+    deep_file = "conv3.weight" in state  # the blocks' conv3 are layerN.M.conv3
+    if deep_file == deep_stem:
+        return
+    has = ("a deep stem (three 3x3 convolutions, as PSPNet's resnet50_v2.pth)" if deep_file
+           else "a 7x7 stem (one convolution, as torchvision's resnet50-*.pth)")
+    raise ConfigError(
+        f"ImageNet weights {path} have {has} but model.deep_stem is "
+        f"{str(deep_stem).lower()}: set model.deep_stem: {str(deep_file).lower()} (or --set "
+        f"model.deep_stem={str(deep_file).lower()}) to use this file, or give model.pretrained "
+        "a file with the other stem",
+        key="model.deep_stem",
+    )
 
 
 def feature_size(n: int) -> int:

@@ -1,4 +1,4 @@
-"""Reading model checkpoints: ours, and the RePRI/PFENet reference layout.
+"""Reading model checkpoints: ours, the RePRI/PFENet reference layout and the RePRI archive.
 
 Our checkpoints are dicts with ``format == CHECKPOINT_FORMAT``, the model state dict under
 ``model``, the architecture under ``model_config`` and the number of classes under
@@ -7,7 +7,8 @@ Our checkpoints are dicts with ``format == CHECKPOINT_FORMAT``, the model state 
 The reference code saves ``{"epoch", "state_dict", "optimizer"}`` from a DDP-wrapped model, so
 its keys read ``module.layer0.0.weight`` (stem as one Sequential), ``module.layer1..4.*``
 (torchvision block names), ``module.ppm.features.<i>.<1|2>.*`` (conv, BN of a pooling branch),
-``module.bottleneck.<0|1>.*`` and ``module.classifier.*``.
+``module.bottleneck.<0|1>.*`` and ``module.classifier.*``. The RePRI authors' archive holds
+one such file per fold where their test script reads it (:func:`authors_checkpoints`).
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from typing import Any
 import torch
 
 from fsstools.config import from_dict
+from fsstools.data import splits
 from fsstools.errors import ConfigError, DataError, MissingError
 from fsstools.models.backbones import TRUNKS
 from fsstools.models.panet import PANet, PANetConfig
@@ -47,8 +49,11 @@ _UNREADABLE = (RuntimeError, EOFError, OSError, pickle.UnpicklingError, zipfile.
 no path: "PytorchStreamReader failed reading zip archive", "Weights only load failed")."""
 
 
-def read_checkpoint(path: str | Path) -> dict[str, Any]:
+def read_checkpoint(path: str | Path, mmap: bool = False) -> dict[str, Any]:
     """Load a checkpoint file on CPU (tensors and plain data only, never arbitrary code).
+
+    ``mmap``: map the tensors of a zip-format file instead of reading them, for a look at
+    shapes that does not read a whole large file.
 
     Raises:
         MissingError: no such file.
@@ -62,7 +67,8 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
             f"or check the path"
         )
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        mmap = mmap and zipfile.is_zipfile(path)  # the legacy format cannot be mapped
+        return torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
     except _UNREADABLE as err:
         # torch's first sentence says what failed; the rest is advice given here anyway
         first = re.split(r"(?<=\.) ", str(err).strip())[0].rstrip(".") or type(err).__name__
@@ -228,3 +234,78 @@ def infer_reference_config(state: dict[str, torch.Tensor],
     if cfg.stem_width == spec.stem_width:
         cfg = dataclasses.replace(cfg, stem_width=None)
     return cfg, int(state["classifier.weight"].shape[0])
+
+
+AUTHORS_LAYOUT = ("model_ckpt/{dataset}/split={fold}/model/pspnet_{arch}/smoothing=True/"
+                  "mixup=False/best.pth")
+"""Where the RePRI test script reads the checkpoint of a fold (their ``get_model_dir``)."""
+
+
+def authors_checkpoints(folder: str | Path, dataset: str = "pascal",
+                        arch: str = "resnet50") -> dict[int, Path]:
+    """The RePRI authors' checkpoint of each fold, found in their archive as unpacked.
+
+    Each file is opened (tensors mapped, not read) and checked to be a reference PSPNet
+    with ``arch`` and the benchmark's classifier: 16 outputs for PASCAL-5i, 61 for COCO-20i
+    (base classes + background).
+
+    Args:
+        folder: the folder holding ``model_ckpt/`` (``AUTHORS_LAYOUT``), or ``model_ckpt/``
+            itself, or ``model_ckpt/<dataset>/``.
+        dataset: "pascal" or "coco".
+        arch: "resnet50" or "resnet101" (``pspnet_<arch>`` in the path).
+
+    Returns:
+        fold -> ``best.pth`` path, for the folds the archive holds (at least one).
+
+    Raises:
+        MissingError: no checkpoint of ``dataset`` and ``arch`` under ``folder``.
+        DataError: a file that cannot be read, is not a reference PSPNet, has another trunk or
+            another number of classifier outputs (the message names the file).
+    """
+    if dataset not in ("pascal", "coco"):
+        raise ConfigError(f"the authors' archive holds pascal and coco models, not {dataset!r}")
+    folder = Path(folder)
+    holder = folder  # the folder holding model_ckpt/
+    if folder.name == "model_ckpt":
+        holder = folder.parent
+    elif folder.name == dataset and folder.parent.name == "model_ckpt":
+        holder = folder.parent.parent
+    rel = AUTHORS_LAYOUT.format(dataset=dataset, fold="{fold}", arch=arch)
+    found = {fold: holder / rel.format(fold=fold) for fold in range(splits.N_FOLDS)}
+    found = {fold: path for fold, path in found.items() if path.is_file()}
+    if not found:
+        archs = sorted({f"{p.parts[-4]}/{p.name}"
+                        for p in holder.glob("model_ckpt/*/split=*/model/pspnet_*")})
+        raise MissingError(
+            f"no checkpoint of {dataset} {arch} under {folder} (looked for "
+            f"{holder / rel.format(fold='N')}, N = 0..3; models there: "
+            f"{', '.join(archs) or 'none'}); pass the folder where the authors' archive was "
+            "unpacked (it holds model_ckpt/)"
+        )
+    expected = len(splits.base_classes(dataset, 0)) + 1
+    for path in found.values():
+        _check_authors_file(path, arch, expected)
+    return found
+
+
+def _check_authors_file(path: Path, arch: str, n_outputs: int) -> None:
+    ckpt = read_checkpoint(path, mmap=True)
+    state = ckpt.get("state_dict") if isinstance(ckpt, dict) else None
+    if not isinstance(state, dict) or not any("layer0." in str(k) for k in state):
+        raise DataError(f"{path} holds no reference PSPNet under 'state_dict'; pass the "
+                        "authors' RePRI archive as unpacked (model_ckpt/...)")
+    try:
+        cfg, outputs = infer_reference_config(state)
+    except (KeyError, ValueError) as err:
+        raise DataError(f"{path} is not a reference PSPNet ({err}); pass the authors' RePRI "
+                        "archive as unpacked (model_ckpt/...)") from err
+    if cfg.arch != arch:
+        raise DataError(f"{path} holds a {cfg.arch} trunk but sits under pspnet_{arch}; the "
+                        "file was moved or renamed: unpack the archive again")
+    if outputs != n_outputs:
+        raise DataError(
+            f"{path} has a classifier with {outputs} outputs, but this benchmark's base models "
+            f"have {n_outputs} (base classes + background): it was trained on another data set "
+            "or split; unpack the authors' archive again or use the dataset it belongs to"
+        )
