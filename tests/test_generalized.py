@@ -4,6 +4,7 @@ transcription of the authors' loop (tests/reference_diam.py), and its parts by h
 from __future__ import annotations
 
 import dataclasses
+import re
 
 import pytest
 import torch
@@ -263,3 +264,16 @@ def test_errors_name_the_input(bad, match):
         qv[1] = False
     with pytest.raises(ValueError, match=match):
         run_gfss(GFSS_METHODS["diam_upperbound"], wb, bb, sf, sl, qf, qv, N_NOVEL, ql)
+
+
+def test_bench_compares_both_paths_at_a_tiny_size(capsys):
+    from bench import diam
+
+    argv = ["--channels", "4", "--grid", "6", "--queries", "2", "--shots", "1", "2",
+            "--base", "3", "--novel", "2", "--iterations", "3", "--repeats", "1"]
+    assert diam.main(argv) == 0
+    out = capsys.readouterr().out
+    rows = re.findall(r"^\s+(\d) .*x\s+[\d.]+\s+([\d.e+-]+)\s+([\d.]+)%", out, re.M)
+    assert [r[0] for r in rows] == ["1", "2"]
+    assert all(float(r[1]) < 1e-5 and float(r[2]) == 100.0 for r in rows)
+    assert re.search(r"^speedup=\d+\.\d\d$", out, re.M)

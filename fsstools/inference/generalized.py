@@ -48,6 +48,9 @@ BLOCK_ELEMENTS = 1 << 18
 classes): a block's logits stay in cache from the matrix product through the gradient to the
 product back onto the features. Measured on one core of a Xeon (Sapphire Rapids, 2 MiB L2):
 blocks of 256-780 pixels ran the two products at ~70 GFLOP/s, 1024 pixels and more at 45-53."""
+BLOCK_ELEMENTS_ACCELERATOR = 1 << 26
+"""The same on a GPU (256 MiB in float32), where each call costs a kernel launch: a support
+set of 25 images for 16 queries is then one block."""
 
 
 @dataclass(frozen=True)
@@ -197,7 +200,8 @@ def run_gfss(
             classes are K_b..K-1, base classes count as background (the CE folds them so).
             The number of shots is S // n_novel (it picks the background's CE weight).
         query_feats: (B, C, h, w).
-        query_valid: (B, h, w) bool, pixels the query terms and the prior average over.
+        query_valid: (B, h, w) bool, pixels the query terms and the prior average over
+            (the authors take ``query_labels != 255``: padding and object boundaries).
         n_novel: novel classes.
         query_labels: (B, h, w) {0..K-1, 255}; needed by the "imglvl" and "upperbound"
             priors, read for nothing else.
@@ -227,7 +231,8 @@ def run_gfss(
         teacher = terms.teacher_terms(torch.softmax(zt, dim=1), cfg.kd_direction)
     q_weights = (cfg.kl_weight, cfg.ent_weight, cfg.kd_weight)
     updates = set(cfg.pi_update_at) if cfg.pi == "self" and cfg.kl_weight else set()
-    support = SupportPass(p, cfg.ce_weight, BLOCK_ELEMENTS)
+    support = SupportPass(p, cfg.ce_weight, BLOCK_ELEMENTS if weight.device.type == "cpu"
+                          else BLOCK_ELEMENTS_ACCELERATOR)
     rows: dict[str, list[torch.Tensor]] = {}
     for t in range(cfg.iterations + 1):  # pass t scores the classifier after t steps
         zq = torch.baddbmm(bias.unsqueeze(2), weight, p.query)  # (B, K, nq)
