@@ -54,7 +54,7 @@ def support_ce_step(
 
     Args:
         z: (Bs, G, K, n) logits of G tasks on the pixels of Bs support sets; overwritten
-            with the gradient (unweighted by the CE weight unless ``cv`` carries it).
+            with the gradient of the CE (before the CE weight multiplies it).
         cv: (Bs, 1, 1, n) class weight times pixel weight of each pixel.
         label: (Bs, 1, 1, n) int64 class of each pixel (0 for background and padding).
         is_bg: (Bs, 1, 1, n) bool, pixel labelled background.
