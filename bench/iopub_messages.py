@@ -40,24 +40,27 @@ os.environ["FSSTOOLS_OUTPUTS"] = {outputs!r}
 from fsstools import config
 from fsstools.data.synth.benchmark import SynthConfig, ensure_synth
 from fsstools.training import TrainConfig, ensure_trained
-ensure_synth({data!r}, SynthConfig(n_train=300, n_val=400, size=64), progress=False)
+ensure_synth({data!r}, SynthConfig(n_train=300, n_val=100, size=64, styles=("A",)),
+             progress=False)
 cfg = config.load(TrainConfig, {config!r}, ["data.root={data}/A", "run.epochs={epochs}", *{sets!r}])
 ensure_trained(cfg)
 """
 
 
-def cell(work: Path, epochs: int, sets: tuple[str, ...] = ()) -> str:
-    """The training cell: data and outputs under ``work``; ``sets``: more config overrides."""
-    return CELL.format(outputs=str(work / "outputs"), data=str(work / "synth_tiny"),
+def cell(work: Path, epochs: int, sets: tuple[str, ...] = (), data: Path | None = None) -> str:
+    """The training cell: outputs under ``work``, the data under ``data`` (default: under
+    ``work`` too; made on first use); ``sets``: more config overrides."""
+    return CELL.format(outputs=str(work / "outputs"), data=str(data or work / "synth_tiny"),
                        config=str(REPO / "configs" / "synth" / "tiny.yaml"), epochs=epochs,
                        sets=list(sets))
 
 
-def run(epochs: int, read: str, sets: tuple[str, ...] = ()) -> dict:
-    """Run the training cell in a new kernel; returns counts by message type, the seconds
+def run(epochs: int, read: str, sets: tuple[str, ...] = (), data: Path | None = None) -> dict:
+    """Run the training cell in a new kernel (fresh outputs; ``data``: an existing or
+    wanted data folder to share between runs); returns counts by message type, the seconds
     the cell took and whether its idle status arrived."""
     work = Path(tempfile.mkdtemp(prefix="iopub-"))
-    code = cell(work, epochs, sets)
+    code = cell(work, epochs, sets, data)
     km, kc = start_new_kernel(kernel_name="python3", cwd=str(work))
     counts: collections.Counter = collections.Counter()
     idle = False

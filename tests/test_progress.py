@@ -62,12 +62,19 @@ def test_no_module_draws_a_raw_tqdm_bar():
     assert not raw, f"use fsstools.progress.bar instead of tqdm in {raw}"
 
 
+@pytest.fixture(scope="module")
+def tiny_data(tmp_path_factory) -> Path:
+    """Where the training cells of this module make (once) and share their data."""
+    return tmp_path_factory.mktemp("iopub") / "synth_tiny"
+
+
 @pytest.mark.notebooks
 @pytest.mark.slow
-def test_a_training_cell_sends_few_messages_and_its_idle_status_arrives():
+def test_a_training_cell_sends_few_messages_and_its_idle_status_arrives(tiny_data):
     """Read as nbval reads (only after the cell's reply, 5 s per message): the cell's
     messages do not grow with the run, and the closing status is not dropped."""
-    short, longer = (iopub_messages.run(epochs, read="after") for epochs in (1, 4))
+    short, longer = (iopub_messages.run(epochs, read="after", data=tiny_data)
+                     for epochs in (1, 3))
     assert short["idle"] and longer["idle"]
     n_short, n_longer = (sum(r["counts"].values()) for r in (short, longer))
     assert n_longer < 300, longer["counts"]  # ZMQ queues hold ~1000 each way
@@ -79,7 +86,7 @@ def test_a_training_cell_sends_few_messages_and_its_idle_status_arrives():
 def test_nbval_runs_a_training_cell_on_a_cold_outputs_folder(tmp_path):
     """nbval with its default output wait, on a notebook whose cell trains the tiny config
     from nothing (fresh outputs and data)."""
-    cell = iopub_messages.cell(tmp_path, epochs=3)
+    cell = iopub_messages.cell(tmp_path, epochs=2)
     nb = nbformat.v4.new_notebook()
     nb.cells = [nbformat.v4.new_code_cell(cell),
                 nbformat.v4.new_code_cell("print(os.listdir(os.environ['FSSTOOLS_OUTPUTS']))")]
