@@ -5,9 +5,14 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import torch
 from PIL import Image
+from scipy.io import savemat
 
 from fsstools.constants import IGNORE_INDEX
+from fsstools.data.check import voc_colormap
+from fsstools.models import ModelConfig
+from fsstools.models.pspnet import PSPNet
 
 SIZE = (24, 32)  # (H, W) of the default images
 BIG = (12, 16)  # block of the image's main class: 192 px
@@ -85,3 +90,124 @@ def list_path(layout: str = "list", list_name: str = "train") -> str:
     """The list file ``make_voc_folder`` writes, relative to the root."""
     folder = "ImageSets/Segmentation" if layout == "voc" else "lists"
     return f"{folder}/{list_name}.txt"
+
+
+# ----------------------------------------------------------------------------- VOC2012 and SBD
+
+
+def write_sbd_mat(path: Path, segmentation: np.ndarray) -> None:
+    """An SBD ``dataset/cls/<id>.mat`` file holding ``segmentation`` (class ids)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    savemat(path, {"GTcls": {"Segmentation": segmentation, "Boundaries": np.zeros((1, 1)),
+                             "CategoriesPresent": np.unique(segmentation[segmentation > 0])}})
+
+
+def write_palette_png(path: Path, mask: np.ndarray) -> None:
+    """A VOC ``SegmentationClass/<id>.png``: class ids as palette indices, VOC's colours."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    img = Image.fromarray(mask, mode="L").convert("P")
+    img.putpalette(voc_colormap().ravel().tolist())
+    img.save(path)
+
+
+# ----------------------------------------------------------------------------- the authors' archive
+# A PSPNet of the project's builder with ResNet-50/101 depths and tiny widths, under the key
+# names of the authors' code (src/model/pspnet.py: ``layer0`` Sequential stem,
+# ``ppm.features``, ``bottleneck``, ``classifier``; saved from DDP, so ``module.``), in their
+# file layout ``{"epoch", "state_dict", "optimizer"}``.
+
+_STEM = {"conv1": "0", "bn1": "1", "conv2": "3", "bn2": "4", "conv3": "6", "bn3": "7"}
+
+
+def authors_state(arch: str, n_classes: int) -> dict[str, torch.Tensor]:
+    """A deep-stem PSPNet of ``arch`` depths, tiny widths, under the authors' key names."""
+    cfg = ModelConfig(arch=arch, deep_stem=True, widths=(2, 2, 2, 2), stem_width=2,
+                      bottleneck_dim=4)
+    state = {}
+    for key, value in PSPNet(cfg, n_classes).state_dict().items():
+        part, *rest = key.split(".")
+        if part == "backbone" and rest[0] in _STEM:
+            key = ".".join(["layer0", _STEM[rest[0]], *rest[1:]])
+        elif part == "backbone":
+            key = ".".join(rest)
+        elif part == "ppm":  # ppm.branches.<i>.<conv|bn>.* -> ppm.features.<i>.<1|2>.*
+            key = ".".join(["ppm.features", rest[1], {"conv": "1", "bn": "2"}[rest[2]], *rest[3:]])
+        state[f"module.{key}"] = value
+    return state
+
+
+def write_authors_file(root: Path, dataset: str, fold: int, arch: str = "resnet50",
+                       n_classes: int = 16, folder_arch: str | None = None,
+                       smoothing: bool = True) -> Path:
+    """One fold's ``best.pth`` where the authors' test script reads it under ``root``."""
+    path = (root / "model_ckpt" / dataset / f"split={fold}" / "model" /
+            f"pspnet_{folder_arch or arch}" / f"smoothing={smoothing}" / "mixup=False" / "best.pth")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    optimizer = {"state": {}, "param_groups": [{"lr": 0.0025, "params": [0, 1]}]}
+    torch.save({"epoch": 99, "state_dict": authors_state(arch, n_classes),
+                "optimizer": optimizer}, path)
+    return path
+
+
+def write_authors_archive(root: Path, dataset: str = "pascal", folds: range = range(4),
+                          seed: int = 0) -> Path:
+    """The authors' archive as unpacked under ``root``: one tiny ResNet-50 per fold."""
+    torch.manual_seed(seed)
+    n_classes = 16 if dataset == "pascal" else 61
+    for fold in folds:
+        write_authors_file(root, dataset, fold, n_classes=n_classes)
+    return root
+
+
+# ----------------------------------------------------------------------------- PASCAL sources
+# VOC2012 and SBD in miniature, in their own layouts, with the paper's lists standing in for
+# the shipped ones: what `prepare-pascal` turns into a data root.
+
+PASCAL_HW = (40, 48)
+PER_CLASS = 6  # val images whose main class is c: a 5-shot task needs 5 supports + a query
+PASCAL_VAL = [f"2008_{j:06d}" for j in range(20 * PER_CLASS)]
+PASCAL_SBD_TRAIN = [f"2009_{j:06d}" for j in range(4)]
+PASCAL_VOC_TRAIN = ["2010_000001"]
+
+
+def pascal_mask(j: int) -> np.ndarray:
+    """A big block of class j % 20 + 1, a block of another class too small to count, a 255
+    row: VOC's masks in miniature."""
+    h, w = PASCAL_HW
+    mask = np.zeros((h, w), dtype=np.uint8)
+    mask[6:34, 4:40] = j % 20 + 1
+    mask[35:38, 41:44] = (j + 7) % 20 + 1
+    mask[0, :] = IGNORE_INDEX
+    return mask
+
+
+def paper_line(image_id: str) -> str:
+    """One line of the paper's lists."""
+    return f"JPEGImages/{image_id}.jpg SegmentationClassAug/{image_id}.png\n"
+
+
+def write_pascal_sources(folder: Path) -> tuple[Path, Path, Path]:
+    """Under ``folder``: ``VOCdevkit/VOC2012`` (JPEGImages, palette SegmentationClass for the
+    val images and one train image), ``sbd/benchmark_RELEASE/dataset/cls/*.mat`` (the other
+    train images) and ``shipped/pascal/{train,val}.txt`` (lists in the paper's format, to
+    stand in for ``data/lists``).
+
+    Returns:
+        The VOCdevkit folder, the SBD folder and the lists folder.
+    """
+    voc = folder / "VOCdevkit" / "VOC2012"
+    for seed, image_id in enumerate(PASCAL_VAL + PASCAL_SBD_TRAIN + PASCAL_VOC_TRAIN):
+        write_image(voc / "JPEGImages" / f"{image_id}.jpg", *PASCAL_HW, seed=seed)
+    for j, image_id in enumerate(PASCAL_VAL + PASCAL_VOC_TRAIN):
+        write_palette_png(voc / "SegmentationClass" / f"{image_id}.png", pascal_mask(j))
+    sbd = folder / "sbd"
+    for j, image_id in enumerate(PASCAL_SBD_TRAIN):
+        segmentation = pascal_mask(j)
+        segmentation[segmentation == IGNORE_INDEX] = 0  # SBD has no boundary label
+        write_sbd_mat(sbd / "benchmark_RELEASE/dataset/cls" / f"{image_id}.mat", segmentation)
+    lists = folder / "shipped"
+    (lists / "pascal").mkdir(parents=True)
+    train = PASCAL_SBD_TRAIN + PASCAL_VOC_TRAIN
+    (lists / "pascal/train.txt").write_text("".join(map(paper_line, train)))
+    (lists / "pascal/val.txt").write_text("".join(map(paper_line, PASCAL_VAL)))
+    return voc.parent, sbd, lists

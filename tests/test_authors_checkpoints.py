@@ -1,10 +1,9 @@
 """The RePRI authors' checkpoint archive (one best.pth per fold where their test script reads
 it) and ImageNet weights whose stem disagrees with ``model.deep_stem``.
 
-The fake archive holds PSPNets of the project's builder with ResNet-50/101 depths and tiny
-widths, under the key names of the authors' code (src/model/pspnet.py: ``layer0`` Sequential
-stem, ``ppm.features``, ``bottleneck``, ``classifier``; saved from DDP, so ``module.``), in
-their file layout ``{"epoch", "state_dict", "optimizer"}``.
+The fake archive (``tests.fixtures.write_authors_file``) holds PSPNets of the project's
+builder with ResNet-50/101 depths and tiny widths, under the key names of the authors' code,
+in their file layout.
 """
 
 from __future__ import annotations
@@ -19,38 +18,7 @@ from fsstools.errors import ConfigError, DataError, MissingError
 from fsstools.models import ModelConfig, build_model
 from fsstools.models.backbones import TRUNKS, DilatedResNet, load_imagenet_weights
 from fsstools.models.checkpoints import authors_checkpoints, load_model
-from fsstools.models.pspnet import PSPNet
-
-_STEM = {"conv1": "0", "bn1": "1", "conv2": "3", "bn2": "4", "conv3": "6", "bn3": "7"}
-
-
-def authors_state(arch: str, n_classes: int) -> dict[str, torch.Tensor]:
-    """A deep-stem PSPNet of ``arch`` depths, tiny widths, under the authors' key names."""
-    cfg = ModelConfig(arch=arch, deep_stem=True, widths=(2, 2, 2, 2), stem_width=2,
-                      bottleneck_dim=4)
-    state = {}
-    for key, value in PSPNet(cfg, n_classes).state_dict().items():
-        part, *rest = key.split(".")
-        if part == "backbone" and rest[0] in _STEM:
-            key = ".".join(["layer0", _STEM[rest[0]], *rest[1:]])
-        elif part == "backbone":
-            key = ".".join(rest)
-        elif part == "ppm":  # ppm.branches.<i>.<conv|bn>.* -> ppm.features.<i>.<1|2>.*
-            key = ".".join(["ppm.features", rest[1], {"conv": "1", "bn": "2"}[rest[2]], *rest[3:]])
-        state[f"module.{key}"] = value
-    return state
-
-
-def write_authors_file(root: Path, dataset: str, fold: int, arch: str = "resnet50",
-                       n_classes: int = 16, folder_arch: str | None = None,
-                       smoothing: bool = True) -> Path:
-    path = (root / "model_ckpt" / dataset / f"split={fold}" / "model" /
-            f"pspnet_{folder_arch or arch}" / f"smoothing={smoothing}" / "mixup=False" / "best.pth")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    optimizer = {"state": {}, "param_groups": [{"lr": 0.0025, "params": [0, 1]}]}
-    torch.save({"epoch": 99, "state_dict": authors_state(arch, n_classes),
-                "optimizer": optimizer}, path)
-    return path
+from tests.fixtures import write_authors_file
 
 
 @pytest.fixture(scope="module")

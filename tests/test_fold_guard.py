@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import re
+import warnings
 from pathlib import Path
 
 import pytest
@@ -24,7 +25,7 @@ from fsstools.models.pfenet import PFENet
 from fsstools.models.pspnet import build_model
 from fsstools.studies import recipes
 from fsstools.studies.profiles import Profile
-from tests.fixtures import default_masks, list_path, make_voc_folder
+from tests.fixtures import default_masks, list_path, make_voc_folder, write_authors_archive
 from tests.tiny import TINY_MODEL, TINY_PFENET, training_record
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -242,3 +243,31 @@ def test_the_shipped_configs_train_the_split_they_evaluate():
         assert evaluate.checked_train_config(c2p).data.dataset == "coco"
     shipped = config_lib.load(EvalConfig, paths.configs_dir() / "synth" / "eval.yaml")
     assert evaluate.checked_train_config(shipped).data.fold == shipped.fold
+
+
+# ----------------------------------------------------------------------------- the fold guard
+
+
+def test_the_guard_reads_the_fold_of_an_authors_file_from_its_path(tmp_path):
+    """The authors' files record no classes; under model_ckpt/<dataset>/split=<fold>/ they
+    hold that split's base classes, so the guard checks them like ours."""
+    archive = write_authors_archive(tmp_path, folds=range(1, 2))
+    fold1 = next(archive.rglob("split=1/**/best.pth"))
+    trained = guard.trained_classes(fold1)
+    assert trained == guard.Trained("pascal", splits.base_classes("pascal", 1), 1)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # checked, so no "records no classes" warning
+        guard.check_disjoint(fold1, "pascal", splits.test_classes("pascal", 1), 1)
+    with pytest.raises(ConflictError, match="fold 0: checkpoint .*split=1.* include 5 of the "
+                                            "pascal classes fold 0 tests"):
+        guard.check_disjoint(fold1, "pascal", splits.test_classes("pascal", 0), 0)
+    elsewhere = tmp_path / "best.pth"  # out of the archive: nothing says what it saw
+    elsewhere.write_bytes(fold1.read_bytes())
+    assert guard.trained_classes(elsewhere) is None
+    with pytest.warns(UserWarning, match="records no training classes"):
+        guard.check_disjoint(elsewhere, "pascal", splits.test_classes("pascal", 0), 0)
+    coco = write_authors_archive(tmp_path / "coco", "coco", folds=range(2, 3))
+    trained = guard.trained_classes(next(coco.rglob("best.pth")))
+    assert trained.classes == splits.base_classes("coco", 2)  # interleaved, as theirs
+    seen = guard.seen_classes("coco", trained.classes, "pascal", range(1, 21))
+    assert seen == sorted(set(range(1, 21)) - set(splits.coco_to_pascal_classes(2)))

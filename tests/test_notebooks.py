@@ -20,9 +20,10 @@ import yaml
 
 from fsstools import paths
 from fsstools.data import splits
+from fsstools.data.sbd import prepare_pascal
 from fsstools.errors import ConfigError, MissingError
 from fsstools.studies import meta_learning, parameters, profiles, recipes
-from tests.fixtures import make_voc_folder
+from tests.fixtures import make_voc_folder, write_authors_archive, write_pascal_sources
 
 REPO = Path(__file__).resolve().parent.parent
 NOTEBOOKS = sorted((REPO / "notebooks").glob("[0-9][0-9]_*.ipynb"))
@@ -516,6 +517,52 @@ def test_papermill_loss_ablations_on_pascal_layout_data(tmp_path, outputs):
                  train_config="tiny.yaml")
     assert err.value.ename == "MissingError"
     assert "parameter data_root" in err.value.evalue and "no_such_root" in err.value.evalue
+
+
+AUTHORS_PASCAL_CONFIG = """\
+# the PASCAL recipe's data at the tiny test size; ResNet-50, the trunk of the authors' models
+data:
+  dataset: pascal
+  val_size: 48
+model:
+  arch: resnet50
+  pretrained: null
+"""
+
+
+@pytest.mark.notebooks
+@pytest.mark.slow
+def test_papermill_shot_scaling_on_the_authors_checkpoints_trains_nothing(tmp_path, outputs,
+                                                                          monkeypatch):
+    """03 on a PASCAL root made by prepare-pascal, with the authors' archive as
+    ``checkpoints``: every fold scored with its own file, two base seeds collapsed to that one
+    model, and no base model trained."""
+    voc, sbd, lists = write_pascal_sources(tmp_path / "sources")
+    monkeypatch.setattr(paths, "lists_dir", lambda: lists)
+    prepare_pascal(voc, sbd, tmp_path / "pascal", progress=False)
+    write_authors_archive(tmp_path / "repri")
+    (tmp_path / "authors.yaml").write_text(AUTHORS_PASCAL_CONFIG)
+    methods, folds, n = ["repri", "oracle_repri"], [0, 2], 4
+    nb = _execute("03_shot_scaling", tmp_path, output_dir="results", dataset="pascal",
+                  data_root="pascal", train_config="authors.yaml", checkpoints="repri",
+                  folds=folds, base_seeds=[0, 1], shots=[1], methods=methods, n_episodes=n,
+                  n_boot=20)
+    assert _stray_values(nb) == []
+    printed = "".join(o.get("text", "") for c in nb.cells if c.cell_type == "code"
+                      for o in c.get("outputs", []))
+    assert "base models given for fold(s) 0, 2 (nothing is trained); base seeds [0, 1] " \
+           "collapse to one model per fold" in printed
+    out = tmp_path / "results"
+    episodes = pd.read_csv(out / "episodes.csv")
+    assert len(episodes) == len(methods) * len(folds) * n  # one base seed, not two
+    assert set(episodes["base_seed"]) == {0}
+    for fold in folds:
+        tested = set(episodes[episodes["fold"] == fold]["class_id"])
+        assert tested <= set(splits.test_classes("pascal", fold))
+    _check_summary(pd.read_csv(out / "summary.csv"), methods, [1])
+    recorded = json.loads((out / parameters.RECORD_NAME).read_text())["parameters"]
+    assert recorded["checkpoints"] == str(tmp_path / "repri")
+    assert not (outputs / "runs").exists()  # nothing was trained
 
 
 # ----------------------------------------------------------------------------- reproduce

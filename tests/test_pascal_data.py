@@ -4,7 +4,6 @@ and the data check, on tiny VOC and SBD trees the tests write (scipy.io.savemat 
 from __future__ import annotations
 
 import re
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -13,10 +12,9 @@ from scipy.io import savemat
 
 from fsstools import cli, paths
 from fsstools.data import pascal_lists
-from fsstools.data.check import voc_colormap
 from fsstools.data.sbd import prepare_pascal, read_sbd_mat
 from fsstools.errors import ConflictError, DataError, MissingError
-from tests.fixtures import write_image
+from tests.fixtures import write_image, write_palette_png, write_sbd_mat
 
 H, W = 20, 24
 VOC_TRAIN = ["2007_000032", "2007_000039"]  # VOC masks (palette PNGs with 255 boundaries)
@@ -31,23 +29,10 @@ def sbd_segmentation(seed: int) -> np.ndarray:
     return mask
 
 
-def write_sbd_mat(path: Path, segmentation: np.ndarray) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    savemat(path, {"GTcls": {"Segmentation": segmentation, "Boundaries": np.zeros((1, 1)),
-                             "CategoriesPresent": np.unique(segmentation[segmentation > 0])}})
-
-
 def voc_mask(seed: int) -> np.ndarray:
     mask = sbd_segmentation(seed + 100)
     mask[0, :] = 255  # VOC's object boundaries
     return mask
-
-
-def write_palette_png(path: Path, mask: np.ndarray) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    img = Image.fromarray(mask, mode="L").convert("P")
-    img.putpalette(voc_colormap().ravel().tolist())
-    img.save(path)
 
 
 def paper_line(image_id: str) -> str:

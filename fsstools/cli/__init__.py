@@ -18,7 +18,8 @@ The stages chain through files::
 
 Each command is one row of :data:`COMMANDS`: its one-line help, its parser and its
 handler; the parsers and handlers live in the modules of this package by topic
-(:mod:`.data`, :mod:`.pascal`, :mod:`.pipeline`, :mod:`.own`, :mod:`.jobs`, :mod:`.sweeps`). ``python -m fsstools.cli <command>`` runs the
+(:mod:`.data`, :mod:`.pascal`, :mod:`.pipeline`, :mod:`.paper`, :mod:`.own`,
+:mod:`.jobs`, :mod:`.sweeps`). ``python -m fsstools.cli <command>`` runs the
 same commands (what torchrun starts: ``torchrun -m fsstools.cli train ...``).
 """
 
@@ -33,7 +34,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from fsstools import __version__
-from fsstools.cli import data, jobs, own, pascal, pipeline, sweeps
+from fsstools.cli import data, jobs, own, paper, pascal, pipeline, sweeps
 from fsstools.cli.common import DEBUG_ENV, DEBUG_FLAG, EXIT_INTERRUPTED, EXIT_USER_ERROR
 from fsstools.errors import UserError, did_you_mean
 
@@ -64,6 +65,8 @@ COMMANDS: dict[str, Command] = {
                        pipeline.extract_parser, pipeline.run_extract),
     "evaluate": Command("run inference methods on episodes and score them",
                         pipeline.evaluate_parser, pipeline.run_evaluate),
+    "paper-check": Command("the paper's table from your data and the authors' checkpoints",
+                           paper.paper_check_parser, paper.run_paper_check),
     "segment": Command("segment your own images from a few labelled examples",
                        own.segment_parser, own.run_segment),
     "reproduce": Command("run all notebooks with papermill (the main job)",

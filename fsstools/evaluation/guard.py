@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any, Literal, NamedTuple
 
 from fsstools.data import splits
 from fsstools.errors import ConfigError, ConflictError
-from fsstools.models.checkpoints import read_checkpoint
+from fsstools.models.checkpoints import authors_split, read_checkpoint
 
 if TYPE_CHECKING:
     from fsstools.data.episodes import EpisodeList
@@ -47,12 +47,19 @@ def trained_classes(checkpoint: str | Path) -> Trained | None:
     """The classes ``checkpoint`` was trained on, or None when it records none (a reference
     RePRI/PFENet state dict, or a hand-made checkpoint).
 
+    A file of the authors' archive records none, but its path names its split
+    (:func:`fsstools.models.checkpoints.authors_split`): the base classes of that split.
+
     Raises:
         MissingError, DataError: the file is missing or cannot be read.
     """
-    ckpt = read_checkpoint(checkpoint)
+    ckpt = read_checkpoint(checkpoint, mmap=True)
     if not isinstance(ckpt, dict) or "classes" not in ckpt:
-        return None
+        split = authors_split(checkpoint)
+        if split is None:
+            return None
+        dataset, fold = split
+        return Trained(dataset, splits.base_classes(dataset, fold), fold)
     config = ckpt.get("config")
     data = config.get("data") if isinstance(config, dict) else None
     if not isinstance(data, dict) or "dataset" not in data:

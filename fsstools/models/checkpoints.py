@@ -239,6 +239,22 @@ def infer_reference_config(state: dict[str, torch.Tensor],
 AUTHORS_LAYOUT = ("model_ckpt/{dataset}/split={fold}/model/pspnet_{arch}/smoothing=True/"
                   "mixup=False/best.pth")
 """Where the RePRI test script reads the checkpoint of a fold (their ``get_model_dir``)."""
+_AUTHORS_SPLIT = re.compile(r"(?:^|/)model_ckpt/(pascal|coco)/split=(\d+)/model/pspnet_[^/]+/")
+
+
+def authors_split(path: str | Path) -> tuple[str, int] | None:
+    """The data set and fold an authors' checkpoint was trained on, read from where it lies
+    in their archive (``model_ckpt/<dataset>/split=<fold>/model/...``); None elsewhere.
+
+    Example:
+        >>> authors_split("/m/model_ckpt/pascal/split=2/model/pspnet_resnet50/"
+        ...               "smoothing=True/mixup=False/best.pth")
+        ('pascal', 2)
+    """
+    m = _AUTHORS_SPLIT.search(Path(path).as_posix())
+    if m is None or int(m[2]) >= splits.N_FOLDS:
+        return None
+    return m[1], int(m[2])
 
 
 def authors_checkpoints(folder: str | Path, dataset: str = "pascal",

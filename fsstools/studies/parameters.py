@@ -52,7 +52,7 @@ HASH_LENGTH = 8
 """Hex digits of the parameters' hash in default output folder names."""
 UNHASHED = ("output_dir",)
 """Parameters that say where results go, not what they are: left out of the hash."""
-PATH_SUFFIXES = ("_dir", "_root", "_config", "checkpoint")
+PATH_SUFFIXES = ("_dir", "_root", "_config", "checkpoint", "checkpoints")
 """A parameter whose name ends so holds a path (relative: to the kernel's working folder)."""
 RECORD_NAME = "parameters.json"
 

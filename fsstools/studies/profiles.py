@@ -18,6 +18,10 @@ A *profile* is the embedded benchmark at one size or a real data set:
   classes they never saw, so ``data_root`` is the PASCAL root and the COCO root is the one
   the training config names.
 
+A notebook's ``checkpoints`` parameter replaces the profile's base models by given ones (the
+authors' archive, or one checkpoint per fold; :mod:`fsstools.studies.given_models`): nothing
+is trained, and several base seeds collapse to the one model of each fold.
+
 The notebooks reach all of this through :mod:`fsstools.studies.recipes`.
 """
 
@@ -40,7 +44,7 @@ from fsstools.data.synth.benchmark import SynthConfig, ensure_synth
 from fsstools.errors import ConfigError, MissingError
 from fsstools.evaluation.config import EvalConfig
 from fsstools.inference import resolve_methods
-from fsstools.studies import parameters
+from fsstools.studies import given_models, parameters
 from fsstools.training import TrainConfig, ensure_trained, run_directory
 
 DATASETS = ("synth", "pascal", "coco", "coco_to_pascal", "folder")
@@ -80,6 +84,8 @@ class Profile:
         dataset: "synth", "pascal", "coco" or "coco_to_pascal".
         data_root: root of the real test data (absolute), None for the embedded benchmark.
         list_file: test list, relative to the test root.
+        checkpoints: fold -> a given base model (the notebooks' ``checkpoints``), used
+            instead of training; None: base models are trained (or reused).
     """
 
     name: str
@@ -89,6 +95,12 @@ class Profile:
     dataset: str = "synth"
     data_root: Path | None = None
     list_file: str = "lists/val.txt"
+    checkpoints: Mapping[int, Path] | None = None
+
+    def model_seeds(self, base_seeds: Sequence[int]) -> list[int]:
+        """The base seeds that have a model of their own: all of them, or with given
+        checkpoints only the first (one model per fold)."""
+        return list(base_seeds)[:1] if self.checkpoints is not None else list(base_seeds)
 
     @property
     def train_dataset(self) -> str:
@@ -245,6 +257,9 @@ def start(notebook: str, namespace: Mapping[str, Any]) -> tuple[Profile, Path]:
         path = Path(prof.train_config.format(fold=fold))
         if not path.is_file():
             raise MissingError(f"parameter train_config: {path} (fold {fold}) does not exist")
+    if params.get("checkpoints", ""):
+        prof = given_models.attach(prof, params["checkpoints"], train_config(prof, folds[0]),
+                                   folds, params.get("base_seeds", [0]))
     output_dir = params.get("output_dir", "")
     out = (paths.resolve(output_dir) if output_dir
            else paths.outputs_dir() / prof.name / f"{notebook}-{params.key}")
@@ -252,8 +267,10 @@ def start(notebook: str, namespace: Mapping[str, Any]) -> tuple[Profile, Path]:
     record = params.record(out)
     where = (f"data {prof.synth_root}" if prof.synth_root is not None
              else f"{prof.dataset} data {prof.data_root}")
-    print(f"{notebook}: profile {prof.name}, {where}, base training {prof.train_config}; "
-          f"outputs in {out} (parameters in {record.name})")
+    models = ("given base models" if prof.checkpoints is not None
+              else f"base training {prof.train_config}")
+    print(f"{notebook}: profile {prof.name}, {where}, {models}; outputs in {out} (parameters "
+          f"in {record.name})")
     return prof, out
 
 
@@ -331,8 +348,14 @@ def train_config(prof: Profile, fold: int, overrides: Sequence[str] = (),
 def ensure_base_model(prof: Profile, fold: int, progress: bool = True,
                       base_seed: int = 0) -> Path:
     """Best checkpoint of the fold's base model trained with ``base_seed``: reused if
-    trained, else trained now."""
+    trained, else trained now; with given checkpoints, the fold's (for every base seed)."""
     ensure_data(prof, progress=False)
+    if prof.checkpoints is not None:
+        if fold not in prof.checkpoints:
+            raise MissingError(f"no given base model of fold {fold} (given: folds "
+                               f"{', '.join(map(str, prof.checkpoints))}); add that fold to the "
+                               "checkpoints parameter's folder or pattern")
+        return prof.checkpoints[fold]
     cfg = train_config(prof, fold, base_seed=base_seed)
     run_dir = run_directory(cfg)
     if (run_dir / "done").is_file():

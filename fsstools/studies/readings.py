@@ -183,12 +183,19 @@ def base_model_reading(models: pd.DataFrame) -> list[str]:
     (:func:`fsstools.studies.recipes.base_model_table`): how flat the curves ended and how much the
     base-class validation score moves with the training seed."""
     gains = models["last_epoch_gain_points"].abs()
-    notes: list[str | None] = [
-        f"**Last-epoch change** of the validation mIoU: at most {gains.max():.1f} points over "
-        f"{len(models)} model(s) (median {gains.median():.1f}); "
-        + ("every curve had flattened (< 1 point)." if gains.max() < 1 else
-           "a curve that still moves by a point or more in its last epoch is not converged.")
-    ]
+    if gains.isna().all():  # given checkpoints: no training ran, so there is no curve
+        notes: list[str | None] = [
+            f"**Given models**: {len(models)} checkpoint(s) scored as they are, without "
+            "training, so there is no training curve; their base-class scores below were "
+            "computed on the validation list at the test size."]
+    else:
+        notes = [
+            f"**Last-epoch change** of the validation mIoU: at most {gains.max():.1f} points "
+            f"over {len(models)} model(s) (median {gains.median():.1f}); "
+            + ("every curve had flattened (< 1 point)." if gains.max() < 1 else
+               "a curve that still moves by a point or more in its last epoch is not "
+               "converged.")
+        ]
     per_fold = models.groupby("fold")["val_miou_base_classes"]
     parts = [f"fold {fold} {100 * v.mean():.1f}" + (
         f" (seeds {' / '.join(f'{100 * x:.1f}' for x in v)}, range "

@@ -27,9 +27,10 @@ import numpy as np
 import pandas as pd
 import torch
 
+from fsstools import config as config_lib
 from fsstools import paths
 from fsstools.constants import IGNORE_INDEX
-from fsstools.data import splits, voc
+from fsstools.data import voc
 from fsstools.errors import MissingError
 from fsstools.evaluation import pipeline as evaluate
 from fsstools.evaluation.pipeline import EvalConfig, MethodSpecs, Scores, Study
@@ -38,9 +39,12 @@ from fsstools.features import FeatureSettings, ensure_features, task_batch
 from fsstools.inference import METHODS, MethodConfig, query_valid_mask
 from fsstools.inference.classifier import normalize
 from fsstools.inference.losses import pixel_weights
-from fsstools.models.checkpoints import checkpoint_meta
 from fsstools.own_images.segmentation import load_backbone as load_backbone
 from fsstools.own_images.segmentation import segment as segment
+from fsstools.studies import given_models
+from fsstools.studies.base_models import base_class_scores as base_class_scores
+from fsstools.studies.base_models import base_model_table as base_model_table
+from fsstools.studies.base_models import training_history as training_history
 from fsstools.studies.profiles import DATASETS as DATASETS
 from fsstools.studies.profiles import Profile as Profile
 from fsstools.studies.profiles import ensure_base_model as ensure_base_model
@@ -58,69 +62,7 @@ from fsstools.studies.widgets import EpisodeExplorer
 from fsstools.studies.your_images import OwnTask as OwnTask
 from fsstools.studies.your_images import own_task as own_task
 from fsstools.studies.your_images import save_segmentation as save_segmentation
-
-# ----------------------------------------------------------------------------- base models
-
-
-def _runs(prof: Profile, folds: Sequence[int], base_seeds: Sequence[int]):
-    for fold in folds:
-        for seed in base_seeds:
-            yield fold, seed, run_dir(prof, fold, seed)
-
-
-def training_history(prof: Profile, folds: Sequence[int],
-                     base_seeds: Sequence[int] = (0,)) -> pd.DataFrame:
-    """metrics.csv of the folds' base-training runs, with ``fold`` and ``base_seed``
-    columns."""
-    return pd.concat([pd.read_csv(run / "metrics.csv").assign(fold=f, base_seed=s)
-                      for f, s, run in _runs(prof, folds, base_seeds)], ignore_index=True)
-
-
-def base_class_scores(prof: Profile, folds: Sequence[int],
-                      base_seeds: Sequence[int] = (0,)) -> pd.DataFrame:
-    """Base-class validation IoU of each fold's (and base seed's) selected checkpoint.
-
-    Returns:
-        One row per fold, base seed and class (background included, class_id 0): fold,
-        base_seed, epoch, class_id, name, iou.
-    """
-    rows = []
-    for fold, seed, run in _runs(prof, folds, base_seeds):
-        meta = checkpoint_meta(run / "best.pt")
-        classes = [0, *meta["classes"]]  # position k of the IoU list is relabelled class k
-        for cls, iou in zip(classes, meta["metrics"]["val_class_iou"], strict=True):
-            rows.append({"fold": fold, "base_seed": seed, "epoch": meta["epoch"],
-                         "class_id": cls, "name": splits.class_name(prof.train_dataset, cls,
-                                                               prof.data_root),
-                         "iou": float(iou)})
-    return pd.DataFrame(rows)
-
-
-def base_model_table(prof: Profile, folds: Sequence[int],
-                     base_seeds: Sequence[int] = (0,)) -> pd.DataFrame:
-    """Per fold and base seed: epochs run, selected epoch, its base-class validation mIoU
-    (with and without background), the gain of the last epoch, the training precision and
-    time."""
-    history = training_history(prof, folds, base_seeds)
-    rows = []
-    for fold, seed, run in _runs(prof, folds, base_seeds):
-        meta = checkpoint_meta(run / "best.pt")
-        hist = history[(history["fold"] == fold) & (history["base_seed"] == seed)]
-        hist = hist.sort_values("epoch")
-        val = hist["val_miou"].dropna().to_numpy()
-        rows.append({
-            "fold": fold,
-            "base_seed": seed,
-            "epochs": int(hist["epoch"].max()),
-            "selected_epoch": meta["epoch"],
-            "val_miou": meta["metrics"]["val_miou"],
-            "val_miou_base_classes": meta["metrics"]["val_miou_fg"],
-            "last_epoch_gain_points": 100 * (val[-1] - val[-2]) if len(val) > 1 else np.nan,
-            "precision": meta["config"]["run"]["amp"],
-            "train_minutes": float(hist["time_s"].sum()) / 60,
-        })  # fmt: skip
-    return pd.DataFrame(rows)
-
+from fsstools.training import TrainConfig
 
 # ----------------------------------------------------------------------------- studies
 
@@ -162,12 +104,13 @@ def evaluate_folds(
     benchmark), every base seed on the same episodes.
 
     Returns:
-        Rows with a ``base_seed`` column; traces keyed (method, fold, shots, seed) pool
-        the base seeds' episodes.
+        Rows with a ``base_seed`` column (with given checkpoints, only the first base
+        seed's: one model per fold); traces keyed (method, fold, shots, seed) pool the base
+        seeds' episodes.
     """
     frames, traces = [], {}
     for fold in folds:
-        for base_seed in base_seeds:
+        for base_seed in prof.model_seeds(base_seeds):
             study = fold_study(prof, fold, shots, n_episodes, style, seed, device,
                                base_seed=base_seed)
             scores = evaluate.score(study, methods, trace)
@@ -219,7 +162,8 @@ def coco_to_pascal(
         pascal_root: PASCAL VOC root holding ``list_file``; empty: skipped (returns None).
         coco_train_config: training YAML with ``{fold}``, trained (or reused) unless
             ``coco_checkpoint`` is given; empty: the shipped configs/coco/fold{fold}.yaml.
-        coco_checkpoint: explicit checkpoint with ``{fold}``, or empty.
+        coco_checkpoint: explicit checkpoint with ``{fold}``, or the folder holding the
+            authors' archive (``model_ckpt/``: their COCO model of each fold), or empty.
     """
     if not pascal_root:
         print("COCO -> PASCAL skipped: set pascal_root (and a COCO training config or "
@@ -230,6 +174,10 @@ def coco_to_pascal(
         raise MissingError(f"parameter pascal_root: {root} is not a folder; pass the PASCAL "
                            "VOC root (relative paths start where papermill runs)")
     coco_train_config = coco_train_config or str(paths.configs_dir() / "coco" / "fold{fold}.yaml")
+    given = {}
+    if coco_checkpoint:
+        arch = config_lib.load(TrainConfig, coco_train_config.format(fold=folds[0])).model.arch
+        given = given_models.resolve(coco_checkpoint, "coco", arch, folds, "coco_checkpoint")
     frames = []
     for fold in folds:
         cfg = EvalConfig(
@@ -241,8 +189,7 @@ def coco_to_pascal(
             size=size,
             shots=tuple(shots),
             n_episodes=n_episodes,
-            checkpoint=str(paths.resolve(coco_checkpoint.format(fold=fold)))
-            if coco_checkpoint else None,
+            checkpoint=str(given[fold]) if given else None,
             train_config=str(paths.resolve(coco_train_config.format(fold=fold))),
             device=device,
         )
