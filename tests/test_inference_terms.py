@@ -123,26 +123,35 @@ def test_total_loss_weights_the_terms():
 
 
 @pytest.mark.parametrize("z_scale", [1.0, 30.0])  # 30: probabilities saturate
-def test_closed_form_gradients_match_autograd(z_scale):
+@pytest.mark.parametrize("nq", [7, 0, 3])  # a query block, a support block, both
+def test_closed_form_gradient_matches_autograd(z_scale, nq):
+    """LogitGrad on a block of nq query pixels then support pixels, every weighting of the
+    query terms, against autograd of the summed terms."""
     g = torch.Generator().manual_seed(2)
     z = (torch.randn(2, 7, generator=g, dtype=DT) * z_scale).requires_grad_(True)
     valid = torch.rand(2, 7, generator=g) > 0.3
-    valid[:, 0] = True
-    w = losses.pixel_weights(valid, DT)
-    labels = torch.rand(2, 7, generator=g) > 0.5
+    valid[:, 0] = valid[:, -1] = True
+    def weights(v):
+        return losses.pixel_weights(v, DT) if v.shape[1] else v.to(DT)
+
+    w_q, w_s = weights(valid[:, :nq]), weights(valid[:, nq:])
+    labels = torch.rand(2, 7 - nq, generator=g) > 0.5
     pi = torch.tensor([0.2, 0.7], dtype=DT)
     p = torch.sigmoid(z)
-    probs = losses.probabilities(z.detach())  # (B, 2, N)
+    pq, ps = p[:, :nq], p[:, nq:]
+    kernel = losses.LogitGrad(nq, w_q if nq else None, labels, w_s, 0.3)
+    probs = kernel.probabilities(z.detach())  # (B, 2, N)
     assert torch.equal(probs[:, 0], p.detach()) and torch.equal(probs[:, 1], 1 - p.detach())
-    shares = losses.query_shares(probs, w)
-    assert torch.allclose(shares[:, 0], losses.fg_share(p, w)) and torch.allclose(shares.sum(1), 1 + 0 * pi)
-    (auto,) = torch.autograd.grad((0.3 * losses.support_ce(p, labels, w)).sum(), z, retain_graph=True)
-    assert torch.allclose(losses.support_ce_grad(probs, labels, 0.3 * w), auto, rtol=1e-9, atol=1e-12)
+    shares = losses.query_shares(kernel.probs_q, w_q) if nq else None
+    if nq:
+        assert torch.allclose(shares[:, 0], losses.fg_share(pq, w_q))
+        assert torch.allclose(shares.sum(1), torch.ones(2, dtype=DT))
     for ent_w, kl_w in [(0.5, 0.0), (0.0, 1.5), (0.5, 1.5), (0.0, 0.0)]:
-        combined = ent_w * losses.query_entropy(p, w) + kl_w * losses.prior_kl(p, w, pi)
-        (auto,) = torch.autograd.grad(combined.sum(), z, retain_graph=True)
-        ratio = losses.log_prior_ratio(pi, kl_w)
-        got = losses.query_grad(probs, w, shares, ratio, ent_w, kl_w)
+        total = 0.3 * losses.support_ce(ps, labels, w_s) if nq < 7 else 0 * z.sum()
+        if nq:
+            total = total + ent_w * losses.query_entropy(pq, w_q) + kl_w * losses.prior_kl(pq, w_q, pi)
+        (auto,) = torch.autograd.grad(total.sum(), z, retain_graph=True)
+        got = kernel.grad(shares, losses.prior_slope(pi, kl_w), ent_w, kl_w)
         assert torch.allclose(got, auto, rtol=1e-9, atol=1e-12), (ent_w, kl_w)
 
 

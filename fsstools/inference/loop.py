@@ -141,53 +141,45 @@ def fit(cfg: MethodConfig, p: Problem, trace: bool) -> Fitted:
 
     An iteration reads each block twice: ``bmm`` for the scores, then, while the block is
     still in cache, ``bmm`` for ``h = sum_x g_x f_x/|f_x|``, where ``g`` is the gradient wrt
-    the logits from :mod:`~fsstools.inference.losses`; :func:`~fsstools.inference.classifier.
-    cosine_step` turns ``h`` into the step on ``w``, and ``-sum g`` is the gradient wrt ``b``.
+    the logits from the block's :class:`~fsstools.inference.losses.LogitGrad`;
+    :func:`~fsstools.inference.classifier.cosine_step` turns ``h`` into the step on ``w``,
+    and ``-sum g`` is the gradient wrt ``b``.
     """
     w, b, pi = initial_state(cfg, p)
     ce_w, ent_w, kl_w = cfg.loss_weights(p.shots)
     schedule = Schedule(cfg, kl_w)
     tracer = Tracer(p.labels_q) if trace else None
-    ce_weights = [blk.weight_s * ce_w for blk in p.blocks]
+    kernels = [losses.LogitGrad(blk.nq, p.weight_q, blk.fg, blk.weight_s, ce_w)
+               for blk in p.blocks]
     neg_b = -b.unsqueeze(1)  # (B, 1): the logits are scale * dots + neg_b
-    prior_ratio = losses.log_prior_ratio(pi, kl_w)
+    prior = losses.prior_slope(pi, kl_w)
     for t in range(1, cfg.steps + 2):  # the last pass only scores the final classifier
         step = t <= cfg.steps
         reestimate, kl_w = schedule(t, kl_w)
         scale, norm = clf.scale_and_norm(w, cfg.tau)  # (B, 1) each
-        h = g_sum = terms = None
-        for blk, ce_weight in zip(p.blocks, ce_weights, strict=True):
+        h = g_sum = ce = shares = None
+        for blk, kernel in zip(p.blocks, kernels, strict=True):
             z = torch.addcmul(neg_b, clf.cosine_dots(blk.f, w, blk.r), scale)  # (B, n)
             if blk.nq:
                 zq = z[:, :blk.nq]
             if not step and tracer is None:
                 break
-            probs = losses.probabilities(z)  # (B, 2, n)
-            grads = []
+            kernel.probabilities(z)
             if blk.nq:
-                pq = probs[:, :, :blk.nq]
-                shares = losses.query_shares(pq, p.weight_q)  # (B, 2)
+                shares = losses.query_shares(kernel.probs_q, p.weight_q)  # (B, 2)
+                pq = kernel.p_fg_q
                 if reestimate:
                     pi = shares[:, 0].clone()
-                    prior_ratio = losses.log_prior_ratio(pi, kl_w)
-                if tracer is not None:
-                    terms = _query_terms(pq[:, 0], p.weight_q, pi, kl_w)
-                if step:
-                    grads.append(losses.query_grad(pq, p.weight_q, shares, prior_ratio, ent_w, kl_w))
-            if blk.has_support:
-                ps = probs[:, :, blk.nq:]
-                if tracer is not None:
-                    ce = losses.support_ce(ps[:, 0], blk.fg, blk.weight_s)
-                    terms["ce"] = ce if "ce" not in terms else terms["ce"] + ce
-                if step:
-                    grads.append(losses.support_ce_grad(ps, blk.fg, ce_weight))
+                    prior = losses.prior_slope(pi, kl_w)
+            if tracer is not None and blk.has_support:
+                part = losses.support_ce(kernel.p_fg_s, blk.fg, blk.weight_s)
+                ce = part if ce is None else ce + part
             if step:
-                g = grads[0] if len(grads) == 1 else torch.cat(grads, dim=1)  # (B, n)
+                g = kernel.grad(shares, prior, ent_w, kl_w)  # (B, n)
                 hb, gb = clf.features_times(blk.f, g, blk.r), g.sum(dim=1, keepdim=True)
                 h, g_sum = (hb, gb) if h is None else (h + hb, g_sum + gb)
         if tracer is not None:
-            terms["loss"] = ce_w * terms["ce"] + ent_w * terms["entropy"] + kl_w * terms["kl"]
-            tracer.add(zq, terms)
+            tracer.add(zq, traced_terms(pq, p.weight_q, ce, pi, (ce_w, ent_w, kl_w)))
         if not step:
             break
         w = clf.cosine_step(w, h, scale, norm, cfg.lr)
@@ -195,12 +187,28 @@ def fit(cfg: MethodConfig, p: Problem, trace: bool) -> Fitted:
     return Fitted(zq, pi, w, -neg_b.squeeze(1), None if tracer is None else tracer.stacked())
 
 
-def _query_terms(
-    pq: torch.Tensor, weight_q: torch.Tensor, pi: torch.Tensor, kl_w: float
+def traced_terms(
+    pq: torch.Tensor,
+    weight_q: torch.Tensor,
+    ce: torch.Tensor,
+    pi: torch.Tensor,
+    weights: tuple[float, float, float],
 ) -> dict[str, torch.Tensor]:
-    """The traced per-task values that the query's probabilities (B, Nq) give."""
-    return {"entropy": losses.query_entropy(pq, weight_q),
-            "kl": losses.prior_kl(pq, weight_q, pi),
-            "fg_share": losses.fg_share(pq, weight_q),
-            "pi": pi,
-            "kl_weight": torch.full_like(pi, kl_w)}
+    """One row of the traces, per task (B,), but "iou" (:class:`Tracer` adds it).
+
+    Args:
+        pq: (B, Nq) foreground probabilities of the query pixels.
+        weight_q: (B, Nq) query pixel weights.
+        ce: (B,) the support's cross-entropy (:func:`~fsstools.inference.losses.support_ce`).
+        pi: (B,) the prior in force.
+        weights: the CE, entropy and KL weights in force.
+    """
+    ce_w, ent_w, kl_w = weights
+    terms = {"ce": ce,
+             "entropy": losses.query_entropy(pq, weight_q),
+             "kl": losses.prior_kl(pq, weight_q, pi),
+             "fg_share": losses.fg_share(pq, weight_q),
+             "pi": pi,
+             "kl_weight": torch.full_like(pi, kl_w)}
+    terms["loss"] = ce_w * ce + ent_w * terms["entropy"] + kl_w * terms["kl"]
+    return terms
