@@ -11,7 +11,7 @@ from __future__ import annotations
 import torch
 
 from fsstools.constants import EPS
-from fsstools.inference import InferenceResult, MethodConfig, layout, losses
+from fsstools.inference import InferenceResult, MethodConfig, dispatch, layout, losses
 from fsstools.inference import classifier as clf
 from fsstools.inference.loop import Fitted, Schedule, Tracer, initial_state
 
@@ -82,23 +82,10 @@ def run_reference(
     trace: bool = False,
 ) -> InferenceResult:
     """:func:`fsstools.inference.run_method` with :func:`fit_autograd` (RePRI's cosine
-    classifier only), in chunks of ``chunk_size`` tasks (default all) on their device."""
+    classifier only), in chunks of ``chunk_size`` tasks (default all) on their device, one
+    after the other with torch's threads (the dispatcher's chunks and concatenation)."""
     layout.check_inputs(cfg, support_feats, support_masks, query_feats, query_valid, query_mask)
-    dtype = torch.float64 if support_feats.dtype == torch.float64 else torch.float32
-    outs = []
-    for a, e in layout.spans(support_feats.shape[0], chunk_size or support_feats.shape[0]):
-        p = layout.lay_out(support_feats[a:e], support_masks[a:e], query_feats[a:e],
-                           query_valid[a:e], None if query_mask is None else query_mask[a:e],
-                           support_feats.device, dtype, streamed=False)
-        outs.append(fit_autograd(cfg, p, trace))
-    traces = None
-    if trace:
-        traces = {k: torch.cat([o.traces[k] for o in outs], dim=1) for k in outs[0].traces}
-    return InferenceResult(
-        logits=torch.cat([o.logits for o in outs]).reshape(query_feats.shape[0],
-                                                           *query_feats.shape[-2:]),
-        pi=torch.cat([o.pi for o in outs]),
-        prototype=torch.cat([o.prototype for o in outs]),
-        bias=torch.cat([o.bias for o in outs]),
-        traces=traces,
-    )
+    return dispatch.fit_chunks(fit_autograd, cfg, support_feats, support_masks, query_feats,
+                               query_valid, query_mask, trace,
+                               chunk=chunk_size or support_feats.shape[0],
+                               device=support_feats.device, streamed=False, worker_threads=False)

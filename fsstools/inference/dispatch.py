@@ -13,6 +13,7 @@ Example:
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -104,21 +105,55 @@ def run_method(
     compute = torch.device(device) if device is not None else support_feats.device
     if cfg.classifier != "cosine":
         return _run_peer(cfg, support_feats, support_masks, query_feats, compute, trace, model)
-    dtype = torch.float64 if support_feats.dtype == torch.float64 else torch.float32
     chunk = chunk_size or layout.default_chunk(support_feats, compute, memory_budget)
-    spans = layout.spans(support_feats.shape[0], chunk)
     streamed = layout.streams(support_feats, chunk)
+    return fit_chunks(loop.fit if streamed else stacked.fit_one_block, cfg, support_feats,
+                      support_masks, query_feats, query_valid, query_mask, trace, chunk=chunk,
+                      device=compute, streamed=streamed, workers=workers)
+
+
+def fit_chunks(
+    fit: Callable[[MethodConfig, layout.Problem, bool], loop.Fitted],
+    cfg: MethodConfig,
+    support_feats: torch.Tensor,
+    support_masks: torch.Tensor,
+    query_feats: torch.Tensor,
+    query_valid: torch.Tensor,
+    query_mask: torch.Tensor | None,
+    trace: bool,
+    *,
+    chunk: int,
+    device: torch.device,
+    streamed: bool,
+    workers: int | None = None,
+    worker_threads: bool = True,
+) -> InferenceResult:
+    """The cosine classifier's part of :func:`run_method`, with the loop as an argument: tasks
+    in chunks of at most ``chunk``, each laid out (:func:`~fsstools.inference.layout.lay_out`)
+    and fitted by ``fit``, the results put together.
+
+    Arguments as :func:`run_method`'s (inputs already checked), and:
+        fit: the loop (``loop.fit``, ``stacked.fit_one_block``; the tests' autograd reference).
+        streamed: the layout (:func:`~fsstools.inference.layout.streams`).
+        worker_threads: on CPU, run chunks on ``workers`` threads with torch single-threaded
+            (:func:`~fsstools.inference.layout.map_single_threaded`); False: one after the
+            other in this thread, with torch's threads as they are.
+
+    Returns:
+        :class:`InferenceResult` on the device of ``support_feats``.
+    """
+    dtype = torch.float64 if support_feats.dtype == torch.float64 else torch.float32
+    spans = layout.spans(support_feats.shape[0], chunk)
 
     def one(span: tuple[int, int]) -> InferenceResult:
         a, e = span
         args = (support_feats[a:e], support_masks[a:e], query_feats[a:e], query_valid[a:e],
-                None if query_mask is None else query_mask[a:e], compute, dtype)
-        problem = layout.lay_out(*args, streamed=streamed)
-        out = (loop.fit if streamed else stacked.fit_one_block)(cfg, problem, trace)
+                None if query_mask is None else query_mask[a:e], device, dtype)
+        out = fit(cfg, layout.lay_out(*args, streamed=streamed), trace)
         logits = out.logits.reshape(e - a, *query_feats.shape[-2:])  # (b, h, w)
         return InferenceResult(logits, out.pi, out.prototype, out.bias, out.traces)
 
-    if compute.type == "cpu":
+    if device.type == "cpu" and worker_threads:
         results = layout.map_single_threaded(one, spans, workers)
     else:
         results = [one(span) for span in spans]
