@@ -25,7 +25,6 @@ from fsstools.inference import (
     METHODS,
     MethodConfig,
     fg_probs,
-    masked_average,
     oracle_prior,
     query_valid_mask,
     run_method,
@@ -125,9 +124,7 @@ def episode_view(
     out = run_method(
         method, tb.support_feats, tb.support_masks, tb.query_feats, valid, trace=True, **common
     )
-    shots_feats = tb.support_feats.unbind(1)  # S of (1, C, h, w)
-    proto = masked_average(shots_feats, (tb.support_masks == 1).unbind(1))  # (1, C)
-    proto = torch.nn.functional.normalize(proto, dim=1)
+    proto = torch.nn.functional.normalize(init.prototype, dim=1)  # (1, C)
     qf = torch.nn.functional.normalize(tb.query_feats, dim=1)
     cosine = torch.einsum("bchw,bc->bhw", qf, proto)[0]  # (h, w)
 

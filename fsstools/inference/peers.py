@@ -20,17 +20,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from fsstools.inference.prototype import masked_average
-
-PANET_SCALE = 20.0
-"""PANet's multiplier of cosine similarities (alpha)."""
-BACKGROUND, FOREGROUND = 0, 1
-
-
-def _pool(feats: torch.Tensor, masks: torch.Tensor, label: int) -> torch.Tensor:
-    """Per-shot mean of (B, S, C, h, w) features over pixels labelled ``label``: (B, S, C)."""
-    flat = masked_average(feats.flatten(0, 1), masks.flatten(0, 1) == label)  # (B*S, C)
-    return flat.unflatten(0, feats.shape[:2])
+from fsstools.inference.prototype import (
+    BACKGROUND,
+    FOREGROUND,
+    PANET_SCALE,
+    two_way_cosines,
+    two_way_prototypes,
+)
 
 
 @torch.no_grad()
@@ -38,9 +34,11 @@ def panet_logits(support_feats: torch.Tensor, support_masks: torch.Tensor,
                  query_feats: torch.Tensor, scale: float = PANET_SCALE) -> torch.Tensor:
     """PANet's prediction: ``scale * (cos(f, p_fg) - cos(f, p_bg))`` per query pixel.
 
-    The prototypes are masked averages of the L2-normalised support features over the
-    foreground (1) and background (0) pixels of each shot (255 pixels count for neither),
-    averaged over the shots; the query is never read to form them (inductive).
+    The prototypes (:func:`two_way_prototypes`) are masked averages of the L2-normalised
+    support features over the foreground (1) and background (0) pixels of each shot (255
+    pixels count for neither), averaged over the shots; the query is never read to form
+    them (inductive). :class:`fsstools.models.panet.PANet` predicts with the same two
+    functions (:mod:`~fsstools.inference.prototype`).
 
     Args:
         support_feats: (B, S, C, h, w), normalised or not (they are normalised here).
@@ -51,12 +49,8 @@ def panet_logits(support_feats: torch.Tensor, support_masks: torch.Tensor,
     Returns:
         (B, h, w) foreground logits; ``sigmoid`` of them is PANet's two-way softmax.
     """
-    s_feats = F.normalize(support_feats.float(), dim=2)
-    q_feats = F.normalize(query_feats.float(), dim=1)
-    protos = [_pool(s_feats, support_masks, label).mean(dim=1)  # (B, C)
-              for label in (BACKGROUND, FOREGROUND)]
-    protos = F.normalize(torch.stack(protos, dim=1), dim=2)  # (B, 2, C)
-    cos = torch.einsum("bchw,bkc->bkhw", q_feats, protos)  # (B, 2, h, w)
+    bg, fg = two_way_prototypes(F.normalize(support_feats.float(), dim=2), support_masks)
+    cos = two_way_cosines(query_feats.float(), bg, fg)  # (B, 2, h, w)
     return scale * (cos[:, FOREGROUND] - cos[:, BACKGROUND])
 
 

@@ -1,8 +1,11 @@
 """The prototype: the mean feature over the pixels of a mask, the one masked average every
-classifier here and the peers' models take.
+classifier here and the peers' models take; and PANet's rule on two of them, one written
+for the model (:class:`fsstools.models.panet.PANet`) and its inference on cached features
+(:func:`fsstools.inference.peers.panet_logits`).
 
-A module of its own so that the models that pool prototypes (PANet, PFENet) depend on this
-function alone, not on the transductive classifier.
+A module of its own so that the models that pool prototypes (PANet, PFENet) depend on it
+alone, not on the transductive classifier nor the peers' inference (a model's cached runs
+and features are keyed by the code it imports).
 """
 
 from __future__ import annotations
@@ -10,6 +13,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import torch
+import torch.nn.functional as F
 
 
 def masked_average(
@@ -48,3 +52,45 @@ def masked_average(
         total, count = (part, n) if total is None else (total + part, count + n)
     # count >= 1 wherever the mask holds a pixel; 0/1 = 0 elsewhere
     return total / count.clamp_min(1).unsqueeze(1)
+
+
+PANET_SCALE = 20.0
+"""PANet's multiplier of cosine similarities (alpha)."""
+BACKGROUND, FOREGROUND = 0, 1
+"""Task labels, also the channel order of PANet's two-way scores."""
+
+
+def two_way_prototypes(feats: torch.Tensor, masks: torch.Tensor
+                       ) -> tuple[torch.Tensor, torch.Tensor]:
+    """PANet's background and foreground prototypes of B tasks, averaged over their S shots.
+
+    Each shot's prototype is the masked average of its features; K shots average the
+    per-shot prototypes (a shot with a small object weighs as much as one with a large one).
+
+    Args:
+        feats: (B, S, C, h, w) L2-normalised features.
+        masks: (B, S, h, w) {0, 1, 255} at the same grid; 255 pixels count for neither.
+
+    Returns:
+        background (B, C) and foreground (B, C) prototypes.
+    """
+    flat = feats.flatten(0, 1)  # (B*S, C, h, w)
+    m = masks.flatten(0, 1)  # (B*S, h, w)
+    protos = [masked_average(flat, m == label) for label in (BACKGROUND, FOREGROUND)]
+    bg, fg = (p.unflatten(0, feats.shape[:2]).mean(dim=1) for p in protos)  # (B, C) each
+    return bg, fg
+
+
+def two_way_cosines(feats: torch.Tensor, bg: torch.Tensor, fg: torch.Tensor) -> torch.Tensor:
+    """Cosine of each pixel with its task's background and foreground prototypes: PANet's
+    scores before its ``scale``.
+
+    Args:
+        feats: (N, C, h, w), normalised or not (they are normalised here).
+        bg, fg: (N, C) prototypes.
+
+    Returns:
+        (N, 2, h, w), channel 0 background, 1 foreground.
+    """
+    protos = F.normalize(torch.stack([bg, fg], dim=1), dim=2)  # (N, 2, C)
+    return torch.einsum("nchw,nkc->nkhw", F.normalize(feats, dim=1), protos)

@@ -2,7 +2,9 @@
 
 The encoder is the base model's (dilated ResNet trunk + pyramid pooling + bottleneck, i.e.
 :meth:`PSPNet.extract_features`), built by the same code and so, under the same seed, from
-the same initial weights. A task is solved without any learned classifier:
+the same initial weights. A task is solved without any learned classifier, by the rule that
+:mod:`fsstools.inference.prototype` writes once for this model and its inference on cached
+features (:func:`~fsstools.inference.peers.panet_logits`):
 
 - masked average pooling of the support features gives a foreground and a background
   prototype per shot; K shots average the per-shot prototypes;
@@ -27,12 +29,15 @@ import torch.nn.functional as F
 from torch import nn
 
 from fsstools.constants import IGNORE_INDEX
-from fsstools.inference.prototype import masked_average
+from fsstools.inference.prototype import (
+    BACKGROUND,
+    FOREGROUND,
+    PANET_SCALE,
+    two_way_cosines,
+    two_way_prototypes,
+)
 from fsstools.models.backbones import load_imagenet_weights
 from fsstools.models.pspnet import ModelConfig, PSPNet
-
-BACKGROUND, FOREGROUND = 0, 1
-"""Task labels, also the channel order of the two-way logits."""
 
 
 @dataclass(frozen=True)
@@ -44,43 +49,8 @@ class PANetConfig:
         align_weight: weight of the prototype alignment loss (PAR); 0 turns PAR off.
     """
 
-    scale: float = 20.0
+    scale: float = PANET_SCALE
     align_weight: float = 1.0
-
-
-def two_way_prototypes(feats: torch.Tensor, masks: torch.Tensor
-                       ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Background and foreground prototypes of B tasks, averaged over their S shots.
-
-    Args:
-        feats: (B, S, C, h, w) L2-normalised features.
-        masks: (B, S, h, w) {0, 1, 255} at the same grid; 255 pixels count for neither.
-
-    Returns:
-        background (B, C) and foreground (B, C) prototypes.
-    """
-    flat = feats.flatten(0, 1)  # (B*S, C, h, w)
-    m = masks.flatten(0, 1)  # (B*S, h, w)
-    shots = feats.shape[1]
-    protos = [masked_average(flat, m == label) for label in (BACKGROUND, FOREGROUND)]
-    bg, fg = (p.unflatten(0, (-1, shots)).mean(dim=1) for p in protos)  # (B, C) each
-    return bg, fg
-
-
-def cosine_logits(feats: torch.Tensor, bg: torch.Tensor, fg: torch.Tensor, scale: float
-                  ) -> torch.Tensor:
-    """Two-way logits ``scale * cos`` of each pixel with the background and foreground
-    prototypes.
-
-    Args:
-        feats: (N, C, h, w).
-        bg, fg: (N, C) prototypes.
-
-    Returns:
-        (N, 2, h, w), channel 0 background, 1 foreground.
-    """
-    protos = F.normalize(torch.stack([bg, fg], dim=1), dim=2)  # (N, 2, C)
-    return scale * torch.einsum("nchw,nkc->nkhw", F.normalize(feats, dim=1), protos)
 
 
 def to_grid(masks: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
@@ -151,7 +121,7 @@ class PANet(nn.Module):
         s_feats = feats[: b * s].unflatten(0, (b, s))  # (B, S, C, h, w)
         q_feats = feats[b * s:]  # (B, C, h, w)
         bg, fg = two_way_prototypes(s_feats, to_grid(support_masks, grid))
-        logits = cosine_logits(q_feats, bg, fg, self.cfg.scale)  # (B, 2, h, w)
+        logits = self.cfg.scale * two_way_cosines(q_feats, bg, fg)  # (B, 2, h, w)
         if query_mask is None:
             return {"logits": logits}
         seg = upsampled_ce(logits, query_mask, label_smoothing)
@@ -187,8 +157,9 @@ class PANet(nn.Module):
         bg, fg = two_way_prototypes(q_feats[has_both, None], pred[has_both, None])  # (b', C)
         s = s_feats.shape[1]
         target = support_masks[has_both].flatten(0, 1)  # (b'*S, H, W)
-        back = cosine_logits(s_feats[has_both].flatten(0, 1), bg.repeat_interleave(s, dim=0),
-                             fg.repeat_interleave(s, dim=0), self.cfg.scale)  # (b'*S, 2, h, w)
+        back = self.cfg.scale * two_way_cosines(
+            s_feats[has_both].flatten(0, 1), bg.repeat_interleave(s, dim=0),
+            fg.repeat_interleave(s, dim=0))  # (b'*S, 2, h, w)
         return upsampled_ce(back, target, label_smoothing)
 
 
