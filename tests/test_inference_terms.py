@@ -142,7 +142,7 @@ def test_closed_form_gradient_matches_autograd(z_scale, nq):
     kernel = losses.LogitGrad(nq, w_q if nq else None, labels, w_s, 0.3)
     probs = kernel.probabilities(z.detach())  # (B, 2, N)
     assert torch.equal(probs[:, 0], p.detach()) and torch.equal(probs[:, 1], 1 - p.detach())
-    shares = losses.query_shares(kernel.probs_q, w_q) if nq else None
+    shares = kernel.shares() if nq else None
     if nq:
         assert torch.allclose(shares[:, 0], losses.fg_share(pq, w_q))
         assert torch.allclose(shares.sum(1), torch.ones(2, dtype=DT))

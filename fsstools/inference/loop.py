@@ -166,7 +166,7 @@ def fit(cfg: MethodConfig, p: Problem, trace: bool) -> Fitted:
                 break
             kernel.probabilities(z)
             if blk.nq:
-                shares = losses.query_shares(kernel.probs_q, p.weight_q)  # (B, 2)
+                shares = kernel.shares()  # (B, 2)
                 pq = kernel.p_fg_q
                 if reestimate:
                     pi = shares[:, 0].clone()

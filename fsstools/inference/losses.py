@@ -87,11 +87,6 @@ def prior_slope(pi: torch.Tensor, kl_weight: float) -> torch.Tensor:
     return (-kl_weight * ratio).unsqueeze(1)
 
 
-def query_shares(probs: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
-    """The query's predicted (fg, bg) shares ``(p_hat_fg, p_hat_bg)``: (B, 2, N) -> (B, 2)."""
-    return (probs * weights.unsqueeze(1)).sum(dim=2)
-
-
 class LogitGrad:
     """The gradient of the total loss wrt the logits ``z`` of one block of pixels, the one
     kernel of both loops, written into buffers made once.
@@ -107,11 +102,12 @@ class LogitGrad:
     - KL: ``kl_weight (log m_fg - log m_bg) + prior_slope(pi, kl_weight)``, per task, from
       the query's shares ``m`` (``dKL/dm_fg - dKL/dm_bg``: the +1 of each partial cancels).
 
-    Each iteration: :meth:`probabilities` of the block's logits, then :meth:`grad` from those
-    probabilities. For small tasks an iteration costs about as much in torch calls as in
-    arithmetic, so nothing is allocated per iteration and every view read is made here once
-    (a view costs about what a small element-wise call does). The buffers are this object's
-    own: what :meth:`probabilities` and :meth:`grad` return is overwritten by the next call.
+    Each iteration: :meth:`probabilities` of the block's logits, then :meth:`shares` and
+    :meth:`grad` from those probabilities. For small tasks an iteration costs about as much
+    in torch calls as in arithmetic, so nothing is allocated per iteration, and every view
+    and constant read is made here once (a view, or a Python number wrapped as a tensor,
+    costs a good part of what a small element-wise call does). The buffers are this object's
+    own: what the methods return is overwritten by the next call.
 
     Args:
         nq: query pixels at the front of the block.
@@ -124,7 +120,7 @@ class LogitGrad:
         >>> v = pixel_weights(torch.ones(1, 3, dtype=torch.bool), torch.float64)
         >>> kernel = LogitGrad(0, None, torch.tensor([[True, False, False]]), v, 1.0)
         >>> probs = kernel.probabilities(torch.zeros(1, 3, dtype=torch.float64))
-        >>> kernel.grad(None, None, 0.0, 0.0)  # p - y, over 3 pixels
+        >>> kernel.grad(None, None, 0.0, 0.0)  # (p - y) / 3
         tensor([[-0.1667,  0.1667,  0.1667]], dtype=torch.float64)
     """
 
@@ -133,7 +129,9 @@ class LogitGrad:
         B, ns = fg.shape
         n = nq + ns
         new = dict(dtype=weight_s.dtype, device=weight_s.device)
-        self.nq, self.fg = nq, fg
+        self.nq, self.ns, self.fg = nq, ns, fg
+        self.weight_q = None if weight_q is None else weight_q.unsqueeze(1)  # (B, 1, nq)
+        self.one, self.eps = torch.ones((), **new), torch.full((), EPS, **new)
         factors = ([weight_q] if nq else []) + (
             [torch.where(fg, -weight_s, weight_s) * ce_weight] if ns else [])
         self.factor = factors[0] if len(factors) == 1 else torch.cat(factors, dim=1)  # (B, n)
@@ -162,8 +160,13 @@ class LogitGrad:
         # of a run differently), so a pixel's value does not depend on how many tasks share
         # the call
         torch.sigmoid(logits, out=self.p_fg)
-        torch.sub(1.0, self.p_fg, out=self.p_bg)
+        torch.sub(self.one, self.p_fg, out=self.p_bg)
         return self.probs
+
+    def shares(self) -> torch.Tensor:
+        """The query's predicted (fg, bg) shares ``(p_hat_fg, p_hat_bg)`` at the last
+        :meth:`probabilities`: (B, 2); the block must hold the query."""
+        return (self.probs_q * self.weight_q).sum(dim=2)
 
     def grad(self, shares: torch.Tensor | None, prior_slope: torch.Tensor | None,
              ent_weight: float, kl_weight: float) -> torch.Tensor:
@@ -171,11 +174,11 @@ class LogitGrad:
         at the probabilities of the last :meth:`probabilities` call: (B, n).
 
         Args:
-            shares: (B, 2) :func:`query_shares` of ``probs_q``; read only with a KL term.
+            shares: (B, 2) :meth:`shares`; read only with a KL term.
             prior_slope: (B, 1) :func:`prior_slope` of the prior; likewise.
             ent_weight, kl_weight: the query terms' weights.
         """
-        torch.add(self.probs, EPS, out=self.shifted)
+        torch.add(self.probs, self.eps, out=self.shifted)
         torch.mul(self.p_fg, self.p_bg, out=self.g)
         self.g.mul_(self.factor)  # slope * factor
         if self.nq:
@@ -197,7 +200,7 @@ class LogitGrad:
                 self.g_q.mul_(kl)
             else:
                 self.g_q.zero_()
-        if self.fg.shape[1]:
+        if self.ns:
             torch.where(self.fg, self.shifted_fg_s, self.shifted_bg_s, out=self.den)
             self.g_s.div_(self.den)
         return self.g

@@ -2,19 +2,19 @@
 
 For small features (the embedded benchmark's C=128 on a 16x16 grid) a chunk's arithmetic per
 iteration takes about as long as dispatching the torch calls and allocating their results,
-so the general loop (:func:`~fsstools.inference.loop.fit`, which calls the
-:mod:`~fsstools.inference.losses` gradients block by block) is dominated by that overhead.
-This loop takes the same one-block layout (:func:`~fsstools.inference.layout.lay_out`, query
-pixels then every shot's, L2-normalised), the same initial state
-(:func:`~fsstools.inference.loop.initial_state`), the same logit gradient
-(:class:`~fsstools.inference.losses.LogitGrad`, whose buffers are made once) and the same
-traces, and writes the scores into buffers made once too (~30 calls per iteration whatever
-the chunk's size). The tests hold both loops equal to the autograd reference
-(``tests/reference_repri.py``).
+so the general loop (:func:`~fsstools.inference.loop.fit`, which runs any number of blocks)
+pays for its per-block allocations and views. This loop takes the same one-block layout
+(:func:`~fsstools.inference.layout.lay_out`, query pixels then every shot's, L2-normalised),
+the same initial state (:func:`~fsstools.inference.loop.initial_state`), the same logit
+gradient (:class:`~fsstools.inference.losses.LogitGrad`) and the same traces
+(:func:`~fsstools.inference.loop.traced_terms`), and writes the scores into buffers made once
+too (~30 calls per iteration whatever the chunk's size). The tests hold both loops equal to
+the autograd reference (``tests/reference_repri.py``).
 
 Why two loops: tasks/s of the general loop on the one-block layout and of this one, side by
 side in one process on the same tensors (idle AMD EPYC, 2 cores, 50 iterations, float32,
-medians of 7; ``bench/inference.py``'s episodes):
+medians of 7; ``bench/inference.py``'s episodes), measured when the general loop still
+allocated its gradient's every term each iteration:
 
 | features, shots | general loop | this loop | general / this |
 |---|---|---|---|
@@ -23,7 +23,12 @@ medians of 7; ``bench/inference.py``'s episodes):
 | C=128 16x16, 1 | 806 | 1151 | 0.70 |
 | C=128 16x16, 5 | 274 | 425 | 0.64 |
 
-The general loop alone would cost a third of the embedded benchmark's scoring speed.
+Since both loops share :class:`~fsstools.inference.losses.LogitGrad` (made once per block),
+the gap has narrowed: single-threaded, tasks per second of thread CPU time, the fastest of
+30 interleaved calls on one chunk (a shared Intel Xeon under load ~9 on 2 cores), general /
+this loop is 0.99 and 0.98 on C=128 16x16 (1 and 5 shots), 0.97 and 0.90 on C=512 53x53
+(before the sharing, same machine and method: 0.92, 0.90, 0.91, 1.00). Wall time on an idle
+machine will say whether this loop still earns its lines.
 """
 
 from __future__ import annotations
@@ -71,7 +76,7 @@ def fit_one_block(cfg: MethodConfig, p: Problem, trace: bool) -> Fitted:
         if not step and tracer is None:
             break
         kernel.probabilities(logits)
-        shares = losses.query_shares(kernel.probs_q, p.weight_q)  # (B, 2)
+        shares = kernel.shares()  # (B, 2)
         if reestimate:
             pi = shares[:, 0].clone()
             prior = losses.prior_slope(pi, kl_w)
