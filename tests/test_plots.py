@@ -300,3 +300,48 @@ def test_explorer_panel_updated_in_place_draws_what_a_new_one_draws():
     assert not any(a.get_animated() for a in fig.findobj())
     with pytest.raises(ValueError, match="build a new ExplorerPanel"):
         panel.update(varied_view(0, shots=3))
+
+
+# ----------------------------------------------------------------------------- generalized
+
+
+def gfss_summary() -> pd.DataFrame:
+    rows = []
+    for i, m in enumerate(("base_model", "gfss_prototypes", "diam")):
+        for k in (1, 5):
+            base, novel = 0.7 - 0.1 * i, 0.1 * i + 0.02 * k
+            rows.append({"method": m, "shots": k, "base": base, "base_low": base - 0.02,
+                         "base_high": base + 0.02, "novel": novel, "novel_low": novel / 2,
+                         "novel_high": novel + 0.05})
+    return pd.DataFrame(rows)
+
+
+def test_base_novel_tradeoff_puts_each_method_at_base_novel():
+    fig = plots.base_novel_tradeoff(gfss_summary(), title="t")
+    ax = fig.axes[0]
+    assert ax.get_xlabel() == "base mIoU (%)" and ax.get_ylabel() == "novel mIoU (%)"
+    points = {tuple(np.round(line.get_xydata()[0], 6)) for line in ax.lines
+              if line.get_marker() in ("o", "s") and len(line.get_xydata())}
+    assert (50.0, 30.0) in points and (70.0, 2.0) in points  # diam 5-shot, base model 1-shot
+    labels = [t.get_text() for t in fig.legends[0].get_texts()]
+    assert labels[:3] == ["Base model alone (no novel class)",
+                          "Base classifier + novel prototypes (no fit)", "DIaM"]
+    assert labels[3:] == ["1-shot", "5-shot"]
+
+
+def test_query_classes_panel_colours_every_class_and_marks_novel_ones():
+    from fsstools.evaluation.generalized import QueryView
+
+    target = np.zeros((8, 8), np.int64)
+    target[:4], target[0, 0] = 6, 255
+    pred = np.full((8, 8), 1)
+    view = QueryView(np.zeros((8, 8, 3), np.uint8), target, {"base_model": target,
+                     "diam": pred}, {0: "background", 6: "bus", 1: "aeroplane"}, (6,), (1,),
+                     "JPEGImages/q.jpg", 1, 0)
+    fig = plots.query_classes_panel(view)
+    assert [ax.get_title() for ax in fig.axes] == ["query", "labels",
+                                                   "Base model alone (no novel class)", "DIaM"]
+    labels = [t.get_text() for t in fig.legends[0].get_texts()]
+    assert labels == ["background", "aeroplane (novel)", "bus"]
+    shown = fig.axes[1].images[0].get_array()
+    assert tuple(shown[0, 0]) == (1.0, 1.0, 1.0) and tuple(shown[7, 7]) == (0.0, 0.0, 0.0)

@@ -92,7 +92,9 @@ def run_extract(args: argparse.Namespace) -> int:
 def evaluate_parser() -> argparse.ArgumentParser:
     p = new_parser("evaluate", "Score inference methods on sampled or saved episodes "
                 "(keys: see fsstools.evaluation.pipeline.EvalConfig; methods may be names or variants "
-                "such as {name: repri_tpi2, base: repri, t_pi: [2]}).")
+                "such as {name: repri_tpi2, base: repri, t_pi: [2]}); with 'protocol: "
+                "generalized' the generalized few-shot protocol (keys: see "
+                "fsstools.evaluation.generalized_config.GFSSEvalConfig).")
     p.add_argument("--config", type=Path, help="EvalConfig YAML (e.g. configs/synth/eval.yaml)")
     add_set(p)
     add_accept_edited(p)
@@ -102,11 +104,30 @@ def evaluate_parser() -> argparse.ArgumentParser:
 
 def run_evaluate(args: argparse.Namespace) -> int:
     from fsstools import config as config_lib
+    from fsstools.evaluation.generalized_config import is_generalized
     from fsstools.evaluation.pipeline import EvalConfig, run_evaluation
     from fsstools.studies import report
 
+    if is_generalized(args.config, args.set):
+        return run_generalized_evaluate(args)
     cfg = config_lib.load(EvalConfig, args.config, args.set)
     results = run_evaluation(cfg, force=args.force, accept_edited=args.accept_edited)
     print(report.interval_table(results.summary).to_string())
+    print(f"results in {results.out_dir}")
+    return 0
+
+
+def run_generalized_evaluate(args: argparse.Namespace) -> int:
+    """``fsstools evaluate`` on a config with ``protocol: generalized``."""
+    from fsstools import config as config_lib
+    from fsstools.evaluation.generalized import run_generalized
+    from fsstools.evaluation.generalized_config import GFSSEvalConfig
+    from fsstools.studies import generalized
+
+    if args.accept_edited:
+        print("--accept-edited: the generalized protocol reads no episode files; ignored")
+    cfg = config_lib.load(GFSSEvalConfig, args.config, args.set)
+    results = run_generalized(cfg, force=args.force)
+    print(generalized.score_table(results.summary).to_string())
     print(f"results in {results.out_dir}")
     return 0

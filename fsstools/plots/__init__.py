@@ -16,6 +16,7 @@ Example:
 """
 
 from fsstools.plots.explorer import ExplorerPanel, explorer_panel
+from fsstools.plots.generalized import base_novel_tradeoff, query_classes_panel
 from fsstools.plots.images import (
     class_mask_rgb,
     episode_panel,
@@ -43,6 +44,7 @@ from fsstools.plots.sweeps import sweep_curve
 __all__ = [
     "ExplorerPanel",
     "bar_ci",
+    "base_novel_tradeoff",
     "class_iou_heatmap",
     "class_mask_rgb",
     "colours",
@@ -58,6 +60,7 @@ __all__ = [
     "segment_panel",
     "prior_error_hist",
     "probability_maps",
+    "query_classes_panel",
     "shot_curves",
     "show_mask",
     "sweep_curve",

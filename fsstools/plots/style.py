@@ -25,6 +25,11 @@ METHOD_LABELS = {
     "oracle_repri_weights": "Oracle-RePRI at RePRI's weights",
     "panet": "Two prototypes, fg/bg softmax (PANet's rule, inductive)",
     "pfenet": "PFENet-style head (own inference)",
+    "base_model": "Base model alone (no novel class)",
+    "gfss_prototypes": "Base classifier + novel prototypes (no fit)",
+    "diam_no_kd": "DIaM without distillation",
+    "diam": "DIaM",
+    "diam_upperbound": "DIaM, true class proportions (oracle)",
 }
 """What each method uses: "inductive" methods never read the query; "query-mean bias"
 starts from RePRI's initial classifier, whose bias is the mean query score."""
@@ -63,6 +68,11 @@ METHOD_COLOURS = {
     "repri_reference": "#ff7f0e",
     "oracle_repri": "#2ca02c",
     "oracle_repri_weights": "#98df8a",
+    "base_model": "#7f7f7f",
+    "gfss_prototypes": "#8c564b",
+    "diam_no_kd": "#9467bd",
+    "diam": "#d62728",
+    "diam_upperbound": "#2ca02c",
 }
 PROB_CMAP = "viridis"
 """Colour map of foreground probabilities."""

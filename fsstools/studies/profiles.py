@@ -43,7 +43,8 @@ from fsstools.data import splits, voc
 from fsstools.data.synth.benchmark import SynthConfig, ensure_synth
 from fsstools.errors import ConfigError, MissingError
 from fsstools.evaluation.config import EvalConfig
-from fsstools.inference import resolve_methods
+from fsstools.inference import resolve_gfss_method, resolve_methods
+from fsstools.inference.generalized import PI_STRATEGIES
 from fsstools.studies import given_models, parameters
 from fsstools.training import TrainConfig, ensure_trained, run_directory
 
@@ -59,13 +60,18 @@ FOLD_PARAMETERS = ("fold", "folds", "coco_folds")
 NON_NEGATIVE = ("base_seeds",)
 """Parameters (or lists of them) that must be >= 0."""
 AT_LEAST_ONE = ("n_episodes", "n_boot", "walk_shots", "n_pca_images", "coco_n_episodes",
-                "coco_size", "shots", "sensitivity_shots")
+                "coco_size", "shots", "sensitivity_shots", "n_runs")
+ZERO_OR_MORE = ("n_queries",)
+"""Counts where 0 means "all"."""
 """Parameters (or lists of them) that must be >= 1."""
 PROFILES = ("quick", "full", "tiny")
 """The embedded benchmark's profiles."""
 PROFILE_ENV = "FSSTOOLS_PROFILE"
 """Environment variable naming the profile of notebooks whose caller injects none."""
 METHOD_PARAMETERS = ("methods",)
+GFSS_NOTEBOOKS = ("08_generalized_fss",)
+"""Notebooks whose ``methods`` are generalized methods (``fsstools.inference.GFSS_METHODS``)
+and whose ``pi_strategies`` are priors of DIaM's KL term."""
 SUBSETS = {"walk_shots": "shots", "sensitivity_shots": "shots"}
 """Parameters whose values must be among another's (a shot count that has episodes, a fold
 that is evaluated)."""
@@ -224,12 +230,24 @@ def check_values(params: parameters.Parameters) -> None:
             if missing:
                 raise ConfigError(f"parameter {name}: {sorted(missing)} not in {among} "
                                   f"{params[among]}; add it there", key=name)
+    for name in ZERO_OR_MORE:
+        if name in params.values:
+            config_lib.check_at_least(f"parameter {name}", params[name], low=0, key=name)
+    generalized = params.notebook in GFSS_NOTEBOOKS
     for name in METHOD_PARAMETERS:
         if name in params.values:
             try:
-                resolve_methods(params[name])
+                if generalized:
+                    for method in params[name]:
+                        resolve_gfss_method(method)
+                else:
+                    resolve_methods(params[name])
             except ValueError as err:
                 raise ConfigError(f"parameter {name}: {err}", key=name) from None
+    unknown = [p for p in params.get("pi_strategies", []) if p not in PI_STRATEGIES]
+    if unknown:
+        raise ConfigError(f"parameter pi_strategies: {', '.join(map(repr, unknown))} is not a "
+                          f"prior; use {', '.join(PI_STRATEGIES)}", key="pi_strategies")
 
 
 def start(notebook: str, namespace: Mapping[str, Any]) -> tuple[Profile, Path]:
