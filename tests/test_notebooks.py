@@ -29,6 +29,7 @@ REPO = Path(__file__).resolve().parent.parent
 NOTEBOOKS = sorted((REPO / "notebooks").glob("[0-9][0-9]_*.ipynb"))
 ALLOWED_IMPORTS = {"fsstools", "pandas", "matplotlib", "IPython"}
 NOTEBOOK_LAYER = {"fsstools.studies.recipes", "fsstools.studies.meta_learning",
+                  "fsstools.studies.generalized",
                   "fsstools.studies.report", "fsstools.studies.readings",
                   "fsstools.studies.widgets", "fsstools.evaluation.stats", "fsstools.plots"}
 """What notebooks import from fsstools: the recipes, statistics, reporting and readings,
@@ -56,9 +57,9 @@ def _parameters(nb: nbformat.NotebookNode) -> dict:
     }
 
 
-def test_eight_notebooks_are_there():
+def test_nine_notebooks_are_there():
     stems = [p.stem[:2] for p in NOTEBOOKS]
-    assert stems == ["00", "01", "02", "03", "04", "05", "06", "07"]
+    assert stems == ["00", "01", "02", "03", "04", "05", "06", "07", "08"]
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
@@ -307,6 +308,43 @@ def test_papermill_meta_learning_records_csv(tmp_path):
     assert (tmp_path / "shot_curves.png").stat().st_size > 0
 
 
+@pytest.mark.notebooks
+@pytest.mark.slow
+def test_papermill_generalized_fss_records_csv(tmp_path):
+    """08 with other shots, runs and methods: every method on the same support sets and
+    queries, the four scores with intervals over runs, the contrasts and the figures."""
+    shots, n_runs, n_queries = [1, 2], 2, 20
+    methods, priors = ["gfss_prototypes", "diam"], ["self", "upperbound"]
+    nb = _execute("08_generalized_fss", tmp_path, shots=shots, n_runs=n_runs,
+                  n_queries=n_queries, methods=methods, pi_strategies=priors, n_boot=50)
+    assert _stray_values(nb) == []
+    recorded = json.loads((tmp_path / parameters.RECORD_NAME).read_text())
+    assert recorded["parameters"]["pi_strategies"] == priors
+    labels = ["base_model", "gfss_prototypes", "diam", "diam pi=upperbound"]
+    summary = pd.read_csv(tmp_path / "summary.csv")
+    assert sorted(summary["method"].unique()) == sorted(labels)
+    assert len(summary) == len(labels) * len(shots) and (summary["n_runs"] == n_runs).all()
+    for v in ("base", "novel", "mean", "hmean"):
+        assert summary[v].between(0, 1).all()
+        assert (summary[f"{v}_low"] <= summary[v] + 1e-9).all()
+        assert (summary[v] <= summary[f"{v}_high"] + 1e-9).all()
+    assert (summary["hmean"] <= summary["mean"] + 1e-9).all()
+    assert (summary.loc[summary["method"] == "base_model", "novel"] == 0).all()
+    runs = pd.read_csv(tmp_path / "runs.csv")
+    assert len(runs) == len(labels) * len(shots) * n_runs
+    classes = pd.read_csv(tmp_path / "classes_per_run.csv")
+    queries = classes.groupby(["method", "shots", "run"])["target"].sum().unstack("method")
+    assert (queries.nunique(axis=1) == 1).all()  # the same queries for every method
+    contrasts = pd.read_csv(tmp_path / "contrasts.csv")
+    pairs = set(zip(contrasts["first"], contrasts["second"], strict=True))
+    assert pairs == {("diam", "gfss_prototypes"), ("gfss_prototypes", "base_model"),
+                     ("diam", "base_model"), ("diam pi=upperbound", "diam")}
+    text = (tmp_path / "summary.md").read_text()
+    assert "## 08 Generalized few-shot segmentation" in text and "**Forgetting** at 2 shots" in text
+    for figure in ("tradeoff", "query_classes"):
+        assert (tmp_path / f"{figure}.png").stat().st_size > 0
+
+
 # ----------------------------------------------------------------------------- parameters
 
 
@@ -392,6 +430,21 @@ def test_start_makes_a_hashed_default_folder_and_checks_values(outputs, monkeypa
         recipes.start("03_shot_scaling", {**ns, "dataset": "pascal", "data_root": "/nowhere"})
     with pytest.raises(ConfigError, match="parameter dataset: 'voc'"):
         recipes.start("03_shot_scaling", {**ns, "dataset": "voc", "data_root": "/x"})
+
+
+def test_start_checks_the_generalized_notebooks_methods_and_priors(outputs, monkeypatch):
+    monkeypatch.delenv(profiles.PROFILE_ENV)
+    ns = _parameters(_read(REPO / "notebooks" / "08_generalized_fss.ipynb"))
+    prof, _ = recipes.start("08_generalized_fss", ns)  # GFSS methods are its methods
+    assert prof.name == "quick"
+    with pytest.raises(ConfigError, match="parameter methods: unknown generalized method 'repri'"):
+        recipes.start("08_generalized_fss", {**ns, "methods": ["repri"]})
+    with pytest.raises(ConfigError, match="parameter pi_strategies: 'oracle' is not a prior"):
+        recipes.start("08_generalized_fss", {**ns, "pi_strategies": ["self", "oracle"]})
+    with pytest.raises(ConfigError, match="parameter n_queries must be >= 0, got -1"):
+        recipes.start("08_generalized_fss", {**ns, "n_queries": -1})
+    with pytest.raises(ConfigError, match="parameter n_runs must be >= 1, got 0"):
+        recipes.start("08_generalized_fss", {**ns, "n_runs": 0})
 
 
 def test_the_environment_picks_the_profile_unless_one_is_injected(outputs, monkeypatch,

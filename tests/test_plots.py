@@ -330,12 +330,10 @@ def test_base_novel_tradeoff_puts_each_method_at_base_novel():
 
 
 def test_query_classes_panel_colours_every_class_and_marks_novel_ones():
-    from fsstools.evaluation.generalized import QueryView
-
     target = np.zeros((8, 8), np.int64)
     target[:4], target[0, 0] = 6, 255
     pred = np.full((8, 8), 1)
-    view = QueryView(np.zeros((8, 8, 3), np.uint8), target, {"base_model": target,
+    view = views.QueryView(np.zeros((8, 8, 3), np.uint8), target, {"base_model": target,
                      "diam": pred}, {0: "background", 6: "bus", 1: "aeroplane"}, (6,), (1,),
                      "JPEGImages/q.jpg", 1, 0)
     fig = plots.query_classes_panel(view)

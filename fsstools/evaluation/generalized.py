@@ -56,7 +56,7 @@ from fsstools.evaluation.generalized_scoring import (
     scores_key,
 )
 from fsstools.evaluation.pipeline import resolve_checkpoint
-from fsstools.evaluation.views import display_image
+from fsstools.evaluation.views import QueryView, display_image
 from fsstools.features import FeatureSettings, FeatureStore, ensure_features
 from fsstools.inference.generalized import GFSSConfig
 from fsstools.models.checkpoints import load_model, read_checkpoint
@@ -191,30 +191,6 @@ def score(study: GFSSStudy, methods: Methods, batch_queries: int | None = None,
     rows = pd.concat(frames, ignore_index=True)
     first = ["method", "fold", "shots", "run"]
     return rows[first + [c for c in rows.columns if c not in first]]
-
-
-@dataclass(frozen=True)
-class QueryView:
-    """One query of a run with its labels and each method's prediction, for a figure.
-
-    Attributes:
-        image: (H, W, 3) uint8 as the model saw it (padding black).
-        target: (H, W) dataset class ids, 255 ignored (padding included).
-        predictions: method -> (H, W) dataset class ids (255 on padding).
-        names: dataset class id -> name, for every class of the classifier.
-        base, novel: the fold's base and novel classes.
-        image_name, shots, run: which query and support set.
-    """
-
-    image: np.ndarray
-    target: np.ndarray
-    predictions: dict[str, np.ndarray]
-    names: dict[int, str]
-    base: tuple[int, ...]
-    novel: tuple[int, ...]
-    image_name: str
-    shots: int
-    run: int
 
 
 def richest_query(store: FeatureStore, draw: SupportDraw, run: int) -> int:

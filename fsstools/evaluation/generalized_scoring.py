@@ -33,6 +33,7 @@ from fsstools.constants import IGNORE_INDEX
 from fsstools.data.generalized import SupportDraw, class_order, label_lut
 from fsstools.features import FeatureStore, restore_lost_foreground
 from fsstools.inference.generalized import GFSSConfig, run_gfss
+from fsstools.inference.layout import map_single_threaded, spans
 
 BASE_MODEL = "base_model"
 """Label of the base model alone (its own classifier, no novel class): what the base
@@ -214,7 +215,8 @@ def score_run(store: FeatureStore, draw: SupportDraw, run: int, classifier: Base
             draw's images.
         classifier: the base model's classifier, whose classes order the labels.
         batch_queries: queries fitted together (the results do not depend on it); None:
-            as many as :data:`QUERY_ELEMENTS` of features hold.
+            as many as :data:`QUERY_ELEMENTS` of features hold. On a CPU there are at least
+            as many batches as torch threads, run side by side, each on one thread.
 
     Returns:
         One row per class of the classifier (background, base, novel): class_index,
@@ -223,11 +225,19 @@ def score_run(store: FeatureStore, draw: SupportDraw, run: int, classifier: Base
     inputs = run_inputs(store, draw, run, classifier, device)
     K = len(inputs.classes)
     rows = np.array([store.index[img] for img, _ in draw.queries(run)])
+    cpu = torch.device(device).type == "cpu"
     if batch_queries is None:
-        budget = QUERY_ELEMENTS if torch.device(device).type == "cpu" else QUERY_ELEMENTS_ACCELERATOR
+        budget = QUERY_ELEMENTS if cpu else QUERY_ELEMENTS_ACCELERATOR
         batch_queries = max(1, budget // int(np.prod(store.feats.shape[1:])))
-    conf = torch.zeros(K, K, dtype=torch.long, device=device)
-    for a in range(0, len(rows), batch_queries):
-        pred, target = predict_queries(store, inputs, rows[a:a + batch_queries], method, device)
-        conf += confusion(pred, target, K)
-    return class_rows(conf, inputs.classes, inputs.n_base)
+    # on a CPU, batches run side by side, each single-threaded (as RePRI's chunks): a
+    # hundred steps of small products split across threads spend their time at barriers
+    workers = torch.get_num_threads() if cpu else 1
+    n_batches = max(-(-len(rows) // batch_queries), min(workers, len(rows)))
+    batches = spans(len(rows), -(-len(rows) // n_batches))
+
+    def count(span: tuple[int, int]) -> torch.Tensor:
+        pred, target = predict_queries(store, inputs, rows[span[0]:span[1]], method, device)
+        return confusion(pred, target, K)
+
+    confs = map_single_threaded(count, batches, workers) if cpu else map(count, batches)
+    return class_rows(sum(confs), inputs.classes, inputs.n_base)

@@ -76,6 +76,31 @@ class EpisodeView:
         return mask_iou(self.prediction, self.query_mask)
 
 
+@dataclass(frozen=True)
+class QueryView:
+    """One query of a generalized run (:func:`fsstools.evaluation.generalized.query_view`)
+    with its labels and each method's prediction, for a figure.
+
+    Attributes:
+        image: (H, W, 3) uint8 as the model saw it (padding black).
+        target: (H, W) dataset class ids, 255 ignored (padding included).
+        predictions: method -> (H, W) dataset class ids (255 on padding).
+        names: dataset class id -> name, for every class of the classifier.
+        base, novel: the fold's base and novel classes.
+        image_name, shots, run: which query and support set.
+    """
+
+    image: np.ndarray
+    target: np.ndarray
+    predictions: dict[str, np.ndarray]
+    names: dict[int, str]
+    base: tuple[int, ...]
+    novel: tuple[int, ...]
+    image_name: str
+    shots: int
+    run: int
+
+
 def display_image(root: str | Path, image: str, mask: str, dataset: str, size: int) -> np.ndarray:
     """An image as the model saw it (test transform, padding black): (size, size, 3) uint8."""
     sample = TestTransform(size)(*voc.load_pair(root, image, mask, splits.n_classes(dataset, root)))

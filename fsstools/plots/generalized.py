@@ -12,7 +12,7 @@ from matplotlib.figure import Figure
 from matplotlib.patches import Patch
 
 from fsstools.constants import IGNORE_INDEX
-from fsstools.evaluation.generalized import QueryView
+from fsstools.evaluation.views import QueryView
 from fsstools.plots.style import CYCLE, colours, errors, label, new_figure, ordered, themed
 
 SHOT_MARKERS = ("o", "s", "D", "^", "v")
@@ -37,14 +37,15 @@ def base_novel_tradeoff(summary: pd.DataFrame, title: str | None = None) -> Figu
     shades = colours(methods)
     fig = new_figure(6.4, 4.8)
     ax = fig.add_subplot()
-    base = np.linspace(1, 100, 400)
+    top = min(100.0, 100 * max(summary["base_high"].max(), summary["novel_high"].max()) + 5)
+    base = np.linspace(0.5, 100, 400)
     for h in HM_LEVELS:
         keep = 2 * base > h
         novel = h * base[keep] / (2 * base[keep] - h)
-        inside = novel <= 100
-        ax.plot(base[keep][inside], novel[inside], "--", color="0.75", linewidth=0.8, zorder=0)
-        ax.annotate(f"HM {h}", (base[keep][inside][-1], novel[inside][-1]), fontsize=7,
-                    color="0.5", ha="right", va="bottom")
+        ax.plot(base[keep], novel, "--", color="0.75", linewidth=0.8, zorder=0)
+        if h < top:  # the curve meets the diagonal at (h, h)
+            ax.annotate(f"HM {h}", (h, h), xytext=(3, 3), textcoords="offset points",
+                        fontsize=7, color="0.5")
     for m in methods:
         sel = summary[summary["method"] == m].sort_values("shots")
         x, y = 100 * sel["base"].to_numpy(), 100 * sel["novel"].to_numpy()
@@ -56,9 +57,8 @@ def base_novel_tradeoff(summary: pd.DataFrame, title: str | None = None) -> Figu
                         yerr=errors(one, "novel", np.array([100 * row["novel"]])),
                         fmt=SHOT_MARKERS[shots.index(k) % len(SHOT_MARKERS)],
                         color=shades[m], capsize=2, markersize=6)
-    top = 100 * max(summary["base_high"].max(), summary["novel_high"].max())
-    ax.set_xlim(0, min(100, top + 5))
-    ax.set_ylim(0, min(100, top + 5))
+    ax.set_xlim(-2, top)
+    ax.set_ylim(-2, top)
     ax.set_xlabel("base mIoU (%)")
     ax.set_ylabel("novel mIoU (%)")
     handles = [Patch(color=shades[m], label=label(m)) for m in methods]

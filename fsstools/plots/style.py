@@ -30,6 +30,9 @@ METHOD_LABELS = {
     "diam_no_kd": "DIaM without distillation",
     "diam": "DIaM",
     "diam_upperbound": "DIaM, true class proportions (oracle)",
+    "diam pi=uniform": "DIaM, uniform prior",
+    "diam pi=imglvl": "DIaM, prior from image-level labels",
+    "diam pi=upperbound": "DIaM, true class proportions (oracle)",
 }
 """What each method uses: "inductive" methods never read the query; "query-mean bias"
 starts from RePRI's initial classifier, whose bias is the mean query score."""

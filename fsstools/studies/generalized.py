@@ -28,8 +28,9 @@ import pandas as pd
 from fsstools.errors import ConfigError
 from fsstools.evaluation import generalized as protocol
 from fsstools.evaluation import generalized_stats as gstats
-from fsstools.evaluation.generalized import BASE_MODEL, GFSSStudy, QueryView
+from fsstools.evaluation.generalized import BASE_MODEL, GFSSStudy
 from fsstools.evaluation.generalized_config import method_configs
+from fsstools.evaluation.views import QueryView
 from fsstools.plots.style import label
 from fsstools.studies import report
 from fsstools.studies.profiles import Profile, ensure_base_model, train_config
