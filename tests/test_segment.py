@@ -243,21 +243,51 @@ def test_notebook_07_segments_injected_paths(world, tmp_path):
         out / "summary.md").read_text()
 
 
+def uploaded(*paths: Path) -> tuple[dict, ...]:
+    """What a FileUpload box holds after ``paths`` are uploaded."""
+    return tuple({"name": p.name, "type": "image", "size": p.stat().st_size,
+                  "content": memoryview(p.read_bytes()), "last_modified": datetime.now(UTC)}
+                 for p in paths)
+
+
 def test_upload_panel_segments_uploaded_files(world, capsys):
     from fsstools.studies.uploads import UploadPanel
 
     panel = UploadPanel(load_backbone(world["checkpoint"]), size=SIZE)
-
-    def files(*paths: Path) -> tuple[dict, ...]:
-        return tuple({"name": p.name, "type": "image", "size": p.stat().st_size,
-                      "content": memoryview(p.read_bytes()),
-                      "last_modified": datetime.now(UTC)} for p in paths)
-
     (img, mask), query = world["supports"][0], world["queries"][1]
-    panel.images.value, panel.masks.value = files(img), files(mask)
+    panel.images.value, panel.masks.value = uploaded(img), uploaded(mask)
     panel.run()  # no query yet: said in one line, nothing run
     assert panel.results == [] and "at least one query" in capsys.readouterr().out
-    panel.queries.value = files(query)
+    panel.queries.value = uploaded(query)
     panel.run()
     assert [r.name for r in panel.results] == ["q2.png"]
     assert panel.results[0].mask.shape == (97, 64)
+
+
+# ----------------------------------------------------------------------------- phone photos
+
+
+def test_turned_photos_are_segmented_and_written_as_shown(world, tmp_path, capsys):
+    """A photo stored turned with an EXIF orientation tag (as phones write them): its mask
+    drawn on the photo as shown is accepted and lands on the object, and the outputs have
+    the size viewers show."""
+    from fsstools.studies.uploads import UploadPanel
+    from tests.fixtures import write_turned
+
+    img, mask = picture(61, 90, 2)  # shown 61 high, 90 wide; stored 90 high, 61 wide
+    write_turned(tmp_path / "s.jpg", img, 6)
+    Image.fromarray(mask).save(tmp_path / "s.png")  # drawn on the photo as shown
+    write_turned(tmp_path / "q.jpg", img, 8)
+    shown, task = read_support(tmp_path / "s.jpg", tmp_path / "s.png")
+    assert shown[task == 1].mean() > 2 * shown[task == 0].mean()  # the mask covers the object
+    out = tmp_path / "out"
+    argv = ["segment", "--checkpoint", str(world["checkpoint"]), "--size", str(SIZE),
+            "--support", f"{tmp_path / 's.jpg'}:{tmp_path / 's.png'}",
+            "--query", str(tmp_path / "q.jpg"), "--out", str(out), "--no-progress"]
+    assert cli.main(argv) == 0, capsys.readouterr().err
+    assert Image.open(out / "q_mask.png").size == Image.open(out / "q_overlay.png").size == (90, 61)
+    panel = UploadPanel(load_backbone(world["checkpoint"]), size=SIZE)
+    panel.images.value, panel.masks.value, panel.queries.value = (
+        uploaded(tmp_path / name) for name in ("s.jpg", "s.png", "q.jpg"))
+    panel.run()
+    assert panel.results[0].mask.shape == (61, 90), capsys.readouterr().out
