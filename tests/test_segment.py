@@ -334,6 +334,21 @@ def test_keep_base_labels_the_base_classes_and_the_novel_one(world):
     assert binary.labels is None and binary.classes == () and binary.logits.ndim == 2
 
 
+def test_keep_base_in_the_upload_panel_and_its_figure(world, capsys):
+    from fsstools.plots import segment_panel
+    from fsstools.studies.uploads import UploadPanel
+
+    panel = UploadPanel(load_backbone(world["checkpoint"]), size=SIZE, keep_base=True)
+    (img, mask), query = world["supports"][0], world["queries"][1]
+    panel.images.value, panel.masks.value, panel.queries.value = (
+        uploaded(img), uploaded(mask), uploaded(query))
+    panel.run()
+    (r,) = panel.results
+    assert r.labels.shape == (97, 64) and r.classes[-1].kind == "novel", capsys.readouterr().out
+    fig = segment_panel(panel.results)
+    assert "distillation to the base model" in [ax.get_title() for ax in fig.axes]
+
+
 def test_keep_base_command_writes_label_maps_and_the_classes(world, tmp_path, capsys):
     out = tmp_path / "out"
     s = world["supports"]
