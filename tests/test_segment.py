@@ -382,5 +382,7 @@ def test_keep_base_refuses_a_model_without_base_classifier(world, tmp_path, caps
     assert "keep_base" in capsys.readouterr().err and not (tmp_path / "out").exists()
     with pytest.raises(ConfigError, match="labels the base classes too"):
         segment([s], [q], world["checkpoint"], method="diam", size=SIZE)
+    with pytest.raises(ConfigError, match="method 'repri' with keep_base: use a generalized"):
+        segment([s], [q], world["checkpoint"], method=METHODS["repri"], keep_base=True)
     with pytest.raises(ConfigError, match="reads the query's labels"):
         segment([s], [q], world["checkpoint"], method="diam_upperbound", keep_base=True)

@@ -171,7 +171,7 @@ def resolve(method: str | GFSSConfig | None) -> GFSSConfig:
     if isinstance(method, GFSSConfig):
         cfg = method
     else:
-        name = DEFAULT_METHOD if method is None else str(method)
+        name = DEFAULT_METHOD if method is None else getattr(method, "name", str(method))
         if name not in GFSS_METHODS:
             raise ConfigError(f"method {name!r} with keep_base: use a generalized method "
                               f"({', '.join(GFSS_METHODS)}){did_you_mean(name, GFSS_METHODS)}",
