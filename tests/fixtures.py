@@ -211,3 +211,18 @@ def write_pascal_sources(folder: Path) -> tuple[Path, Path, Path]:
     (lists / "pascal/train.txt").write_text("".join(map(paper_line, train)))
     (lists / "pascal/val.txt").write_text("".join(map(paper_line, PASCAL_VAL)))
     return voc.parent, sbd, lists
+
+
+TURN_FOR_STORAGE = {6: Image.Transpose.ROTATE_90, 8: Image.Transpose.ROTATE_270}
+"""EXIF orientation -> how a camera stores a picture that viewers turn back with that tag
+(6: viewers turn it 90 degrees clockwise, 8: counter-clockwise)."""
+
+
+def write_turned(path: Path, shown: np.ndarray, orientation: int) -> None:
+    """Write ``shown`` (the picture as viewers show it) stored turned, with the EXIF
+    orientation tag that turns it back: a phone photo (JPEG) or a mask (PNG) of that kind."""
+    img = Image.fromarray(shown).transpose(TURN_FOR_STORAGE[orientation])
+    exif = Image.Exif()
+    exif[0x0112] = orientation  # Orientation
+    path.parent.mkdir(parents=True, exist_ok=True)
+    img.save(path, exif=exif, **({"quality": 95} if path.suffix == ".jpg" else {}))

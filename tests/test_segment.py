@@ -22,7 +22,7 @@ import fsstools
 from fsstools import cli
 from fsstools import config as config_lib
 from fsstools.data.user_masks import read_support, task_mask
-from fsstools.errors import DataError, MissingError
+from fsstools.errors import ConfigError, DataError, MissingError
 from fsstools.inference import METHODS, run_method
 from fsstools.models.backbones import TRUNKS, DilatedResNet
 from fsstools.models.checkpoints import CHECKPOINT_FORMAT
@@ -243,21 +243,146 @@ def test_notebook_07_segments_injected_paths(world, tmp_path):
         out / "summary.md").read_text()
 
 
+def uploaded(*paths: Path) -> tuple[dict, ...]:
+    """What a FileUpload box holds after ``paths`` are uploaded."""
+    return tuple({"name": p.name, "type": "image", "size": p.stat().st_size,
+                  "content": memoryview(p.read_bytes()), "last_modified": datetime.now(UTC)}
+                 for p in paths)
+
+
 def test_upload_panel_segments_uploaded_files(world, capsys):
     from fsstools.studies.uploads import UploadPanel
 
     panel = UploadPanel(load_backbone(world["checkpoint"]), size=SIZE)
-
-    def files(*paths: Path) -> tuple[dict, ...]:
-        return tuple({"name": p.name, "type": "image", "size": p.stat().st_size,
-                      "content": memoryview(p.read_bytes()),
-                      "last_modified": datetime.now(UTC)} for p in paths)
-
     (img, mask), query = world["supports"][0], world["queries"][1]
-    panel.images.value, panel.masks.value = files(img), files(mask)
+    panel.images.value, panel.masks.value = uploaded(img), uploaded(mask)
     panel.run()  # no query yet: said in one line, nothing run
     assert panel.results == [] and "at least one query" in capsys.readouterr().out
-    panel.queries.value = files(query)
+    panel.queries.value = uploaded(query)
     panel.run()
     assert [r.name for r in panel.results] == ["q2.png"]
     assert panel.results[0].mask.shape == (97, 64)
+
+
+# ----------------------------------------------------------------------------- phone photos
+
+
+def test_turned_photos_are_segmented_and_written_as_shown(world, tmp_path, capsys):
+    """A photo stored turned with an EXIF orientation tag (as phones write them): its mask
+    drawn on the photo as shown is accepted and lands on the object, and the outputs have
+    the size viewers show."""
+    from fsstools.studies.uploads import UploadPanel
+    from tests.fixtures import write_turned
+
+    img, mask = picture(61, 90, 2)  # shown 61 high, 90 wide; stored 90 high, 61 wide
+    write_turned(tmp_path / "s.jpg", img, 6)
+    Image.fromarray(mask).save(tmp_path / "s.png")  # drawn on the photo as shown
+    write_turned(tmp_path / "q.jpg", img, 8)
+    shown, task = read_support(tmp_path / "s.jpg", tmp_path / "s.png")
+    assert shown[task == 1].mean() > 2 * shown[task == 0].mean()  # the mask covers the object
+    out = tmp_path / "out"
+    argv = ["segment", "--checkpoint", str(world["checkpoint"]), "--size", str(SIZE),
+            "--support", f"{tmp_path / 's.jpg'}:{tmp_path / 's.png'}",
+            "--query", str(tmp_path / "q.jpg"), "--out", str(out), "--no-progress"]
+    assert cli.main(argv) == 0, capsys.readouterr().err
+    assert Image.open(out / "q_mask.png").size == Image.open(out / "q_overlay.png").size == (90, 61)
+    panel = UploadPanel(load_backbone(world["checkpoint"]), size=SIZE)
+    panel.images.value, panel.masks.value, panel.queries.value = (
+        uploaded(tmp_path / name) for name in ("s.jpg", "s.png", "q.jpg"))
+    panel.run()
+    assert panel.results[0].mask.shape == (61, 90), capsys.readouterr().out
+
+
+# ----------------------------------------------------------------------------- keep_base
+
+
+def test_keep_base_labels_the_base_classes_and_the_novel_one(world):
+    from fsstools.data import splits
+    from fsstools.inference import GFSS_METHODS, run_gfss
+    from fsstools.own_images.keep_base import base_classifier
+
+    results = segment(world["supports"][:2], world["queries"], world["checkpoint"], size=SIZE,
+                      keep_base=True)
+    classes = results[0].classes
+    base = splits.base_classes("synth", 0)
+    assert [c.kind for c in classes] == ["background"] + ["base"] * 15 + ["novel"]
+    assert [c.class_id for c in classes[1:-1]] == base  # the checkpoint's classes, its order
+    assert [c.name for c in classes[1:-1]] == [splits.class_name("synth", c) for c in base]
+    assert len({c.colour for c in classes}) == len(classes)
+    found = set()
+    for r, shape in zip(results, [(173, 211), (97, 64)], strict=True):
+        assert r.labels.shape == r.mask.shape == r.probs.shape == shape
+        np.testing.assert_array_equal(r.mask, r.labels == 16)
+        assert r.logits.shape[0] == 17 and "kd" in r.traces and r.iterations == 100
+        found |= set(np.unique(r.labels).tolist())
+    assert 16 in found and found & set(range(1, 16)), found  # novel and base classes
+    # the same numbers as DIaM run on the same (unnormalised) features
+    backbone = load_backbone(world["checkpoint"])
+    pairs = [read_support(i, m) for i, m in world["supports"][:2]]
+    shots = extract(backbone.model, [p[0] for p in pairs], SIZE, [p[1] for p in pairs],
+                    normalize=False)
+    sf, sm = support_tensors(shots)
+    q = extract(backbone.model, [np.array(Image.open(world["queries"][0]).convert("RGB"))],
+                SIZE, normalize=False)
+    clf = base_classifier(backbone.model, backbone.kind, backbone.path)
+    labels = torch.where(sm == 1, 16, sm)
+    expected = run_gfss(GFSS_METHODS["diam"], clf.weight, clf.bias, sf[None], labels[None],
+                        q.feats, q.valid, 1)
+    torch.testing.assert_close(results[0].logits, expected.logits[0])
+    # the binary default is untouched by the option
+    (binary,) = segment(world["supports"][:2], world["queries"][:1], backbone, size=SIZE)
+    assert binary.labels is None and binary.classes == () and binary.logits.ndim == 2
+
+
+def test_keep_base_in_the_upload_panel_and_its_figure(world, capsys):
+    from fsstools.plots import segment_panel
+    from fsstools.studies.uploads import UploadPanel
+
+    panel = UploadPanel(load_backbone(world["checkpoint"]), size=SIZE, keep_base=True)
+    (img, mask), query = world["supports"][0], world["queries"][1]
+    panel.images.value, panel.masks.value, panel.queries.value = (
+        uploaded(img), uploaded(mask), uploaded(query))
+    panel.run()
+    (r,) = panel.results
+    assert r.labels.shape == (97, 64) and r.classes[-1].kind == "novel", capsys.readouterr().out
+    fig = segment_panel(panel.results)
+    assert "distillation to the base model" in [ax.get_title() for ax in fig.axes]
+
+
+def test_keep_base_command_writes_label_maps_and_the_classes(world, tmp_path, capsys):
+    out = tmp_path / "out"
+    s = world["supports"]
+    argv = ["segment", "--checkpoint", str(world["checkpoint"]), "--size", str(SIZE),
+            "--support", f"{s[0][0]}:{s[0][1]}", "--query-dir", str(world["queries"][0].parent),
+            "--keep-base", "--out", str(out), "--no-progress"]
+    assert cli.main(argv) == 0, capsys.readouterr().err
+    classes = pd.read_csv(out / "classes.csv")
+    assert list(classes["index"]) == list(range(17))
+    assert list(classes["kind"].iloc[[0, 1, -1]]) == ["background", "base", "novel"]
+    rows = list(csv.DictReader((out / "results.csv").open()))
+    for row, size in zip(rows, [(211, 173), (64, 97)], strict=True):
+        labels = Image.open(out / row["labels"])
+        assert labels.mode == "P" and labels.size == Image.open(out / row["overlay"]).size == size
+        values = np.unique(np.array(labels)).tolist()
+        assert set(values) <= set(range(17))
+        assert row["classes"] == "; ".join(classes["name"].iloc[values])
+
+
+def test_keep_base_refuses_a_model_without_base_classifier(world, tmp_path, capsys):
+    trunk = DilatedResNet(TRUNKS["small"])
+    torch.save({k: v for k, v in trunk.state_dict().items() if "num_batches" not in k},
+               tmp_path / "in.pth")
+    s, q = world["supports"][0], world["queries"][0]
+    with pytest.raises(ConfigError, match="ImageNet trunk, with no classifier of base classes"):
+        segment([s], [q], tmp_path / "in.pth", size=SIZE, keep_base=True)
+    argv = ["segment", "--checkpoint", str(tmp_path / "in.pth"), "--size", str(SIZE),
+            "--support", f"{s[0]}:{s[1]}", "--query", str(q), "--keep-base",
+            "--out", str(tmp_path / "out"), "--no-progress"]
+    assert cli.main(argv) == 2
+    assert "keep_base" in capsys.readouterr().err and not (tmp_path / "out").exists()
+    with pytest.raises(ConfigError, match="labels the base classes too"):
+        segment([s], [q], world["checkpoint"], method="diam", size=SIZE)
+    with pytest.raises(ConfigError, match="method 'repri' with keep_base: use a generalized"):
+        segment([s], [q], world["checkpoint"], method=METHODS["repri"], keep_base=True)
+    with pytest.raises(ConfigError, match="reads the query's labels"):
+        segment([s], [q], world["checkpoint"], method="diam_upperbound", keep_base=True)

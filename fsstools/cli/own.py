@@ -20,7 +20,10 @@ def segment_parser() -> argparse.ArgumentParser:
     p.add_argument("--query", action="append", default=[], type=Path, help="image to segment "
                    "(repeatable)")
     p.add_argument("--query-dir", type=Path, help="also segment every image of this folder")
-    p.add_argument("--method", default="repri", help="inference method")
+    p.add_argument("--method", help="inference method (default: repri; with --keep-base: diam)")
+    p.add_argument("--keep-base", action="store_true", help="also label every base class of "
+                   "the model (DIaM on its own classifier): adds a label map PNG per query "
+                   "and classes.csv, the overlay coloured per class; needs a base model")
     p.add_argument("--class-id", type=at_least(1), help="the class to segment in class-id masks")
     p.add_argument("--size", type=at_least(8), help="test size (default: the checkpoint's)")
     p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1 ...")
@@ -36,7 +39,8 @@ def run_segment(args: argparse.Namespace) -> int:
 
     queries = [*args.query, *(query_files(args.query_dir) if args.query_dir else [])]
     results = iter_segment([parse_support(s) for s in args.support], queries, args.checkpoint,
-                           args.method, args.size, args.device, args.class_id, args.batch_size)
+                           args.method, args.size, args.device, args.class_id, args.batch_size,
+                           args.keep_base)
     rows = write_results(results, args.out, [str(q) for q in queries], not args.no_progress)
     print(f"{len(rows)} queries segmented: masks, overlays and results.csv in {args.out}")
     return 0

@@ -20,6 +20,7 @@ from PIL import Image, UnidentifiedImageError
 
 from fsstools.constants import IGNORE_INDEX
 from fsstools.data import pascal_lists
+from fsstools.data.images import open_image
 from fsstools.data.sbd import IMAGE_DIR, MASK_DIR, N_VOC_CLASSES
 from fsstools.progress import bar as progress_bar
 
@@ -180,15 +181,9 @@ def _paper_list_problems(root: Path, names: Sequence[str]) -> list[Problem]:
 def _open(path: Path) -> Image.Image | str:
     """The decoded image, or why it cannot be read."""
     try:
-        img = Image.open(path)
+        return open_image(path)  # decoded (a truncated file fails here), as viewers show it
     except _UNREADABLE as err:
         return str(err) or type(err).__name__
-    try:
-        img.load()  # decode now: a truncated file fails here (and the file is closed)
-    except _UNREADABLE as err:
-        img.close()
-        return str(err) or type(err).__name__
-    return img
 
 
 def _pair_problems(root: Path, entry: _Entry, missing_dirs: set[str]) -> list[Problem]:

@@ -9,6 +9,9 @@ Layout (the root is what ``data_root`` / ``--root`` / ``data.root`` name)::
       lists/train.txt    optional: image names (a.jpg, or a) or "image mask" pairs per line
       lists/val.txt      optional: the same for the test images
 
+Images and masks are read as viewers show them: a photo's EXIF orientation is applied
+(:mod:`fsstools.data.images`), so a mask drawn on the photo as shown fits it.
+
 Without list files the images split by name order: every fifth image (the 5th, 10th, ...)
 is a val image, the others train images (``lists/all.txt`` names them all). Classes split
 into four folds as PASCAL's do: fold i tests classes ``k*i + 1 .. k*(i + 1)`` with

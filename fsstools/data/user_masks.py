@@ -9,8 +9,10 @@ Masks come as people have them, and are turned into the task mask (``uint8`` (H,
   ignore, every other id background;
 - a grey mask saved as RGB(A) whose three channels are equal reads as grey.
 
-A mask of another size than its image is refused (never resized), and so is a support
-mask without foreground pixel; each error names the file and the fix.
+Images and masks are read as viewers show them (a photo's EXIF orientation applied,
+:mod:`fsstools.data.images`). A mask of another size than its image is refused (never
+resized), and so is a support mask without foreground pixel; each error names the file and
+the fix.
 
 Example:
     >>> import numpy as np
@@ -24,9 +26,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 
 from fsstools.constants import IGNORE_INDEX
+from fsstools.data.images import displayed, open_image
 from fsstools.errors import DataError, MissingError
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
@@ -48,9 +51,8 @@ def _open(path: Path, what: str) -> Image.Image:
     if not path.is_file():
         raise MissingError(f"{what} {path} does not exist; check the path")
     try:
-        img = Image.open(path)
-        img.load()  # decode now: a truncated or foreign file fails here
-    except (UnidentifiedImageError, OSError, SyntaxError) as err:
+        img = open_image(path)
+    except (OSError, SyntaxError, ValueError) as err:
         raise DataError(f"{what} {path} cannot be read as an image ({err}); pass a JPEG or "
                         "PNG file") from err
     return img
@@ -62,7 +64,7 @@ def read_image(source: ImageLike, name: str = "image") -> np.ndarray:
     if isinstance(source, str | Path):
         return np.array(_open(Path(source), "image").convert("RGB"))
     if isinstance(source, Image.Image):
-        return np.array(source.convert("RGB"))
+        return np.array(displayed(source).convert("RGB"))
     arr = np.asarray(source)
     if arr.dtype != np.uint8 or arr.ndim not in (2, 3) or (arr.ndim == 3
                                                            and arr.shape[2] not in (3, 4)):
@@ -78,7 +80,7 @@ def _mask_values(source: ImageLike, name: str) -> np.ndarray:
     if isinstance(source, str | Path):
         img = _open(Path(source), "mask")
     elif isinstance(source, Image.Image):
-        img = source
+        img = displayed(source)
     else:
         arr = np.asarray(source)
         if arr.dtype == bool:

@@ -5,6 +5,8 @@ One reader serves the synthetic benchmark, PASCAL and the COCO masks written by
 (relative to the data root, the reference code's format) or one VOC image id per line
 (``ImageSets/Segmentation/train.txt``), which maps to ``JPEGImages/<id>.jpg`` and
 ``SegmentationClassAug/<id>.png`` (or ``SegmentationClass/<id>.png`` without SBD masks).
+Images and masks are read as viewers show them (EXIF orientation applied,
+:mod:`fsstools.data.images`).
 """
 
 from __future__ import annotations
@@ -14,11 +16,12 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 
 from fsstools import cache, paths
 from fsstools.cache import atomic_write_text
 from fsstools.constants import IGNORE_INDEX, min_fg_pixels
+from fsstools.data.images import open_image
 from fsstools.data.synth import manifest as synth_manifest
 from fsstools.errors import DataError, MissingError
 from fsstools.progress import bar as progress_bar
@@ -89,9 +92,8 @@ def _open(path: Path, what: str) -> Image.Image:
             f"{what} {path} not found; check the data root and the list file that names it"
         )
     try:
-        img = Image.open(path)
-        img.load()  # decode now so a truncated file fails here, not later
-    except (UnidentifiedImageError, OSError, SyntaxError) as err:
+        img = open_image(path)  # decoded now, so a truncated file fails here, not later
+    except (OSError, SyntaxError, ValueError) as err:
         raise DataError(
             f"cannot read {what} {path} ({err}); the file is corrupt or not an image: "
             "replace it or remove it from the list file"

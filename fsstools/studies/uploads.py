@@ -32,17 +32,18 @@ class UploadPanel:
 
     Args:
         backbone: from :func:`fsstools.own_images.segmentation.load_backbone`.
-        method, size, device, class_id: as for :func:`fsstools.segment`.
+        method, size, device, class_id, keep_base: as for :func:`fsstools.segment`.
 
     Attributes:
         widget: the box to display.
         results: the last segmentation (empty before the first).
     """
 
-    def __init__(self, backbone: Backbone, method: str = "repri", size: int | None = None,
-                 device: str = "cpu", class_id: int | None = None) -> None:
+    def __init__(self, backbone: Backbone, method: str | None = None, size: int | None = None,
+                 device: str = "cpu", class_id: int | None = None, keep_base: bool = False
+                 ) -> None:
         self.backbone, self.method, self.size = backbone, method, size
-        self.device, self.class_id = device, class_id
+        self.device, self.class_id, self.keep_base = device, class_id, keep_base
         self.images = W.FileUpload(accept=ACCEPT, multiple=True, description="supports")
         self.masks = W.FileUpload(accept=".png", multiple=True, description="masks")
         self.queries = W.FileUpload(accept=ACCEPT, multiple=True, description="queries")
@@ -67,7 +68,8 @@ class UploadPanel:
                 self.results = segment([(i, m) for (_, i), (_, m) in zip(images, masks,
                                                                           strict=True)],
                                        [q for _, q in queries], self.backbone, self.method,
-                                       self.size, self.device, self.class_id)
+                                       self.size, self.device, self.class_id,
+                                       keep_base=self.keep_base)
             except UserError as err:
                 print(f"error: {err}")
                 return
