@@ -183,15 +183,15 @@ def prepare(
     need = cache_bytes(len(first.images), classifier.weight.shape[1], size, feature_dtype)
     streamed = need > feature_cache_gb * 1e9
     pairs = support_images(list(draws.values())) if streamed else list(first.images)
-    store = ensure_features(checkpoint, root, pairs, dataset, settings, device=device,
-                            progress=progress, force=force)
-    stream = (open_stream(Path(checkpoint), root, first.images, dataset, settings, store.key,
-                          device) if streamed else None)
     if progress and streamed:
         print(f"fold {fold}: the features of {len(first.images)} queries would take "
               f"{need / 1e9:.1f} GB, over feature_cache_gb={feature_cache_gb:g}: only the "
               f"{len(pairs)} supports' are cached, the queries' are extracted while scoring",
               flush=True)
+    store = ensure_features(checkpoint, root, pairs, dataset, settings, device=device,
+                            progress=progress, force=force)
+    stream = (open_stream(Path(checkpoint), root, first.images, dataset, settings, store.key,
+                          device) if streamed else None)
     if progress:
         print(f"fold {fold}: {n_runs} support set(s) per shot count {list(shots)}, features "
               f"of {len(store.index)} images ready ({time.perf_counter() - tic:.1f} s)",
