@@ -13,8 +13,12 @@ harmonic mean, and intervals over runs and base seeds, come from
 DIaM reads the features as the model gives them (the authors' code does not normalise
 them), so they are cached apart from the unit-length features of the binary protocol
 (``FeatureSettings(normalize=False)``), once per checkpoint for every shot count, run and
-method. Scores are cached per (method, shots, run) under a key of the features, the support
-draw, the method's settings, the device type and the scoring code.
+method. When the queries' features would take more than ``feature_cache_gb`` on disk
+(COCO-20i), only the supports' are cached and the queries' are extracted while scoring
+(:mod:`fsstools.evaluation.generalized_stream`), with the same counts. Scores are cached per
+(method, shots, run) under a key of the features (or of the streamed queries: checkpoint,
+images, feature settings, with the supports' features), the support draw, the method's
+settings, the device type and the scoring code.
 
 Example:
     >>> study = prepare(checkpoint, "data/synth/A", "lists/val.txt", "synth", fold=0,
@@ -55,6 +59,16 @@ from fsstools.evaluation.generalized_scoring import (
     score_run,
     scores_key,
 )
+from fsstools.evaluation.generalized_stream import (
+    FEATURE_CACHE_GB,
+    QueryStream,
+    StreamJob,
+    cache_bytes,
+    open_stream,
+    richest_listed_query,
+    score_streamed,
+    support_images,
+)
 from fsstools.evaluation.pipeline import resolve_checkpoint
 from fsstools.evaluation.views import QueryView, display_image
 from fsstools.features import FeatureSettings, FeatureStore, ensure_features
@@ -73,8 +87,11 @@ class GFSSStudy:
     Attributes:
         checkpoint: the fold's base model; classifier: its 1x1 classifier.
         draws: shots -> the support sets of every run.
-        store: unnormalised features of every image with an object.
+        store: unnormalised features of every image with an object; with ``stream``, of
+            the supports only.
         dataset, fold, size, device: what is scored and where.
+        stream: what extracts the queries' features while scoring (None: they are cached
+            in ``store``).
     """
 
     checkpoint: Path
@@ -85,6 +102,12 @@ class GFSSStudy:
     fold: int
     size: int
     device: str = "cpu"
+    stream: QueryStream | None = None
+
+    @property
+    def features_key(self) -> str:
+        """Key of the features the scores read: the store's, or the stream's."""
+        return self.store.key if self.stream is None else self.stream.key
 
 
 def base_classifier(checkpoint: str | Path, dataset: str, fold: int,
@@ -130,15 +153,21 @@ def prepare(
     max_queries: int | None = None,
     device: str = "cpu",
     feature_dtype: str = "float32",
+    feature_cache_gb: float = FEATURE_CACHE_GB,
     progress: bool = True,
     force: bool = False,
 ) -> GFSSStudy:
     """Support sets of every shot count and run, the fold guard, the base classifier and
-    the unnormalised features of the list's images with an object (all cached).
+    the unnormalised features of the list's images with an object (all cached), or of the
+    supports only when the queries' would take more than ``feature_cache_gb``.
 
     Args:
         max_queries: queries per run, a seeded subset (None: all; see
             :class:`fsstools.data.generalized.SupportSettings`).
+        feature_cache_gb: the most disk (GB) the queries' features may take (estimated by
+            :func:`~fsstools.evaluation.generalized_stream.cache_bytes`); past it they are
+            extracted a block at a time while scoring, never written, and the decision is
+            printed.
 
     Raises:
         ConflictError: a checkpoint trained on classes the fold tests.
@@ -150,47 +179,89 @@ def prepare(
     first = next(iter(draws.values()))
     guard.check_disjoint(checkpoint, dataset, first.novel, fold)
     classifier = base_classifier(checkpoint, dataset, fold, scheme, root)
-    store = ensure_features(checkpoint, root, list(first.images), dataset,
-                            FeatureSettings(size, feature_dtype, normalize=False),
-                            device=device, progress=progress, force=force)
+    settings = FeatureSettings(size, feature_dtype, normalize=False)
+    need = cache_bytes(len(first.images), classifier.weight.shape[1], size, feature_dtype)
+    streamed = need > feature_cache_gb * 1e9
+    pairs = support_images(list(draws.values())) if streamed else list(first.images)
+    if progress and streamed:
+        print(f"fold {fold}: the features of {len(first.images)} queries would take "
+              f"{need / 1e9:.1f} GB, over feature_cache_gb={feature_cache_gb:g}: only the "
+              f"{len(pairs)} supports' are cached, the queries' are extracted while scoring",
+              flush=True)
+    store = ensure_features(checkpoint, root, pairs, dataset, settings, device=device,
+                            progress=progress, force=force)
+    stream = (open_stream(Path(checkpoint), root, first.images, dataset, settings, store.key,
+                          device) if streamed else None)
     if progress:
         print(f"fold {fold}: {n_runs} support set(s) per shot count {list(shots)}, features "
               f"of {len(store.index)} images ready ({time.perf_counter() - tic:.1f} s)",
               flush=True)
-    return GFSSStudy(Path(checkpoint), classifier, draws, store, dataset, fold, size, device)
+    return GFSSStudy(Path(checkpoint), classifier, draws, store, dataset, fold, size, device,
+                     stream)
 
 
 def score(study: GFSSStudy, methods: Methods, batch_queries: int | None = None,
           progress: bool = True, force: bool = False) -> pd.DataFrame:
     """Score every method on every run of every shot count, reading cached scores if any.
 
+    With a :attr:`GFSSStudy.stream`, every score not cached comes from one pass over the
+    queries (:func:`~fsstools.evaluation.generalized_stream.score_streamed`).
+
     Returns:
         Per (method, shots, run) one row per class: method, fold, shots, run, class_index,
         class_id, kind ("background", "base", "novel"), inter, union, target.
     """
+    folder = paths.cache_dir("gfss_scores")
+    where = {(shots, label, run): folder / (scores_key(study.features_key, draw.hash, run,
+                                                       method, study.device) + ".csv")
+             for shots, draw in study.draws.items() for label, method in methods.items()
+             for run in range(len(draw.runs))}
+    todo = {job for job, path in where.items() if force or not path.is_file()}
+    if study.stream is not None and todo:
+        tic = time.perf_counter()
+        _score_streamed(study, methods, sorted(todo, key=list(where).index), batch_queries,
+                        where, progress)
+        if progress:
+            print(f"  fold {study.fold}: {len(todo)} (method, shots, run) scored in one pass "
+                  f"over the queries ({time.perf_counter() - tic:.1f} s)", flush=True)
     frames = []
     for shots, draw in study.draws.items():
         for label, method in methods.items():
-            tic, reused = time.perf_counter(), 0
+            tic = time.perf_counter()
             for run in range(len(draw.runs)):
-                key = scores_key(study.store.key, draw.hash, run, method, study.device)
-                path = paths.cache_dir("gfss_scores") / f"{key}.csv"
-                if path.is_file() and not force:
-                    reused += 1
-                else:
+                path = where[shots, label, run]
+                if (shots, label, run) in todo and study.stream is None:
                     rows = score_run(study.store, draw, run, study.classifier, method,
                                      study.device, batch_queries)
                     atomic_write_text(path, rows.to_csv(index=False))
                 rows = pd.read_csv(path)  # the same dtypes and values as a cached read
                 frames.append(rows.assign(method=label, fold=study.fold, shots=shots, run=run))
             if progress:
-                where = (f"reused from {paths.cache_dir('gfss_scores')}" if reused == len(draw.runs)
-                         else f"{time.perf_counter() - tic:.1f} s")
-                print(f"  fold {study.fold} {label} {shots}-shot: {len(draw.runs)} runs ({where})",
-                      flush=True)
+                fresh = any((shots, label, run) in todo for run in range(len(draw.runs)))
+                took = ("streamed" if study.stream is not None
+                        else f"{time.perf_counter() - tic:.1f} s")
+                print(f"  fold {study.fold} {label} {shots}-shot: {len(draw.runs)} runs "
+                      f"({took if fresh else f'reused from {folder}'})", flush=True)
     rows = pd.concat(frames, ignore_index=True)
     first = ["method", "fold", "shots", "run"]
     return rows[first + [c for c in rows.columns if c not in first]]
+
+
+def _score_streamed(study: GFSSStudy, methods: Methods, todo: list[tuple[int, str, int]],
+                    batch_queries: int | None, where: dict[tuple[int, str, int], Path],
+                    progress: bool) -> None:
+    """Write the scores of the (shots, label, run) ``todo`` from one pass over the queries."""
+    assert study.stream is not None
+    inputs = {(shots, run): run_inputs(study.store, study.draws[shots], run, study.classifier,
+                                       study.device)
+              for shots, _, run in todo}
+    jobs = [StreamJob(inputs[shots, run],
+                      frozenset(img for img, _ in study.draws[shots].queries(run)),
+                      methods[label]) for shots, label, run in todo]
+    order = next(iter(study.draws.values())).images
+    results = score_streamed(study.stream, jobs, order, batch_queries, progress)
+    for job, rows in zip(todo, results, strict=True):
+        atomic_write_text(where[job], rows.to_csv(index=False))
 
 
 def richest_query(store: FeatureStore, draw: SupportDraw, run: int) -> int:
@@ -208,19 +279,26 @@ def richest_query(store: FeatureStore, draw: SupportDraw, run: int) -> int:
 
 def query_view(study: GFSSStudy, shots: int, methods: Methods, run: int = 0,
                row: int | None = None) -> QueryView:
-    """Each method's prediction on one query (default :func:`richest_query`) of a run. DIaM
-    fits each query on its own, so these are the very predictions the scores counted."""
+    """Each method's prediction on one query of a run: the one at ``row`` of the draw's
+    images (their store rows), by default the one holding the most classes
+    (:func:`richest_query`; with a stream, from the list's class index). DIaM fits each query
+    on its own, so these are the very predictions the scores counted."""
     draw = study.draws[shots]
-    row = richest_query(study.store, draw, run) if row is None else row
+    if study.stream is None:
+        store = study.store
+        row = richest_query(store, draw, run) if row is None else row
+    else:
+        n_classes = study.stream.n_classes
+        pair = draw.images[richest_listed_query(draw, run, n_classes) if row is None else row]
+        store, row = next(study.stream.stores([pair], 1)), 0
     inputs = run_inputs(study.store, draw, run, study.classifier, study.device)
     to_ids = torch.tensor([*inputs.classes, 255], device=study.device)
     predictions, target = {}, None
     for label, method in methods.items():
-        pred, target = predict_queries(study.store, inputs, np.array([row]), method,
-                                       study.device)
-        valid = torch.tensor(np.asarray(study.store.valid_full[row]), device=study.device)
+        pred, target = predict_queries(store, inputs, np.array([row]), method, study.device)
+        valid = torch.tensor(np.asarray(store.valid_full[row]), device=study.device)
         predictions[label] = to_ids[torch.where(valid, pred[0], -1)].cpu().numpy()
-    img = next(name for name, r in study.store.index.items() if r == row)
+    img = next(name for name, r in store.index.items() if r == row)
     mask = dict(draw.images)[img]
     image = display_image(draw.root, img, mask, study.dataset, study.size)
     ids = to_ids[torch.where(target[0] == 255, -1, target[0])].cpu().numpy()
@@ -264,8 +342,8 @@ def run_generalized(cfg: GFSSEvalConfig, progress: bool = True, force: bool = Fa
         force)
     study = prepare(checkpoint, cfg.root, cfg.list_file, cfg.dataset, cfg.fold, cfg.shots,
                     cfg.size, cfg.n_runs, cfg.seed, cfg.scheme, max_queries=cfg.n_queries or None,
-                    device=cfg.device, feature_dtype=cfg.feature_dtype, progress=progress,
-                    force=force)
+                    device=cfg.device, feature_dtype=cfg.feature_dtype,
+                    feature_cache_gb=cfg.feature_cache_gb, progress=progress, force=force)
     rows = score(study, cfg.method_configs(), progress=progress, force=force)
     summary = gstats.summarize(rows, n_boot=cfg.n_boot)
     out.mkdir(parents=True, exist_ok=True)
@@ -273,7 +351,8 @@ def run_generalized(cfg: GFSSEvalConfig, progress: bool = True, force: bool = Fa
     atomic_write_text(out / "runs.csv", gstats.run_scores(rows).to_csv(index=False))
     atomic_write_text(out / "summary.csv", summary.to_csv(index=False))
     config_lib.save_yaml(cfg, saved)
-    meta = {"checkpoint": str(checkpoint), "features": study.store.key,
+    meta = {"checkpoint": str(checkpoint), "features": study.features_key,
+            "queries": "cached" if study.stream is None else "streamed",
             "support_draws": {f"{k}shot": d.hash for k, d in study.draws.items()}}
     atomic_write_text(out / "meta.json", json.dumps(meta, indent=2))
     return GFSSResults(rows, summary, out)

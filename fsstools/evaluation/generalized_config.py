@@ -30,6 +30,7 @@ from fsstools.data.splits import Dataset, Scheme
 from fsstools.data.transforms import FEATURE_STRIDE
 from fsstools.errors import ConfigError
 from fsstools.evaluation.generalized_scoring import BASE_MODEL
+from fsstools.evaluation.generalized_stream import FEATURE_CACHE_GB
 from fsstools.inference.generalized import (
     GFSS_METHODS,
     PI_STRATEGIES,
@@ -86,6 +87,9 @@ class GFSSEvalConfig:
         checkpoint, train_config, train_overrides: the base model, as in ``EvalConfig``.
         device, feature_dtype, n_boot: where to compute, how to store features, bootstrap
             resamples.
+        feature_cache_gb: the most disk (GB) the queries' cached features may take; past
+            it only the supports' are cached and the queries' are extracted while scoring
+            (COCO-20i at 417 pixels: about 245 GB cached; PASCAL-5i: 8.8 GB).
         out_dir: where the CSVs go; None: ``<outputs>/eval/<dataset>-fold<f>-generalized-
             <shots>shot-<hash of this config>``.
     """
@@ -108,6 +112,7 @@ class GFSSEvalConfig:
     train_overrides: tuple[str, ...] = ()
     device: str = "cpu"
     feature_dtype: FeatureDtype = "float32"
+    feature_cache_gb: float = FEATURE_CACHE_GB
     n_boot: int = 1000
     out_dir: str | None = None
 
@@ -138,6 +143,9 @@ def check(cfg: GFSSEvalConfig) -> None:
                      ("seed", 0)):
         config_lib.check_at_least(key, list(getattr(cfg, key)) if key == "shots"
                                   else getattr(cfg, key), low=low)
+    if not cfg.feature_cache_gb >= 0:
+        raise ConfigError(f"feature_cache_gb must be >= 0 (GB), got {cfg.feature_cache_gb}; "
+                          "0 streams the queries' features always", key="feature_cache_gb")
     if cfg.size < FEATURE_STRIDE:
         raise ConfigError(f"size={cfg.size}: the test size must be at least {FEATURE_STRIDE} "
                           "pixels", key="size")

@@ -67,8 +67,9 @@ class BaseClassifier:
 def scores_key(features: str, draw: str, run: int, method: GFSSConfig | None,
                device: str | torch.device) -> str:
     """Key of the rows of ``method`` (None: the base model alone) on run ``run`` of the
-    support draw hashed ``draw``, over the features stored under ``features`` (whose key
-    holds the checkpoint's bytes, hence its classifier)."""
+    support draw hashed ``draw``, over the features keyed ``features``: a feature store's
+    key, or a query stream's (:mod:`fsstools.evaluation.generalized_stream`); both hold
+    the checkpoint's bytes, hence its classifier."""
     settings = (BASE_MODEL if method is None
                 else config_lib.to_dict(dataclasses.replace(method, name="")))
     return cache.cache_key(stage="gfss_scores", features=features, draw=draw, run=run,
@@ -205,6 +206,43 @@ def predict_queries(store: FeatureStore, inputs: RunInputs, rows: np.ndarray,
     return predict(torch.softmax(logits, dim=1), tuple(target.shape[-2:])), target
 
 
+def query_batch(feature_elements: int, device: str | torch.device,
+                batch_queries: int | None = None) -> int:
+    """Queries fitted together: ``batch_queries``, else as many as :data:`QUERY_ELEMENTS`
+    (:data:`QUERY_ELEMENTS_ACCELERATOR` off the CPU) hold of ``feature_elements`` each."""
+    if batch_queries is not None:
+        return batch_queries
+    cpu = torch.device(device).type == "cpu"
+    return max(1, (QUERY_ELEMENTS if cpu else QUERY_ELEMENTS_ACCELERATOR) // feature_elements)
+
+
+def query_workers(device: str | torch.device) -> int:
+    """Query batches run side by side: torch's threads on a CPU, each batch on one thread
+    (a hundred steps of small products split across threads spend their time at barriers),
+    one at a time elsewhere."""
+    return torch.get_num_threads() if torch.device(device).type == "cpu" else 1
+
+
+def count_queries(store: FeatureStore, inputs: RunInputs, rows: np.ndarray,
+                  method: GFSSConfig | None, device: str | torch.device = "cpu",
+                  batch_queries: int | None = None) -> torch.Tensor:
+    """(K, K) :func:`confusion` of ``method`` summed over the queries at store ``rows``,
+    ``batch_queries`` at a time (:func:`query_batch`; the counts do not depend on it)."""
+    batch = query_batch(int(np.prod(store.feats.shape[1:])), device, batch_queries)
+    workers = query_workers(device)
+    n_batches = max(-(-len(rows) // batch), min(workers, len(rows)))
+    batches = spans(len(rows), -(-len(rows) // n_batches))
+    K = len(inputs.classes)
+
+    def count(span: tuple[int, int]) -> torch.Tensor:
+        pred, target = predict_queries(store, inputs, rows[span[0]:span[1]], method, device)
+        return confusion(pred, target, K)
+
+    cpu = torch.device(device).type == "cpu"
+    confs = map_single_threaded(count, batches, workers) if cpu else map(count, batches)
+    return sum(confs, torch.zeros(K, K, dtype=torch.long, device=device))
+
+
 def score_run(store: FeatureStore, draw: SupportDraw, run: int, classifier: BaseClassifier,
               method: GFSSConfig | None, device: str | torch.device = "cpu",
               batch_queries: int | None = None) -> pd.DataFrame:
@@ -223,21 +261,6 @@ def score_run(store: FeatureStore, draw: SupportDraw, run: int, classifier: Base
         class_id, kind, inter, union, target (labelled pixels), summed over the queries.
     """
     inputs = run_inputs(store, draw, run, classifier, device)
-    K = len(inputs.classes)
     rows = np.array([store.index[img] for img, _ in draw.queries(run)])
-    cpu = torch.device(device).type == "cpu"
-    if batch_queries is None:
-        budget = QUERY_ELEMENTS if cpu else QUERY_ELEMENTS_ACCELERATOR
-        batch_queries = max(1, budget // int(np.prod(store.feats.shape[1:])))
-    # on a CPU, batches run side by side, each single-threaded (as RePRI's chunks): a
-    # hundred steps of small products split across threads spend their time at barriers
-    workers = torch.get_num_threads() if cpu else 1
-    n_batches = max(-(-len(rows) // batch_queries), min(workers, len(rows)))
-    batches = spans(len(rows), -(-len(rows) // n_batches))
-
-    def count(span: tuple[int, int]) -> torch.Tensor:
-        pred, target = predict_queries(store, inputs, rows[span[0]:span[1]], method, device)
-        return confusion(pred, target, K)
-
-    confs = map_single_threaded(count, batches, workers) if cpu else map(count, batches)
-    return class_rows(sum(confs), inputs.classes, inputs.n_base)
+    conf = count_queries(store, inputs, rows, method, device, batch_queries)
+    return class_rows(conf, inputs.classes, inputs.n_base)
