@@ -59,7 +59,7 @@ def report_parser() -> argparse.ArgumentParser:
                    help="the main job's folder (default: the outputs folder)")
     p.add_argument("--docs", type=Path, default=Path("docs"), help="where results.md goes")
     p.add_argument("--readme", type=Path, default=Path("README.md"),
-                   help="README whose headline block is replaced (an empty value: none)")
+                   help="README whose headline and reading blocks are replaced (an empty value: none)")
     return p
 
 
