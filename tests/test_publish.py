@@ -169,3 +169,21 @@ def test_the_methods_page_lists_every_method_with_its_label():
     page = (REPO / "docs" / "methods.md").read_text()
     for name in METHODS:
         assert f"| `{name}` | {report.label(name)} |" in page, name
+
+
+RETIRED_NAMES = ("support-fit prototype", "single prototype with", "one-prototype variant",
+                 "authors' config (300", "RePRI's settings (50")
+"""Other names the labelled methods once went by; each method has one name, its label."""
+
+
+def test_each_method_goes_by_its_label_only():
+    import json
+
+    pages = {p: p.read_text() for p in [REPO / "README.md", *(REPO / "docs").glob("*.md")]}
+    for nb in (REPO / "notebooks").glob("*.ipynb"):
+        cells = json.loads(nb.read_text())["cells"]
+        pages[nb] = "\n".join("".join(c["source"]) for c in cells if c["cell_type"] == "markdown")
+    for path, text in pages.items():
+        flat = " ".join(text.split())
+        for name in RETIRED_NAMES:
+            assert name not in flat, f"{path.name} calls a method {name!r}: use its label"

@@ -128,7 +128,8 @@ def findings(tables: Mapping[str, pd.DataFrame]) -> list[str]:
             _methods(d2, ("oracle_repri_weights",)), REFERENCE, labels=label, bold=False))
         prior = []
         if (errors := t("05_proportion_prior/prior_error_summary")) is not None:
-            prior.append(readings.prior_error_note(errors, bold=False))
+            fewest = errors[errors["shots"] == errors["shots"].min()]
+            prior.append(readings.prior_error_note(fewest, bold=False))
         if (delta := t("05_proportion_prior/delta_difference")) is not None:
             prior += readings.delta_notes(delta, ORACLE_CONFIGS, bold=False)
         notes.append("**The true foreground proportion** (notebook 03"
