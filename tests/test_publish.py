@@ -145,6 +145,18 @@ def test_report_refuses_missing_results_and_a_readme_without_markers(tmp_path, c
     assert readme.read_text() == "# no markers\n"
 
 
+def test_the_reading_leaves_out_what_the_job_did_not_write(tmp_path):
+    from fsstools.studies import headline
+
+    tables = headline.load_tables(fake_outputs(tmp_path))
+    assert "06_meta_learning/differences" in tables and len(headline.findings(tables)) == 6
+    del tables["06_meta_learning/differences"], tables["02_loss_ablations/difference_to_repri"]
+    notes = headline.findings(tables)
+    assert len(notes) == 5 and not any("meta-learned" in n or "CE + KL" in n for n in notes)
+    (only,) = headline.findings({})
+    assert only.startswith("- **The benchmark's caveat.**")
+
+
 @pytest.mark.parametrize("block", [publish.headline_block, publish.reading_block])
 def test_the_readme_blocks_equal_the_generated_results(block):
     results = REPO / "docs" / "results.md"
