@@ -340,6 +340,6 @@ def test_the_reading_quotes_the_contrasts_and_calls_a_zero_gap_level():
     assert table.loc["DIaM minus DIaM without distillation", "1-shot base"] == "10.0 [10.0, 10.0]"
     text = "\n".join(generalized.reading(summary, diffs, caveat=False))
     assert "**What distillation keeps** at 1 shot (DIaM minus DIaM without it): base +10.0 " \
-           "[+10.0, +10.0] (gain); novel +0.0 [+0.0, +0.0] (level)" in text
+           "[+10.0, +10.0] (gain); novel +0.0 [0, 0] (level)" in text  # exactly 0: level
     assert "DIaM -5.0 [-5.0, -5.0] (forgets)" in text
     assert "Intervals (95%) cover runs (3 runs" in text

@@ -300,13 +300,18 @@ def test_notebook_parameters_check_folds(outputs, monkeypatch):
 
 @pytest.mark.parametrize("first, last, verdict, trend", [
     ((0.01, -0.02, 0.04), (0.08, 0.05, 0.11), "holds here", "widens"),
-    ((0.05, 0.02, 0.08), (0.05, 0.02, 0.08), "holds for its 1-shot half only",
-     "changes by less than its uncertainty"),
+    ((0.05, 0.02, 0.08), (0.05, 0.02, 0.08), "does not hold", "changes by less than its"),
+    ((0.05, 0.0002, 0.08), (0.15, 0.12, 0.18), "holds for its growth half only", "widens"),
+    ((0.05, 0.0, 0.08), (0.15, 0.12, 0.18), "holds here", "widens"),
     ((-0.06, -0.09, -0.03), (0.04, 0.01, 0.07), "holds for its growth half only", "widens"),
+    ((-0.16, -0.19, -0.13), (-0.04, -0.07, -0.01), "does not hold", "widens"),
     ((0.02, -0.01, 0.05), (-0.06, -0.08, -0.04), "holds for its 1-shot half only", "narrows"),
 ])
-def test_the_claim_is_read_from_the_paired_differences(first, last, verdict, trend):
+def test_the_claim_reads_on_par_as_level(first, last, verdict, trend):
     rows = [pd.Series(dict(zip(("miou", "miou_low", "miou_high"), v, strict=True)))
             for v in (first, last)]
-    note = meta_learning._claim_note(*rows, 1, 10)
+    note = meta_learning.claim_note(*rows, 1, 10)
     assert verdict in note and f"the gap {trend}" in note
+    # ahead at 1 shot, even by a bound that rounds to 0.0, is not "on par"
+    assert ("RePRI is ahead of" in note) == (first[1] > 0)
+    assert "[+0.0," not in note

@@ -15,7 +15,13 @@ from matplotlib.figure import Figure
 from fsstools import plots
 from fsstools.evaluation import views
 from fsstools.inference import METHODS
-from fsstools.plots.style import BACKGROUND_DIM, CONTOUR_COLOUR
+from fsstools.plots.style import (
+    BACKGROUND_DIM,
+    CONTOUR_COLOUR,
+    METHOD_COLOURS,
+    METHOD_LABELS,
+    colours,
+)
 from fsstools.studies import report
 
 
@@ -64,6 +70,21 @@ def tiny_view(shots: int = 2) -> views.EpisodeView:
         true_share=0.25,
         method=METHODS["repri"],
     )
+
+
+def test_every_method_of_a_figure_gets_its_own_colour():
+    every = [*METHOD_LABELS, "CE + RePRI", "PANet + RePRI", "some arm"]
+    assert len(set(colours(every).values())) == len(every)
+    headline = ["panet", "inductive", "ce_support", "ce", "repri", "oracle_repri"]
+    assert colours(headline) == {m: METHOD_COLOURS[m] for m in headline}  # stable colours
+    # two methods sharing a fixed colour, and more keys than the palette holds
+    assert len(set(colours(["inductive", "base_model", "x"]).values())) == 3
+    many = [f"arm {i}" for i in range(40)]
+    assert len(set(colours(many).values())) == 40
+    # the headline figure: one line colour per method
+    fig = plots.shot_curves(summary_rows(methods=headline, shots=(1, 5, 10)))
+    drawn = [to_rgb(line.get_color()) for line in fig.axes[0].lines]
+    assert len(drawn) == len(headline) and len(set(drawn)) == len(headline)
 
 
 def test_bar_ci_draws_one_bar_per_group_with_intervals():

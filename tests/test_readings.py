@@ -16,12 +16,42 @@ def diff_rows(values: dict[tuple[str, int], tuple[float, float, float]], key: st
                          for (k, s), v in values.items()])
 
 
-@pytest.mark.parametrize("low, high, expected", [
-    (0.01, 0.03, "ahead"), (-0.03, -0.01, "behind"), (-0.01, 0.02, "level"), (0.0, 0.02, "level"),
+@pytest.mark.parametrize("low, high, expected, printed", [
+    (0.01, 0.03, "ahead", "+2.0 [+1.0, +3.0]"),
+    (-0.03, -0.01, "behind", "-2.0 [-3.0, -1.0]"),
+    (-0.01, 0.02, "level", "+0.5 [-1.0, +2.0]"),
+    (0.0, 0.02, "level", "+1.0 [0, +2.0]"),  # touching 0: level
+    (1e-6, 0.02, "ahead", "+1.0 [+<0.05, +2.0]"),  # excluding 0 by a hair
+    (-0.02, -1e-6, "behind", "-1.0 [-2.0, -<0.05]"),
+    (-0.003, 0.0004, "level", "-0.1 [-0.3, +<0.05]"),  # touching 0 by rounding only
+    (-0.0004, 0.011, "level", "+0.5 [-<0.05, +1.1]"),
 ])
-def test_verdict_calls_an_interval_covering_zero_level(low, high, expected):
+def test_verdict_calls_an_interval_covering_zero_level(low, high, expected, printed):
     row = pd.Series({"miou": (low + high) / 2, "miou_low": low, "miou_high": high})
     assert readings.verdict(row, "ahead", "behind") == expected
+    assert readings.signed_gap(row) == printed
+    assert readings.gap_with_verdict(row) == f"{printed} ({expected})"
+
+
+@pytest.mark.parametrize("value, signed, unsigned", [
+    (0.0, "0", "0"), (0.00049, "+<0.05", "+<0.05"), (-0.00049, "-<0.05", "-<0.05"),
+    (0.0005, "+0.1", "0.1"), (-0.0006, "-0.1", "-0.1"), (0.1234, "+12.3", "12.3"),
+])
+def test_no_nonzero_bound_prints_as_zero(value, signed, unsigned):
+    assert readings.bound_text(value) == signed
+    assert readings.bound_text(value, signed=False) == unsigned
+
+
+def test_tables_and_sentences_print_the_same_bounds():
+    from fsstools.studies import report
+
+    diffs = diff_rows({("ce", 10): (0.006, 0.0004, 0.011), ("ce_h", 10): (-0.001, -0.003, 0.0)})
+    table = report.interval_table(diffs)
+    assert table.loc["CE from query-mean bias", "shots=10"] == "0.6 [+<0.05, 1.1]"
+    assert table.loc["CE + H", "shots=10"] == "-0.1 [-0.3, 0]"
+    notes = readings.difference_notes(diffs, "repri", labels=report.label)
+    assert "+0.6 [+<0.05, +1.1] at 10 shots (ahead)" in notes[0]
+    assert "-0.1 [-0.3, 0] at 10 shots (level)" in notes[1]
 
 
 def test_difference_notes_quote_each_interval_and_its_verdict():
@@ -72,9 +102,13 @@ def test_prior_reading_names_the_level_perturbations_per_configuration():
     notes = readings.prior_reading(errors, delta, t_pi, {"oracle_repri": "authors"})
     assert "median +32%" in notes[0] and "20% of tasks" in notes[0]
     authors = next(n for n in notes if "**authors, 1-shot" in n)
-    assert "Level with the exact prior at +10%." in authors
+    assert authors.endswith("Level with the exact prior at +10%; behind at -10%.")
     weights = next(n for n in notes if "**oracle_repri_weights, 1-shot" in n)
-    assert "at -10%, +10%" in weights
+    assert weights.endswith("Level with the exact prior at -10%, +10%.")
+    costs = readings.delta_notes(delta.assign(miou_high=-0.001), {})
+    assert all(n.endswith("Every perturbation tested costs mIoU.") for n in costs)
+    gains = readings.delta_notes(delta.assign(miou=0.005, miou_low=0.0001, miou_high=0.01), {})
+    assert gains[0].endswith("Ahead at -10%, +10%.") and "-10%: +0.5 [+<0.05, +1.0]" in gains[0]
     assert any("t_pi = 5** minus t_pi = 10: +0.9 [+0.5, +1.2] at 1 shot (ahead)" in n
                for n in notes)
 

@@ -75,7 +75,7 @@ COMMANDS: dict[str, Command] = {
                      sweeps.sweep_parser, sweeps.run_sweep),
     "gather": Command("gather a sweep's points into one table, a summary and a figure",
                       sweeps.gather_parser, sweeps.run_gather),
-    "report": Command("write docs/results.md and the README's headline table from the main job",
+    "report": Command("write docs/results.md and the README's headline table and reading from the main job",
                       jobs.report_parser, jobs.run_report),
 }
 __all__ = ["COMMANDS", "DEBUG_ENV", "EXIT_USER_ERROR", "Command", "main", "usage"]

@@ -53,13 +53,13 @@ def run_reproduce(args: argparse.Namespace) -> int:
 
 def report_parser() -> argparse.ArgumentParser:
     p = new_parser("report", "Write docs/results.md (every table and figure of the main job, with "
-                "the commit and machine it ran on) and the README's headline table from the "
-                "main job's outputs.")
+                "the commit and machine it ran on) and the README's headline table and reading "
+                "from the main job's outputs.")
     p.add_argument("--outputs", type=Path, default=None,
                    help="the main job's folder (default: the outputs folder)")
     p.add_argument("--docs", type=Path, default=Path("docs"), help="where results.md goes")
     p.add_argument("--readme", type=Path, default=Path("README.md"),
-                   help="README whose headline block is replaced (an empty value: none)")
+                   help="README whose headline and reading blocks are replaced (an empty value: none)")
     return p
 
 
@@ -76,5 +76,5 @@ def run_report(args: argparse.Namespace) -> int:
         path = write_report(outputs, paths.resolve(args.docs), readme)
     except ValueError as err:
         raise ConfigError(f"--readme {readme}: {err}", key="readme") from None
-    print(f"{path}" + (f" and the headline table of {readme}" if readme else ""))
+    print(f"{path}" + (f" and the headline table and reading of {readme}" if readme else ""))
     return 0

@@ -10,6 +10,7 @@ import numpy as np
 import pandas as pd
 import seaborn as sns
 from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.colors import to_hex
 from matplotlib.figure import Figure
 
 METHOD_LABELS = {
@@ -71,6 +72,8 @@ METHOD_COLOURS = {
     "repri_reference": "#ff7f0e",
     "oracle_repri": "#2ca02c",
     "oracle_repri_weights": "#98df8a",
+    "panet": "#e377c2",
+    "pfenet": "#c49c94",
     "base_model": "#7f7f7f",
     "gfss_prototypes": "#8c564b",
     "diam_no_kd": "#9467bd",
@@ -95,6 +98,8 @@ CYCLE = [
     "#bcbd22",
     "#17becf",
 ]
+EXTRA = ["#aec7e8", "#ffbb78", "#ff9896", "#c5b0d5", "#f7b6d2", "#c7c7c7", "#dbdb8d", "#9edae5"]
+"""Lighter shades drawn after :data:`CYCLE` when a figure holds more keys."""
 
 
 P = ParamSpec("P")
@@ -135,15 +140,23 @@ def new_figure(width: float, height: float, layout: str | None = "constrained") 
 
 
 def colours(keys: Sequence[object]) -> dict[object, str]:
-    """Fixed colours for the paper's methods, a cycle for anything else."""
-    out, k = {}, 0
+    """A distinct colour for each of ``keys`` (one figure's methods): a method keeps its
+    fixed colour (:data:`METHOD_COLOURS`) unless an earlier key of the figure holds it;
+    every other key takes the first colour of :data:`CYCLE`, then :data:`EXTRA`, that no key
+    of the figure uses, then evenly spaced hues."""
+    keys = list(dict.fromkeys(keys))
+    out: dict[object, str] = {}
     for key in keys:
-        if str(key) in METHOD_COLOURS:
-            out[key] = METHOD_COLOURS[str(key)]
-        else:
-            out[key] = CYCLE[k % len(CYCLE)]
-            k += 1
-    return out
+        fixed = METHOD_COLOURS.get(str(key))
+        if fixed is not None and fixed not in out.values():
+            out[key] = fixed
+    reserved = {METHOD_COLOURS[str(k)] for k in keys if str(k) in METHOD_COLOURS}
+    free = [c for c in [*CYCLE, *EXTRA] if c not in reserved]
+    rest = [k for k in keys if k not in out]
+    if len(rest) > len(free):
+        free += [to_hex(c) for c in sns.color_palette("husl", len(rest) - len(free))]
+    out.update(zip(rest, free, strict=False))
+    return {key: out[key] for key in keys}
 
 
 def ordered(values: pd.Series) -> list:

@@ -25,7 +25,7 @@ separates what the training buys from what the inference buys, one inference rul
 column: PANet's two-prototype cosine classifier (parameter-free, inductive: the field's
 standard inductive baseline) runs on the CE model's features as on PANet's, and RePRI runs
 on the PANet peer's features through the same feature cache and inference code as on the CE
-model's. CE's support-fit prototype stays as a named variant.
+model's. CE with *Prototype, support-fit bias* stays as a named variant.
 
 Example:
     >>> prof = get_profile("quick")  # doctest: +SKIP
@@ -83,7 +83,7 @@ class Arm:
 
 
 ARMS = (
-    Arm("CE + support-fit prototype", "ce", "support-fit prototype", "inductive"),
+    Arm("CE + Prototype, support-fit bias", "ce", "support-fit prototype", "inductive"),
     Arm("CE + two prototypes", "ce", "two prototypes", "panet"),
     Arm("CE + RePRI", "ce", "repri", "repri"),
     Arm("PANet + two prototypes (own)", "episodic-panet", "two prototypes", "panet"),
@@ -91,8 +91,9 @@ ARMS = (
     Arm("PFENet + head (own)", "frozen-pfenet", "pfenet-head", "pfenet"),
 )
 """"two prototypes" is PANet's inference (foreground and background prototypes, cosine x 20,
-softmax over the two; inductive), on CE features and on PANet's; CE's support-fit prototype
-(one prototype, a threshold fitted on the support's own pixels; inductive) is a variant."""
+softmax over the two; inductive), on CE features and on PANet's; CE with *Prototype,
+support-fit bias* (one prototype, a threshold fitted on the support's own pixels; inductive,
+the method ``inductive``) is a variant."""
 CONTRASTS = (
     ("CE + RePRI", "PFENet + head (own)", "the paper's claim: RePRI against PFENet"),
     ("CE + RePRI", "PANet + two prototypes (own)", "RePRI against PANet, each as published"),
@@ -306,8 +307,7 @@ def two_by_two(summary: pd.DataFrame) -> pd.DataFrame:
     inference rules of :data:`TWO_BY_TWO` (the same rule in each column), per shot count."""
     cells = summary[summary["training"].isin(["ce", "episodic-panet"])
                     & summary["inference"].isin(TWO_BY_TWO)]
-    cells = cells.assign(cell=[f"{100 * r.miou:.1f} [{100 * r.miou_low:.1f}, "
-                               f"{100 * r.miou_high:.1f}]" for r in cells.itertuples()],
+    cells = cells.assign(cell=[readings.interval_text(r) for _, r in cells.iterrows()],
                          column=[f"{r.shots}-shot {r.inference}" for r in cells.itertuples()])
     table = cells.pivot(index="training", columns="column", values="cell")
     columns = [f"{k}-shot {inf}" for k in sorted(cells["shots"].unique())
@@ -340,37 +340,66 @@ def peer_training_table(checkpoints: dict[tuple[str, int, int | None], Path]) ->
     return pd.DataFrame(rows)
 
 
-def _verdict(r: pd.Series, ahead: str, behind: str) -> str:
-    return readings.verdict(r, ahead, behind)
-
-
 def _half_width(r: pd.Series) -> float:
     return (r.miou_high - r.miou_low) / 2
 
 
-def _claim_note(first: pd.Series, last: pd.Series, lo: int, hi: int) -> str:
-    """The paper's claim checked on RePRI minus PFENet-style at the fewest and most shots.
+CLAIM = "on par at 1 shot, read as level; ahead by more as shots grow"
+"""The paper's claim against meta-learning, in the readings' words (on par = level)."""
 
-    Whether the gap widens compares its change with the half-widths of the two intervals
-    combined in quadrature: the shot counts use independent episode lists, so their
-    differences vary independently (an approximation of the change's 95% interval).
+
+def claim_note(first: pd.Series, last: pd.Series, lo: int, hi: int) -> str:
+    """The paper's claim checked on RePRI minus PFENet-style at the fewest and most shots,
+    with the readings' one rule: on par means level (the interval covers 0).
+
+    The first half holds when the gap at ``lo`` shots is level. The second half holds when
+    RePRI is ahead at ``hi`` shots and the gap grew by more than its uncertainty: the change
+    is set against the half-widths of the two intervals combined in quadrature (the shot
+    counts use independent episode lists, so their differences vary independently; an
+    approximation of the change's 95% interval).
     """
-    if first.miou_high < 0:
-        start, first_half = "behind", False
-    else:
-        start, first_half = ("ahead of" if first.miou_low > 0 else "on par with"), True
+    start = readings.verdict(first, "ahead of", "behind")
+    first_half = start == readings.LEVEL
     change = last.miou - first.miou
     margin = (_half_width(first) ** 2 + _half_width(last) ** 2) ** 0.5
     trend = ("widens" if change > margin else "narrows" if change < -margin
              else "changes by less than its uncertainty")
-    second_half = change > margin
+    second_half = change > margin and readings.verdict(last, "ahead", "behind") == "ahead"
     holds = {(True, True): "holds", (True, False): "holds for its 1-shot half only",
              (False, True): "holds for its growth half only",
              (False, False): "does not hold"}[first_half, second_half]
-    return (f"**The paper's claim** (on par at 1 shot, ahead by more as shots grow) {holds} "
-            f"here: at {lo} shot(s) RePRI is {start} the PFENet-style peer "
-            f"({readings.signed_gap(first)}), and from {lo} to {hi} shots the gap {trend} "
-            f"({100 * change:+.1f} +- {100 * margin:.1f} points).")
+    where = "level with" if first_half else start
+    return (f"**The paper's claim** ({CLAIM}) {holds} here: at {lo} shot{'s' if lo > 1 else ''} "
+            f"RePRI is {where} the PFENet-style peer ({readings.signed_gap(first)}), at {hi} "
+            f"shots {readings.gap_with_verdict(last)}, and from {lo} to {hi} shots the gap "
+            f"{trend} ({100 * change:+.1f} +- {100 * margin:.1f} points).")
+
+
+def paper_claim(diffs: pd.DataFrame) -> str | None:
+    """:func:`claim_note` on the claim's contrast (the first of :data:`CONTRASTS`) at the
+    fewest and most shots of ``diffs`` (:func:`contrasts`); None with fewer than two."""
+    a, b, _ = CONTRASTS[0]
+    claim = diffs[diffs["a"].eq(a) & diffs["b"].eq(b)].set_index("shots").sort_index()
+    if len(claim) < 2:
+        return None
+    lo, hi = claim.index[0], claim.index[-1]
+    return claim_note(claim.loc[lo], claim.loc[hi], int(lo), int(hi))
+
+
+def contrast_notes(diffs: pd.DataFrame, which: Sequence[tuple[str, str, str]] = CONTRASTS[2:],
+                   bold: bool = True) -> list[str]:
+    """One sentence per contrast of ``which`` present in ``diffs`` (:func:`contrasts`):
+    a minus b at every shot count, with the verdict of each."""
+    notes = []
+    for a, b, what in which:
+        sel = diffs[diffs["a"].eq(a) & diffs["b"].eq(b)].sort_values("shots")
+        if len(sel):
+            per_shot = "; ".join(f"{readings.signed_gap(r)} at {r.shots}-shot "
+                                 f"({readings.verdict(r, 'ahead', 'behind')})"
+                                 for _, r in sel.iterrows())
+            head = f"{what[0].upper()}{what[1:]}"
+            notes.append(f"{f'**{head}**' if bold else head} ({a} minus {b}): {per_shot}.")
+    return notes
 
 
 def reading(summary: pd.DataFrame, diffs: pd.DataFrame) -> list[str]:
@@ -380,7 +409,7 @@ def reading(summary: pd.DataFrame, diffs: pd.DataFrame) -> list[str]:
         summary: :func:`summarize` of the rows.
         diffs: :func:`contrasts` of the same rows.
     """
-    notes = []
+    notes: list[str | None] = []
     score = summary.set_index(["method", "shots"])
     shots = sorted(summary["shots"].unique())
     claim = diffs[diffs["a"].eq("CE + RePRI") & diffs["b"].eq("PFENet + head (own)")]
@@ -392,7 +421,7 @@ def reading(summary: pd.DataFrame, diffs: pd.DataFrame) -> list[str]:
         notes.append(
             f"**{k}-shot, RePRI against PFENet-style:** {100 * r.miou:.1f} vs "
             f"{100 * p.miou:.1f} mIoU, paired difference {readings.signed_gap(claim.loc[k])} points: "
-            f"{_verdict(claim.loc[k], 'RePRI ahead', 'PFENet-style ahead')}.")
+            f"{readings.verdict(claim.loc[k], 'RePRI ahead', 'PFENet-style ahead')}.")
     if len(shots) > 1:
         lo, hi = shots[0], shots[-1]
         gains = [f"{label} {100 * (score.loc[(label, hi)].miou - score.loc[(label, lo)].miou):+.1f}"
@@ -400,13 +429,8 @@ def reading(summary: pd.DataFrame, diffs: pd.DataFrame) -> list[str]:
                  if (label, lo) in score.index and (label, hi) in score.index]
         notes.append(f"**Gain from {lo} to {hi} shots** (points of mIoU): {', '.join(gains)}. "
                      "The paper, 1 to 5 shots: RePRI +7.7, PFENet +1.1.")
-        if lo in claim.index and hi in claim.index:
-            notes.append(_claim_note(claim.loc[lo], claim.loc[hi], lo, hi))
-    for a, b, what in CONTRASTS[2:]:
-        sel = diffs[diffs["a"].eq(a) & diffs["b"].eq(b)].sort_values("shots")
-        if len(sel):
-            per_shot = "; ".join(f"{readings.signed_gap(r)} at {r.shots}-shot" for _, r in sel.iterrows())
-            notes.append(f"**{what[0].upper()}{what[1:]}** ({a} minus {b}): {per_shot}.")
+        notes.append(paper_claim(diffs))
+    notes += contrast_notes(diffs, CONTRASTS[2:])
     if "trained_shots" in summary:
         for k, t in summary.dropna(subset=["trained_shots"]).groupby("shots")[
                 "trained_shots"].first().items():
@@ -418,4 +442,4 @@ def reading(summary: pd.DataFrame, diffs: pd.DataFrame) -> list[str]:
                  "(the peers' initialisation and frozen trunk); the intervals cover episodes "
                  "only, so a gap smaller than the base-seed spread of notebooks 02 and 03 is "
                  "not evidence of a difference in training.")
-    return [f"- {n}" for n in notes]
+    return readings.bullets(notes)

@@ -1,9 +1,20 @@
 """Readings written from the numbers: the sentences a notebook closes with.
 
-Every sentence quotes the interval that supports it, and a gap whose 95% interval covers 0
-is called *level*: the episodes (and base seeds, where the table covers them) do not
-resolve it. The inputs are the tables of :mod:`fsstools.evaluation.stats` (fractions; shown here in
-points of mIoU).
+One rule everywhere (notebooks, docs/results.md, the README): a difference is *ahead* (or
+*behind*) only when its whole unrounded 95% interval lies above (or below) 0, and *level*
+otherwise, an interval that touches 0 included (:func:`verdict`). Numbers are printed in
+points of mIoU with one decimal, and a bound that would print as 0.0 is written with its sign
+and its size instead (``+<0.05``, ``-<0.05``; exactly 0 prints as ``0``), so no bound that
+decides a verdict reads as 0.0 (:func:`bound_text`). Every sentence quotes the interval that
+supports it. The inputs are the tables of :mod:`fsstools.evaluation.stats` (fractions).
+
+The API other readings build on:
+
+- :func:`verdict` (row, ahead, behind) -> ``ahead``, ``behind`` or :data:`LEVEL`;
+- :func:`bound_text` (fraction) -> one bound in points;
+- :func:`interval_text` (row) -> ``mid [low, high]`` in points (tables: unsigned);
+- :func:`signed_gap` (row) -> ``+mid [low, high]`` with signs (sentences);
+- :func:`gap_with_verdict` (row) -> ``+mid [low, high] (verdict)``.
 
 Example:
     >>> import pandas as pd
@@ -12,6 +23,8 @@ Example:
     'level'
     >>> signed_gap(row)
     '+1.2 [-0.3, +2.7]'
+    >>> gap_with_verdict(pd.Series({"miou": 0.006, "miou_low": 0.0002, "miou_high": 0.011}))
+    '+0.6 [+<0.05, +1.1] (ahead)'
 """
 
 from __future__ import annotations
@@ -24,20 +37,55 @@ LEVEL = "level"
 """What a difference whose interval covers 0 is called."""
 
 
+SMALL = "<0.05"
+"""How a nonzero bound that rounds to 0.0 at one decimal is written (after its sign)."""
+
+
+def bound_text(value: float, signed: bool = True) -> str:
+    """One interval bound (a fraction) in points of mIoU, one decimal.
+
+    A nonzero bound that one decimal would show as 0.0 is written as ``+<0.05`` or
+    ``-<0.05``: its sign decides the verdict, so it is never hidden. Exactly 0 is ``0``.
+
+    Args:
+        signed: a plus sign on positive values (sentences); tables leave it out, except on
+            ``+<0.05``.
+    """
+    points = 100 * float(value)
+    if points == 0:
+        return "0"
+    if f"{abs(points):.1f}" == "0.0":
+        return f"{'+' if points > 0 else '-'}{SMALL}"
+    return f"{points:+.1f}" if signed else f"{points:.1f}"
+
+
+def interval_text(row: pd.Series, value: str = "miou", signed: bool = False) -> str:
+    """``mid [low, high]`` in points of mIoU, the bounds by :func:`bound_text`."""
+    mid = 100 * row[value]
+    return (f"{mid:+.1f}" if signed else f"{mid:.1f}") + (
+        f" [{bound_text(row[f'{value}_low'], signed)}, "
+        f"{bound_text(row[f'{value}_high'], signed)}]")
+
+
 def signed_gap(row: pd.Series, value: str = "miou") -> str:
     """A difference in signed points with its interval, e.g. ``+1.2 [-0.3, +2.7]``."""
-    return (f"{100 * row[value]:+.1f} [{100 * row[f'{value}_low']:+.1f}, "
-            f"{100 * row[f'{value}_high']:+.1f}]")
+    return interval_text(row, value, signed=True)
 
 
 def verdict(row: pd.Series, ahead: str, behind: str, value: str = "miou") -> str:
-    """``ahead`` when the whole interval is above 0, ``behind`` when below, else
-    :data:`LEVEL`."""
+    """``ahead`` when the whole unrounded interval is above 0, ``behind`` when below, else
+    :data:`LEVEL` (an interval touching 0 included)."""
     if row[f"{value}_low"] > 0:
         return ahead
     if row[f"{value}_high"] < 0:
         return behind
     return LEVEL
+
+
+def gap_with_verdict(row: pd.Series, ahead: str = "ahead", behind: str = "behind",
+                     value: str = "miou") -> str:
+    """:func:`signed_gap` followed by its :func:`verdict` in brackets."""
+    return f"{signed_gap(row, value)} ({verdict(row, ahead, behind, value)})"
 
 
 def covers(table: pd.DataFrame) -> str:
@@ -57,6 +105,7 @@ def difference_notes(
     reference: str,
     key: str = "method",
     labels: Callable[[str], str] | None = None,
+    bold: bool = True,
 ) -> list[str]:
     """One sentence per compared value: its difference to ``reference`` at every shot
     count, with the verdict of each.
@@ -64,6 +113,8 @@ def difference_notes(
     Args:
         diffs: :func:`fsstools.evaluation.stats.differences` rows (``key``, shots, miou, ...).
         labels: display name of a ``key`` value.
+        bold: the compared value's name in bold (a sentence of its own; inside a longer
+            bullet, plain).
     """
     name = label_of(labels)
     notes = []
@@ -73,7 +124,8 @@ def difference_notes(
         parts = [f"{signed_gap(r)} at {r.shots} shot{'s' if r.shots > 1 else ''} "
                  f"({verdict(r, 'ahead', 'behind')})"
                  for _, r in grp.sort_values("shots").iterrows()]
-        notes.append(f"**{name(value)}** minus {name(reference)}: {'; '.join(parts)}.")
+        shown = f"**{name(value)}**" if bold else name(value)
+        notes.append(f"{shown} minus {name(reference)}: {'; '.join(parts)}.")
     return notes
 
 
@@ -220,19 +272,27 @@ def domain_reading(rows: pd.DataFrame, diffs: pd.DataFrame, drop: pd.DataFrame,
         drop: :func:`fsstools.evaluation.stats.domain_drop` (point estimates: the two domains are
             scored on different images, so their difference has no paired interval).
     """
-    name = label_of(labels)
     notes: list[str | None] = [coverage_note(diffs, n_seeds(rows))]
     for domain, grp in (() if diffs.empty else diffs.groupby("domain", sort=False)):
         notes += [f"{domain}: {n}" for n in difference_notes(grp, "repri", labels=labels)]
+    notes.append(drop_note(drop, labels))
+    return bullets(notes)
+
+
+def drop_note(drop: pd.DataFrame, labels: Callable[[str], str] | None = None,
+              bold: bool = True) -> str:
+    """What the style shift costs each method of ``drop``
+    (:func:`fsstools.evaluation.stats.domain_drop`), point estimates per shot count."""
+    name = label_of(labels)
     parts = []
     for method, grp in drop.groupby("method", sort=False):
         per_shot = " / ".join(f"{v:.1f}" for v in grp.sort_values("shots")["drop_points"])
         parts.append(f"{name(method)} {per_shot}")
     counts = sorted(drop["shots"].unique())
     shots = " / ".join(map(str, counts)) + (" shots" if counts[-1] > 1 else " shot")
-    notes.append(f"**Drop from A -> A to A -> B** (points of mIoU at {shots}; point "
-                 f"estimates, the domains use different images): {'; '.join(parts)}.")
-    return bullets(notes)
+    what = "Drop from A -> A to A -> B"
+    return (f"{f'**{what}**' if bold else what} (points of mIoU at {shots}; point "
+            f"estimates, the domains use different images): {'; '.join(parts)}.")
 
 
 def prior_reading(error_summary: pd.DataFrame, delta_diffs: pd.DataFrame,
@@ -246,28 +306,48 @@ def prior_reading(error_summary: pd.DataFrame, delta_diffs: pd.DataFrame,
         t_pi_diffs: each ``t_pi`` schedule minus t_pi = 10.
         config_labels: display name of each ``config``.
     """
-    notes: list[str | None] = []
-    parts = [f"{r.shots}-shot {r.stage}: median {100 * r.median_error:+.0f}%, within +-10% "
-             f"for {100 * r.within_10pct:.0f}% of tasks"
-             for r in error_summary.itertuples()]
-    notes.append("**Error of RePRI's estimated prior** (pi / true - 1): "
-                 + "; ".join(parts) + ".")
-    notes.append(coverage_note(delta_diffs, 1))
-    for config, grp in delta_diffs.groupby("config", sort=False):
-        for shots, sub in grp.groupby("shots"):
-            sub = sub.sort_values("prior_delta")
-            parts = [f"{d:+.0%}: {signed_gap(r)}" for d, (_, r) in
-                     zip(sub["prior_delta"], sub.iterrows(), strict=True)]
-            level = [f"{d:+.0%}" for d, (_, r) in zip(sub["prior_delta"], sub.iterrows(),
-                                                       strict=True)
-                     if verdict(r, "ahead", "behind") == LEVEL]
-            notes.append(f"**{config_labels.get(config, config)}, {shots}-shot, prior scaled "
-                         f"by (1 + delta)**, minus the exact prior: {'; '.join(parts)}. "
-                         + (f"Level with the exact prior at {', '.join(level)}."
-                            if level else "Every perturbation tested costs mIoU."))
+    notes: list[str | None] = [prior_error_note(error_summary), coverage_note(delta_diffs, 1)]
+    notes += delta_notes(delta_diffs, config_labels)
     notes += difference_notes(t_pi_diffs, "10", key="t_pi",
                               labels=lambda t: f"t_pi = {t}")
     return bullets(notes)
+
+
+def prior_error_note(error_summary: pd.DataFrame, bold: bool = True) -> str:
+    """The relative error of RePRI's estimated prior per shot count and stage
+    (:func:`fsstools.evaluation.stats.prior_error_summary`)."""
+    parts = [f"{r.shots}-shot {r.stage}: median {100 * r.median_error:+.0f}%, within +-10% "
+             f"for {100 * r.within_10pct:.0f}% of tasks"
+             for r in error_summary.itertuples()]
+    what = "Error of RePRI's estimated prior"
+    return f"{f'**{what}**' if bold else what} (pi / true - 1): " + "; ".join(parts) + "."
+
+
+def delta_notes(delta_diffs: pd.DataFrame, config_labels: dict[str, str],
+                bold: bool = True) -> list[str]:
+    """Per oracle configuration and shot count: each scaled prior minus the exact prior,
+    then the perturbations grouped by verdict."""
+    notes = []
+    for config, grp in delta_diffs.groupby("config", sort=False):
+        for shots, sub in grp.groupby("shots"):
+            sub = sub.sort_values("prior_delta")
+            parts, by_verdict = [], {LEVEL: [], "ahead": [], "behind": []}
+            for d, (_, r) in zip(sub["prior_delta"], sub.iterrows(), strict=True):
+                parts.append(f"{d:+.0%}: {signed_gap(r)}")
+                by_verdict[verdict(r, "ahead", "behind")].append(f"{d:+.0%}")
+            if not by_verdict[LEVEL] and not by_verdict["ahead"]:
+                verdicts = "Every perturbation tested costs mIoU."
+            else:
+                verdicts = "; ".join(
+                    f"{lead} {', '.join(by_verdict[v])}" for v, lead in (
+                        (LEVEL, "Level with the exact prior at"), ("ahead", "ahead at"),
+                        ("behind", "behind at")) if by_verdict[v]) + "."
+                verdicts = verdicts[0].upper() + verdicts[1:]
+            what = (f"{config_labels.get(config, config)}, {shots}-shot, prior scaled by "
+                    "(1 + delta)")
+            notes.append(f"{f'**{what}**' if bold else what}, minus the exact prior: "
+                         f"{'; '.join(parts)}. {verdicts}")
+    return notes
 
 
 def walkthrough_reading(numbers: pd.Series, traces: pd.DataFrame, t_pi: Sequence[int],

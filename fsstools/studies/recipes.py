@@ -41,6 +41,7 @@ from fsstools.inference.classifier import normalize
 from fsstools.inference.losses import pixel_weights
 from fsstools.own_images.segmentation import load_backbone as load_backbone
 from fsstools.own_images.segmentation import segment as segment
+from fsstools.plots.style import label
 from fsstools.studies import given_models
 from fsstools.studies.base_models import base_class_scores as base_class_scores
 from fsstools.studies.base_models import base_model_table as base_model_table
@@ -198,11 +199,9 @@ def coco_to_pascal(
     return pd.concat(frames, ignore_index=True)
 
 
-ORACLE_CONFIGS = {
-    "oracle_repri": "Oracle-RePRI, authors' config (300 steps, H 0.1)",
-    "oracle_repri_weights": "Oracle-RePRI at RePRI's settings (50 steps, weights 1, 1/K, 1/K)",
-}
-"""The oracle configurations whose sensitivity to an error in the prior notebook 05 sweeps."""
+ORACLE_CONFIGS = {name: label(name) for name in ("oracle_repri", "oracle_repri_weights")}
+"""The oracle configurations whose sensitivity to an error in the prior notebook 05 sweeps,
+with their labels (their steps and weights: docs/methods.md)."""
 
 
 def delta_methods(deltas: Sequence[float], bases: Sequence[str] = ("oracle_repri",)

@@ -22,21 +22,20 @@ import pandas as pd
 from fsstools import paths
 from fsstools.cache import atomic_write, atomic_write_text
 from fsstools.plots.style import label  # display names of methods; notebooks call report.label
+from fsstools.studies.readings import interval_text
 
 SUMMARY_NAME = "summary.md"
-def _cell(row: pd.Series, value: str) -> str:
-    mid, low, high = (100 * row[value], 100 * row[f"{value}_low"], 100 * row[f"{value}_high"])
-    return f"{mid:.1f} [{low:.1f}, {high:.1f}]"
 
 
 def interval_table(
     summary: pd.DataFrame, index: str = "method", columns: str = "shots", value: str = "miou"
 ) -> pd.DataFrame:
     """``index`` x ``columns`` table of ``value`` in percent with its 95% interval (empty
-    for an empty summary, e.g. differences with nothing to compare)."""
+    for an empty summary, e.g. differences with nothing to compare); a bound that would
+    print as 0.0 is written as in the readings (:func:`fsstools.studies.readings.bound_text`)."""
     if summary.empty:
         return pd.DataFrame()
-    cells = summary.assign(cell=[_cell(r, value) for _, r in summary.iterrows()])
+    cells = summary.assign(cell=[interval_text(r, value) for _, r in summary.iterrows()])
     return wide_table(cells, "cell", index, columns)
 
 
