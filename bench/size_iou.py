@@ -3,7 +3,8 @@
 For every (validation image, base class present) pair: the class's share of the image, whether
 its mask touches the image border, and the IoU of the model's prediction for that class (255
 pixels left out). Prints the mean IoU per size bin, cut and whole apart. A diagnostic of what a
-base model has learnt on a benchmark (e.g. v2's small and cut objects against v1's).
+base model has learnt on a benchmark (e.g. its small and cut objects against the objects of
+the uniform-size variant).
 
     python bench/size_iou.py --checkpoint outputs/runs/synth-fold0-<key>/best.pt \
         --root data/synth/A --n 500

@@ -9,7 +9,7 @@ share distributions (``--figure``) and recomputes the PASCAL table from Dataset 
 per-image file (``--pascal``). The last line is ``median_ratio=<x> range_ratio=<y>`` (the
 smallest over the splits).
 
-    python bench/synth_sizes.py                                 # default v2 build, data/synth
+    python bench/synth_sizes.py                                 # default build, data/synth
     python bench/synth_sizes.py --root data/synth_v1 --preset v1
     python bench/synth_sizes.py --compare data/synth_v1 --figure docs/benchmark_sizes.png
     python bench/synth_sizes.py --pascal classes_per_image.json  # check the PASCAL table
@@ -160,15 +160,15 @@ def draw_figure(root: Path, compare: Path | None, out: Path, style: str = "A") -
     ax.set_yticks(rows, [f"{c + 1} {PASCAL_CLASSES[c]} ({names[c]})" for c in range(N_CLASSES)])
     ax.set_xlabel("share of the image a class covers in an image (labelled pairs, log scale)")
     handles = [
-        plt.Line2D([], [], color="#1f77b4", lw=6, alpha=0.6, label=f"ours, v2 (style {style}): "
+        plt.Line2D([], [], color="#1f77b4", lw=6, alpha=0.6, label=f"ours (style {style}): "
                    "box 25-75%, whiskers 5-95%"),
         plt.Line2D([], [], color="#d62728", marker="D", label="PASCAL VOC 2012: median, 5-95%"),
         plt.Line2D([], [], color="0.3", ls=":", label="min_fg: smaller pairs hold no episode"),
     ]
     if compare is not None:
         handles.append(plt.Line2D([], [], color="0.55", marker="|", ls="", ms=12, mew=2,
-                                  label="v1 median"))
-    ax.set_title("Foreground share per class: benchmark v2 beside PASCAL VOC 2012")
+                                  label="uniform-size variant median"))
+    ax.set_title("Foreground share per class: the embedded benchmark beside PASCAL VOC 2012")
     fig.legend(handles=handles, loc="lower center", ncol=2, fontsize=8, frameon=False)
     fig.tight_layout(rect=(0.0, 0.07, 1.0, 1.0))
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -184,7 +184,7 @@ def main() -> None:
     p.add_argument("--n-train", type=int, default=SynthConfig.n_train)
     p.add_argument("--n-val", type=int, default=SynthConfig.n_val)
     p.add_argument("--workers", type=int, default=None, help="generating processes")
-    p.add_argument("--compare", type=Path, help="a v1 build to mark on the figure")
+    p.add_argument("--compare", type=Path, help="a uniform-size (v1) build to mark on the figure")
     p.add_argument("--figure", type=Path, help="save the per-class share figure here")
     p.add_argument("--pascal", type=Path, help="Dataset Ninja classes_per_image.json")
     args = p.parse_args()

@@ -1,4 +1,5 @@
-"""The user-facing text: every link resolves, and nothing reads like a lab diary."""
+"""The user-facing text: every link and named path resolves, and nothing reads like a lab
+diary."""
 
 from __future__ import annotations
 
@@ -34,6 +35,31 @@ def test_no_development_history_in_user_facing_text(page):
     text = notebook_text(page) if page.suffix == ".ipynb" else page.read_text()
     found = sorted({m.group(0) for m in HISTORY.finditer(text)})
     assert not found, f"{page.name} says {found}: describe what is; history goes in commits"
+
+
+CONFIGS = sorted((REPO / "configs").rglob("*.yaml"))
+NAMED_PATH = re.compile(
+    r"(?<![\w/.-])((?:configs|docs|bench|tests|fsstools|notebooks)/[\w./{}*-]*\w)")
+"""A path into the repository as prose names it (``configs/pascal/foldN.yaml``)."""
+TEMPLATE = re.compile(r"\{fold\}|\{0\.\.3\}|(?<=fold)N\b")
+"""Fold placeholders in a named path, each read as fold 0 (``NN_`` stands for a notebook)."""
+BASE_KEY = re.compile(r"^base: (\S+)$", re.M)
+
+
+@pytest.mark.parametrize("page", [*PAGES, *CONFIGS], ids=lambda p: str(p.relative_to(REPO)))
+def test_every_repository_path_a_page_or_config_names_exists(page):
+    text = page.read_text()
+    assert not re.search(r"\bSPEC\b", text), \
+        f"{page.relative_to(REPO)} cites a SPEC; the project has none: cite the page that holds it"
+    for named in NAMED_PATH.findall(text):
+        path = TEMPLATE.sub("0", named).replace("NN_", "[0-9][0-9]_")
+        hits = list(REPO.glob(path)) if "*" in path or "[" in path else [REPO / path]
+        assert hits and all(h.exists() for h in hits), \
+            f"{page.relative_to(REPO)} names {named}, which does not exist"
+    if page.suffix == ".yaml":
+        for base in BASE_KEY.findall(text):
+            assert (page.parent / base).is_file(), \
+                f"{page.relative_to(REPO)}: base {base} does not exist"
 
 
 def test_the_readme_stays_short():

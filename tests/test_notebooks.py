@@ -225,7 +225,27 @@ def test_papermill_loss_ablations_records_csv(tmp_path):
     traces = pd.read_csv(tmp_path / "traces.csv")
     assert set(traces["method"]) == {"ce", "repri"}  # inductive takes no step
     assert (tmp_path / "ablation_bars.png").stat().st_size > 0
-    assert "| RePRI (paper text) |" in (tmp_path / "summary.md").read_text()
+    text = (tmp_path / "summary.md").read_text()
+    assert "| RePRI (paper text) |" in text
+    _check_per_fold(tmp_path, methods, shots, n, diff, text)
+
+
+def _check_per_fold(out: Path, methods: list[str], shots: list[int], n: int,
+                    diff: pd.DataFrame, summary_text: str) -> None:
+    """The per-fold CSVs (one fold here: each equals its fold mean) and their tables in the
+    summary fragment."""
+    per_fold = pd.read_csv(out / "per_fold.csv")
+    assert len(per_fold) == len(methods) * len(shots) and set(per_fold["fold"]) == {0}
+    assert (per_fold["n_episodes"] == n).all()
+    summary = pd.read_csv(out / "summary.csv").set_index(["method", "shots"])
+    assert per_fold.set_index(["method", "shots"])["miou"].to_dict() == pytest.approx(
+        summary["miou"].to_dict())
+    fold_diff = pd.read_csv(out / "difference_to_repri_per_fold.csv")
+    assert set(fold_diff["fold"]) == {0} and set(fold_diff["method"]) == set(diff["method"])
+    assert fold_diff.set_index(["method", "shots"])["miou"].to_dict() == pytest.approx(
+        diff.set_index(["method", "shots"])["miou"].to_dict())
+    assert "### Per fold" in summary_text
+    assert "| method | fold 0 | mean over folds |" in summary_text
 
 
 @pytest.mark.notebooks
@@ -235,10 +255,12 @@ def test_papermill_shot_scaling_records_csv(tmp_path):
     _execute("03_shot_scaling", tmp_path, methods=methods, shots=shots, n_episodes=n, n_boot=50)
     summary = pd.read_csv(tmp_path / "summary.csv")
     _check_summary(summary, methods, shots)
-    per_fold = pd.read_csv(tmp_path / "per_fold.csv")
-    assert set(per_fold["fold"]) == {0}
-    assert (per_fold["n_episodes"] == n).all()
-    assert "shots=3" in (tmp_path / "summary.md").read_text()
+    text = (tmp_path / "summary.md").read_text()
+    assert "shots=3" in text
+    diff = pd.read_csv(tmp_path / "difference_to_repri.csv")
+    assert set(diff["method"]) == {"inductive"}  # against the last method, without RePRI
+    _check_per_fold(tmp_path, methods, shots, n, diff, text)
+    assert "mIoU (%) per fold, 3 shots:" in text
 
 
 @pytest.mark.notebooks
@@ -269,6 +291,12 @@ def test_papermill_domain_shift_runs_coco_to_pascal_when_given_data(tmp_path):
     _check_summary(pd.read_csv(tmp_path / "coco_to_pascal_summary.csv"), methods, shots)
     drop = pd.read_csv(tmp_path / "drop.csv")
     assert set(drop["method"]) == set(methods) and "drop_points" in drop
+    per_fold = pd.read_csv(tmp_path / "per_fold.csv")
+    assert len(per_fold) == 2 * len(methods) and set(per_fold["domain"]) == {"A -> A", "A -> B"}
+    fold_diff = pd.read_csv(tmp_path / "difference_to_repri_per_fold.csv")
+    assert set(fold_diff["method"]) == {"inductive"} and set(fold_diff["fold"]) == {0}
+    assert "Difference to RePRI per fold, mIoU points (paired 95% interval), A -> B, 1 shot:" \
+        in (tmp_path / "summary.md").read_text()
     assert "COCO-20i -> PASCAL" in (tmp_path / "summary.md").read_text()
 
 

@@ -140,3 +140,54 @@ def test_walkthrough_reading_follows_the_task_and_the_kl_reset():
     assert "relative error +200%" in notes[1] and "0.120 (+20%)" in notes[1]
     assert "was 0.0500 on the pass before the update at t_pi = 10 and 0.0000" in notes[2]
     assert len(readings.walkthrough_reading(numbers, traces, ())) == 3
+
+
+def _flipped_on_fold_3() -> pd.DataFrame:
+    """b ahead of a on folds 0-2 by about 20 points; on fold 3 the two swap records."""
+    from tests.tiny import fake_rows
+
+    rows = fake_rows(folds=(0, 1, 2, 3))
+    fold3 = rows["fold"] == 3
+    rows.loc[fold3, "method"] = rows.loc[fold3, "method"].map({"a": "b", "b": "a"})
+    return rows
+
+
+def test_fold_sign_notes_name_the_fold_that_flips_a_contrast():
+    from fsstools.evaluation import stats
+
+    rows = _flipped_on_fold_3()
+    per_fold = stats.differences(rows, reference="a", by=("shots", "fold"), n_boot=100)
+    mean = stats.differences(rows, reference="a", n_boot=100)
+    (note,) = readings.fold_sign_notes(per_fold, mean, "a", labels=str.upper)
+    assert note.startswith("**B minus A, per fold**")
+    r3, m = per_fold[per_fold["fold"] == 3].iloc[0], mean.iloc[0]
+    assert r3["miou_high"] < 0 < m["miou_low"]  # built so: fold 3 behind, the mean ahead
+    assert (f"at 1 shot the fold mean is {readings.signed_gap(m)} (ahead) but fold 3 has "
+            f"{readings.signed_gap(r3)} (behind).") in note
+    assert "fold 0" not in note and "fold 1" not in note and "fold 2" not in note
+    assert readings.fold_sign_notes(per_fold, mean, "a", only=["c"]) == []
+    # the same folds without the swap: nothing flips, and the reading says so
+    same = per_fold[per_fold["fold"] < 3]
+    (note,) = readings.fold_sign_notes(same, mean, "a", labels=str.upper)
+    assert note.startswith("**Per fold** (3 folds): every fold has the sign of the fold mean")
+    assert readings.fold_sign_notes(per_fold[per_fold["fold"] == 0], mean, "a") == []
+
+
+def test_fold_sign_notes_need_one_resolved_interval():
+    fold = lambda f, v: {"fold": f, **v}  # noqa: E731
+    per_fold = pd.DataFrame([
+        fold(0, {"method": "ce", "shots": 1, "miou": 0.02, "miou_low": 0.01, "miou_high": 0.03}),
+        fold(1, {"method": "ce", "shots": 1, "miou": -0.004, "miou_low": -0.012,
+                 "miou_high": 0.004}),
+        fold(0, {"method": "ce", "shots": 5, "miou": -0.004, "miou_low": -0.012,
+                 "miou_high": 0.004}),
+        fold(1, {"method": "ce", "shots": 5, "miou": 0.003, "miou_low": -0.001,
+                 "miou_high": 0.007}),
+    ])
+    # 1 shot: the mean is resolved (ahead), fold 1 is level on the other side: named.
+    # 5 shots: mean and folds all level: no sign is resolved, nothing named.
+    mean = diff_rows({("ce", 1): (0.008, 0.001, 0.015), ("ce", 5): (-0.0005, -0.006, 0.005)})
+    (note,) = readings.fold_sign_notes(per_fold, mean, "repri")
+    gap = readings.signed_gap
+    assert note == (f"**ce minus repri, per fold**: at 1 shot the fold mean is {gap(mean.iloc[0])} "
+                    f"(ahead) but fold 1 has {gap(per_fold.iloc[1])} (level).")

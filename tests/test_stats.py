@@ -220,3 +220,44 @@ def test_seed_spread_scores_each_base_seed():
     assert summary.loc["b", "miou_diff_range"] < 0.01  # the same gain on both seeds
     with pytest.raises(ValueError, match="no base_seed"):
         stats.seed_spread(fake_rows())
+
+
+def _hand_rows() -> pd.DataFrame:
+    """Two methods, two folds, two base seeds, two episodes (one class each) per fold: each
+    class IoU is one episode's intersection over union, so the scores are hand-computable."""
+    fg = {  # (method, fold, base seed) -> ((inter, union) of episode 0, of episode 1)
+        ("a", 0, 0): ((5, 10), (3, 6)), ("a", 0, 1): ((5, 10), (3, 6)),  # 0.50, 0.50
+        ("a", 1, 0): ((9, 10), (6, 6)), ("a", 1, 1): ((9, 10), (6, 6)),  # 0.95, 0.95
+        ("b", 0, 0): ((8, 10), (3, 6)), ("b", 0, 1): ((6, 12), (3, 6)),  # 0.65, 0.50
+        ("b", 1, 0): ((7, 10), (6, 6)), ("b", 1, 1): ((6, 10), (6, 6)),  # 0.85, 0.80
+    }
+    return pd.DataFrame([
+        {"method": m, "fold": f, "shots": 1, "seed": 0, "base_seed": s, "episode": e,
+         "class_id": 1 + e + 2 * f, "fg_inter": i, "fg_union": u, "bg_inter": 90,
+         "bg_union": 100}
+        for (m, f, s), eps in fg.items() for e, (i, u) in enumerate(eps)])
+
+
+def test_per_fold_scores_and_differences_are_the_terms_of_the_fold_means():
+    rows = _hand_rows()
+    per_fold = stats.summarize(rows, by=("method", "fold", "shots"), n_boot=50)
+    miou = per_fold.set_index(["method", "fold"])["miou"]
+    # each fold: the mean over its base seeds of the class mIoU on all episodes (pooling the
+    # seeds' records would give 0.568 for b on fold 0)
+    assert miou.to_dict() == pytest.approx({("a", 0): 0.5, ("a", 1): 0.95,
+                                            ("b", 0): 0.575, ("b", 1): 0.825})
+    assert set(per_fold["interval"]) == {stats.SEEDS_X_EPISODES}
+    assert (per_fold["n_base_seeds"] == 2).all()
+    mean = stats.fold_mean(rows, n_boot=50).set_index("method")["miou"]
+    assert mean.to_dict() == pytest.approx({"a": 0.725, "b": 0.7})
+    # a fold's row carries the very resamples the fold mean averages: alone, it is its mean
+    alone = stats.fold_mean(rows[rows["fold"] == 1], n_boot=50).set_index("method")
+    for _, r in per_fold[per_fold["fold"] == 1].iterrows():
+        for col in ("miou", "miou_low", "miou_high", "fbiou_low", "fbiou_high"):
+            assert r[col] == pytest.approx(alone.loc[r["method"], col])
+    diff = stats.differences(rows, reference="a", by=("shots", "fold"), n_boot=50)
+    assert diff.set_index("fold")["miou"].to_dict() == pytest.approx({0: 0.075, 1: -0.125})
+    assert (diff["miou_low"] <= diff["miou"] + 1e-12).all()
+    assert (diff["miou"] <= diff["miou_high"] + 1e-12).all()
+    (over_folds,) = stats.differences(rows, reference="a", n_boot=50)["miou"]
+    assert over_folds == pytest.approx(diff["miou"].mean()) == pytest.approx(-0.025)

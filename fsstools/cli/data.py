@@ -24,7 +24,8 @@ def synth_parser() -> argparse.ArgumentParser:
     p.add_argument("--styles", nargs="+", default=list(d.styles), choices=sorted(STYLES),
                    help="styles to generate (each its own folder)")
     p.add_argument("--preset", default=d.preset, choices=PRESETS,
-                   help="benchmark version: v2 PASCAL-like object sizes, v1 the first version")
+                   help="scene layout: v2 the benchmark (PASCAL-like object sizes), v1 the "
+                        "uniform-size variant (docs/benchmark.md)")
     p.add_argument("--workers", type=at_least(1), default=None,
                    help="processes (default: all CPUs)")
     p.add_argument("--contact-sheet", type=Path, default=None, help="also save a sample grid here")

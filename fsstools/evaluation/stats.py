@@ -125,6 +125,7 @@ def summarize(
     Seeded runs of a group are pooled as one larger episode set (the mean over runs of
     class IoUs summed over episodes differs from it only through the class balance).
     Several base seeds in a group are averaged, and resampled (see the module docstring).
+    With "fold" in ``by``: the terms :func:`fold_mean` averages, on the same resamples.
 
     Returns:
         Rows: ``by``..., n_episodes (per base seed), n_base_seeds, interval, and miou and
@@ -202,7 +203,8 @@ def differences(
     reflects the difference, not each score's spread), folds independently; the fold
     means of the resampled differences give the 95% interval of the mean difference. With
     several base seeds, both are averaged over the same base seeds and share the seed picks
-    too (paired over seeds; see the module docstring).
+    too (paired over seeds; see the module docstring). With "fold" in ``by``, each fold's
+    difference: the terms the fold mean averages, on the same resamples.
 
     Returns:
         Rows: ``key``, ``by``..., n_folds, n_base_seeds, interval, and for miou and fbiou

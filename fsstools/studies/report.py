@@ -46,6 +46,58 @@ def points_table(
     return wide_table(df.assign(cell=df[value].map(lambda v: f"{v:.1f}")), "cell", index, columns)
 
 
+MEAN_COLUMN = "mean over folds"
+
+
+def group_title(group: dict) -> str:
+    """A group of table rows in words, e.g. ``A -> B, 5 shots``."""
+    return ", ".join(f"{v} shot{'s' if v > 1 else ''}" if k == "shots" else str(v)
+                     for k, v in group.items())
+
+
+def fold_tables(
+    per_fold: pd.DataFrame,
+    mean: pd.DataFrame,
+    by: Sequence[str] = ("shots",),
+    index: str = "method",
+    value: str = "miou",
+    only: Sequence[str] | None = None,
+) -> dict[str, pd.DataFrame]:
+    """Per group of ``by`` (titled by :func:`group_title`): ``index`` x folds, ``value`` in
+    percent with its 95% interval, and the fold mean in a last column (none for empty
+    rows).
+
+    Args:
+        per_fold: rows with a ``fold`` column (:func:`fsstools.evaluation.stats.summarize` or
+            :func:`~fsstools.evaluation.stats.differences` with "fold" in ``by``).
+        mean: the same over folds (:func:`~fsstools.evaluation.stats.fold_mean` or
+            :func:`~fsstools.evaluation.stats.differences`); it may hold more rows.
+        only: the ``index`` values to show, in their order in ``per_fold`` (None: all).
+    """
+    tables: dict[str, pd.DataFrame] = {}
+    if per_fold.empty:
+        return tables
+    if only is not None:
+        per_fold = per_fold[per_fold[index].isin(only)]
+    folds = [f"fold {f}" for f in sorted(per_fold["fold"].unique())]
+    for key, part in per_fold.groupby(list(by), sort=False):
+        group = dict(zip(by, key if isinstance(key, tuple) else (key,), strict=True))
+        means = mean.loc[(mean[list(by)] == pd.Series(group)).all(axis=1)]
+        means = means[means[index].isin(part[index])]
+        cells = pd.concat([part.assign(column=[f"fold {f}" for f in part["fold"]]),
+                           means.assign(column=MEAN_COLUMN)], ignore_index=True)
+        cells["cell"] = [_cell(r, value) for _, r in cells.iterrows()]
+        rows = list(dict.fromkeys(part[index]))
+        table = cells.pivot(index=index, columns="column", values="cell").loc[rows]
+        table = table[[c for c in (*folds, MEAN_COLUMN) if c in table.columns]]
+        table.columns.name = None
+        if index == "method":
+            table.index = [label(m) for m in table.index]
+        table.index.name = index
+        tables[group_title(group)] = table
+    return tables
+
+
 def wide_table(df: pd.DataFrame, value: str, index: str, columns: str) -> pd.DataFrame:
     """Pivot ``value`` to ``index`` x ``columns`` in first-seen row order, readable labels."""
     rows = list(dict.fromkeys(df[index]))

@@ -160,7 +160,8 @@ def validate(model: nn.Module, loader: DataLoader, classes: Sequence[int],
     """Few-shot class IoU of the validation tasks (records gathered across processes).
 
     Returns:
-        ``miou``: mean over the base classes of their IoU summed over tasks (SPEC section 7);
+        ``miou``: mean over the base classes of their IoU summed over tasks (as in
+        :class:`fsstools.metrics.IoUMeter`);
         ``miou_fg``: the same number (in a binary task every class is the foreground; the
         key keeps ``run.select_on`` valid in both modes); ``class_iou``: per base class in
         ``classes`` order (NaN if never drawn).

@@ -1,10 +1,10 @@
 """Writing the embedded synthetic benchmark: 20 shape x texture classes in two visual styles.
 
-Two versions, chosen by ``SynthConfig.preset``: ``"v2"`` (the default) imitates PASCAL VOC's
-scene statistics (class-dependent object sizes with a wide spread within each class, objects
-cut by the frame, small objects, 1-4 classes per image; see :mod:`.pascal` and
-``docs/benchmark.md``); ``"v1"`` is the first version, every object covering 12-36% of the
-image, kept byte for byte for comparison.
+Two scene layouts, chosen by ``SynthConfig.preset``: ``"v2"`` (the default, the benchmark)
+imitates PASCAL VOC's scene statistics (class-dependent object sizes with a wide spread
+within each class, objects cut by the frame, small objects, 1-4 classes per image; see
+:mod:`.pascal` and ``docs/benchmark.md``); ``"v1"`` is the uniform-size variant, every object
+covering 12-36% of the image, for comparison.
 
 Generated on demand in VOC layout (see ``data/README.md``), deterministic from a seed and
 cached: ``<root>/synth.json`` records the generating config and its hash, and a second
@@ -76,8 +76,8 @@ class SynthConfig:
         seed: root of every per-image seed.
         styles: visual domains to write, each a key of ``render.STYLES``.
         jpeg_quality: JPEG quality of the images.
-        preset: benchmark version, "v2" (PASCAL-like sizes) or "v1" (the first version,
-            reproduced byte for byte).
+        preset: scene layout, "v2" (the benchmark: PASCAL-like sizes) or "v1" (the
+            uniform-size variant).
     """
 
     n_train: int = 5000
@@ -126,8 +126,9 @@ def plan_classes(cfg: SynthConfig, style: str, split: str) -> list[tuple[int, ..
     """Object classes of every image of one split (one id per object).
 
     Classes are dealt from a stream of shuffled permutations of 1..20, so every class
-    appears (almost exactly) equally often. v2 draws PASCAL's classes per image and objects
-    per class (``pascal.plan_images``); v1 draws 1-3 objects, later ones on top.
+    appears (almost exactly) equally often. The benchmark ("v2") draws PASCAL's classes per
+    image and objects per class (``pascal.plan_images``); the uniform-size variant ("v1")
+    draws 1-3 objects, later ones on top.
     """
     n = cfg.n_images(split)
     if cfg.preset == "v2":

@@ -1,4 +1,5 @@
-"""What benchmark v2 imitates: PASCAL VOC 2012 scene statistics, and the draws made from them.
+"""What the benchmark imitates: PASCAL VOC 2012 scene statistics, and the draws made from
+them.
 
 Source of every number below: the per-image table of the PASCAL VOC 2012 segmentation
 trainval set (2913 images, ``SegmentationClass`` masks; the val half is the PASCAL-5i test

@@ -1,7 +1,8 @@
 """Rendering of one synthetic scene: shapes, textures, cluttered backgrounds, two styles.
 
-Two scene layouts share the rest: ``render_scene`` (benchmark v1, every object 12-36% of the
-image) and ``render_scene_v2`` (PASCAL-like sizes per class, objects cut by the frame).
+Two scene layouts share the rest: ``render_scene_v2`` (the benchmark: PASCAL-like sizes per
+class, objects cut by the frame) and ``render_scene`` (the uniform-size variant, preset
+"v1": every object 12-36% of the image).
 Everything here is a pure function of a ``numpy.random.Generator`` and plain arguments, so
 a scene is reproducible from its seed alone. Lengths are given for a 128-pixel image and
 scaled with the image size.
@@ -9,14 +10,15 @@ scaled with the image size.
 A class is a shape family combined with a texture family (pattern plus two-colour palette);
 :mod:`.classes` gives the assignment.
 
-v1 paints every class of a texture family in the family's palette, so only the outline tells
-those five classes apart. With v2's PASCAL-like sizes that outline is often not there (an
-object of 2% of the image is 18 px wide; a large one cut by the frame or seen through a crop
-shows no outline), and base training stalled: fold 0 reached 0.19 validation mIoU after 4
-epochs and 0.33 after 12, against 0.91 after 4 once v2 turned each palette by the class's
-shape (``SHAPE_HUE_STEP``), so that a patch's two colours and pattern name the class, as local
-appearance does in PASCAL (one colour alone does not). The masks are the same bytes (the turn
-draws no random numbers).
+The benchmark turns each texture family's palette by the class's shape (``SHAPE_HUE_STEP``),
+so that a patch's two colours and pattern name the class, as local appearance does in PASCAL
+(one colour alone does not). Painted in the family's palette alone, as the uniform-size
+variant is, the five classes of a family differ only by their outline, which PASCAL-like
+sizes often hide (an object of 2% of the image is 18 px wide; a large one cut by the frame
+or seen through a crop shows no outline): base training on fold 0 then reaches 0.19
+validation mIoU after 4 epochs and 0.33 after 12, against 0.91 after 4 with the turned
+palettes (docs/benchmark.md). The turn draws no random numbers: the masks are the same
+bytes either way.
 """
 
 from __future__ import annotations
@@ -47,9 +49,9 @@ REFERENCE_SIZE = 128
 Fill = Callable[[np.ndarray], np.ndarray]
 """Colours (h, w, 3) for a grid of pixel coordinates (2, h, w)."""
 
-# Benchmark v1: object area as a share of the image, by number of objects in the scene;
-# drawn before borders and occlusion take their part, so the visible share lands mostly in
-# 10-30%. v2 draws sizes per class instead (:mod:`.pascal`).
+# The uniform-size variant: object area as a share of the image, by number of objects in
+# the scene; drawn before borders and occlusion take their part, so the visible share lands
+# mostly in 10-30%. The benchmark draws sizes per class instead (:mod:`.pascal`).
 OBJECT_AREA = {1: (0.15, 0.36), 2: (0.13, 0.30), 3: (0.12, 0.24)}
 HUE_JITTER = 12.0
 """Degrees of per-object hue jitter; well below the 60+ degrees between palettes."""
@@ -179,7 +181,8 @@ def _textured(
 ) -> np.ndarray:
     """An object texture family painted over ``grid`` (2, h, w); (h, w, 3) float in [0, 1].
 
-    ``hue_offset`` (degrees) turns the family's palette (v2: by the class's shape)."""
+    ``hue_offset`` (degrees) turns the family's palette (the benchmark: by the class's
+    shape)."""
     kind, _, _, (p_lo, p_hi) = FAMILIES[family]
     c0, c1 = _palette(rng, family, style, hue_offset)
     t = _pattern(rng, kind, grid, rng.uniform(p_lo, p_hi) * scale)
@@ -252,7 +255,8 @@ def _background(
 def render_scene(
     rng: np.random.Generator, classes: tuple[int, ...], size: int, style: Style, ignore_index: int
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Benchmark v1: objects of ``classes`` (later ones on top) over a cluttered background.
+    """The uniform-size variant: objects of ``classes`` (later ones on top) over a cluttered
+    background.
 
     Every object covers 12-36% of the image before occlusion (``OBJECT_AREA``), whatever its
     class, and lies inside the frame.
@@ -281,7 +285,8 @@ def render_scene(
 def render_scene_v2(
     rng: np.random.Generator, classes: tuple[int, ...], size: int, style: Style, ignore_index: int
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Benchmark v2: PASCAL-like object sizes, objects cut by the frame, small objects.
+    """The benchmark's scene: PASCAL-like object sizes, objects cut by the frame, small
+    objects.
 
     Each class's share of the image is drawn from its PASCAL counterpart's statistics and
     split among its objects (``pascal.scene_objects``); objects are placed largest
