@@ -6,7 +6,7 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
-from fsstools.studies import readings
+from fsstools.studies import fold_readings, readings
 
 
 def diff_rows(values: dict[tuple[str, int], tuple[float, float, float]], key: str = "method"
@@ -158,19 +158,19 @@ def test_fold_sign_notes_name_the_fold_that_flips_a_contrast():
     rows = _flipped_on_fold_3()
     per_fold = stats.differences(rows, reference="a", by=("shots", "fold"), n_boot=100)
     mean = stats.differences(rows, reference="a", n_boot=100)
-    (note,) = readings.fold_sign_notes(per_fold, mean, "a", labels=str.upper)
+    (note,) = fold_readings.fold_sign_notes(per_fold, mean, "a", labels=str.upper)
     assert note.startswith("**B minus A, per fold**")
     r3, m = per_fold[per_fold["fold"] == 3].iloc[0], mean.iloc[0]
     assert r3["miou_high"] < 0 < m["miou_low"]  # built so: fold 3 behind, the mean ahead
     assert (f"at 1 shot the fold mean is {readings.signed_gap(m)} (ahead) but fold 3 has "
             f"{readings.signed_gap(r3)} (behind).") in note
     assert "fold 0" not in note and "fold 1" not in note and "fold 2" not in note
-    assert readings.fold_sign_notes(per_fold, mean, "a", only=["c"]) == []
+    assert fold_readings.fold_sign_notes(per_fold, mean, "a", only=["c"]) == []
     # the same folds without the swap: nothing flips, and the reading says so
     same = per_fold[per_fold["fold"] < 3]
-    (note,) = readings.fold_sign_notes(same, mean, "a", labels=str.upper)
+    (note,) = fold_readings.fold_sign_notes(same, mean, "a", labels=str.upper)
     assert note.startswith("**Per fold** (3 folds): every fold has the sign of the fold mean")
-    assert readings.fold_sign_notes(per_fold[per_fold["fold"] == 0], mean, "a") == []
+    assert fold_readings.fold_sign_notes(per_fold[per_fold["fold"] == 0], mean, "a") == []
 
 
 def test_fold_sign_notes_need_one_resolved_interval():
@@ -187,7 +187,7 @@ def test_fold_sign_notes_need_one_resolved_interval():
     # 1 shot: the mean is resolved (ahead), fold 1 is level on the other side: named.
     # 5 shots: mean and folds all level: no sign is resolved, nothing named.
     mean = diff_rows({("ce", 1): (0.008, 0.001, 0.015), ("ce", 5): (-0.0005, -0.006, 0.005)})
-    (note,) = readings.fold_sign_notes(per_fold, mean, "repri")
+    (note,) = fold_readings.fold_sign_notes(per_fold, mean, "repri")
     gap = readings.signed_gap
     assert note == (f"**ce minus repri, per fold**: at 1 shot the fold mean is {gap(mean.iloc[0])} "
                     f"(ahead) but fold 1 has {gap(per_fold.iloc[1])} (level).")

@@ -86,7 +86,7 @@ def fold_tables(
         means = means[means[index].isin(part[index])]
         cells = pd.concat([part.assign(column=[f"fold {f}" for f in part["fold"]]),
                            means.assign(column=MEAN_COLUMN)], ignore_index=True)
-        cells["cell"] = [_cell(r, value) for _, r in cells.iterrows()]
+        cells["cell"] = [interval_text(r, value) for _, r in cells.iterrows()]
         rows = list(dict.fromkeys(part[index]))
         table = cells.pivot(index=index, columns="column", values="cell").loc[rows]
         table = table[[c for c in (*folds, MEAN_COLUMN) if c in table.columns]]
