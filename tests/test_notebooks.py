@@ -733,6 +733,7 @@ def _check_domain_shift(out: Path, params: dict, printed: str) -> None:
     _check_summary(pd.read_csv(out / "coco_to_pascal_summary.csv"), params["methods"],
                    params["shots"])
     assert "COCO-20i -> PASCAL" in (out / "summary.md").read_text()
+    assert "COCO base models given for fold(s) 1 (nothing is trained)" in printed
 
 
 def _check_prior(out: Path, params: dict, printed: str) -> None:
