@@ -738,7 +738,8 @@ def _check_domain_shift(out: Path, params: dict, printed: str) -> None:
 
 def _check_prior(out: Path, params: dict, printed: str) -> None:
     errors = pd.read_csv(out / "prior_errors.csv")
-    assert (errors.groupby("stage").size() == params["n_episodes"]).all()  # initial and final
+    per_stage = errors.groupby("stage").size()  # RePRI's initial and final prior, per task
+    assert len(per_stage) == 2 and (per_stage == params["n_episodes"]).all()
     assert set(pd.read_csv(out / "t_pi_ablation.csv")["t_pi"].astype(str)) == {"none", "10"}
     deltas = pd.read_csv(out / "delta_sensitivity.csv")
     assert set(deltas["prior_delta"]) == set(params["deltas"])
