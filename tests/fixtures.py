@@ -9,10 +9,13 @@ import torch
 from PIL import Image
 from scipy.io import savemat
 
+from fsstools import config as config_lib
 from fsstools.constants import IGNORE_INDEX
 from fsstools.data.check import voc_colormap
 from fsstools.models import ModelConfig
-from fsstools.models.pspnet import PSPNet
+from fsstools.models.checkpoints import CHECKPOINT_FORMAT
+from fsstools.models.pspnet import PSPNet, build_model
+from tests.tiny import TINY_MODEL, training_record
 
 SIZE = (24, 32)  # (H, W) of the default images
 BIG = (12, 16)  # block of the image's main class: 192 px
@@ -90,6 +93,19 @@ def list_path(layout: str = "list", list_name: str = "train") -> str:
     """The list file ``make_voc_folder`` writes, relative to the root."""
     folder = "ImageSets/Segmentation" if layout == "voc" else "lists"
     return f"{folder}/{list_name}.txt"
+
+
+def write_base_checkpoint(path: Path, fold: int, dataset: str = "synth", seed: int = 0) -> Path:
+    """A random tiny base model of ``dataset`` ``fold`` in our checkpoint format, recording
+    the fold's base classes as a trained one does (nothing is trained)."""
+    torch.manual_seed(seed)
+    n_outputs = len(training_record(fold, dataset)["classes"]) + 1
+    path.parent.mkdir(parents=True, exist_ok=True)
+    model = build_model(TINY_MODEL, n_outputs)
+    torch.save({"format": CHECKPOINT_FORMAT, "model": model.state_dict(),
+                "model_config": config_lib.to_dict(TINY_MODEL), "n_classes": n_outputs,
+                **training_record(fold, dataset)}, path)
+    return path
 
 
 # ----------------------------------------------------------------------------- VOC2012 and SBD
@@ -226,3 +242,38 @@ def write_turned(path: Path, shown: np.ndarray, orientation: int) -> None:
     exif[0x0112] = orientation  # Orientation
     path.parent.mkdir(parents=True, exist_ok=True)
     img.save(path, exif=exif, **({"quality": 95} if path.suffix == ".jpg" else {}))
+
+
+# ----------------------------------------------------------------------------- COCO-20i
+# The data root `fsstools coco-masks` writes, in miniature: val2014 images, class-id masks
+# (1..80) under masks/val2014 and lists/val2014.txt, so that every class of every fold is the
+# main class of PER_CLASS images (a 5-shot task of any fold has its supports and query).
+
+COCO_VAL = [f"COCO_val2014_{j:012d}" for j in range(80 * PER_CLASS)]
+
+
+def coco_mask(j: int) -> np.ndarray:
+    """A big block of class j % 80 + 1, a block of another class too small to count, a 255
+    row where a crowd lay: the masks coco-masks writes, in miniature."""
+    h, w = PASCAL_HW
+    mask = np.zeros((h, w), dtype=np.uint8)
+    mask[6:34, 4:40] = j % 80 + 1
+    mask[35:38, 41:44] = (j + 7) % 80 + 1
+    mask[0, :] = IGNORE_INDEX
+    return mask
+
+
+def write_coco_root(root: Path) -> Path:
+    """A COCO-20i data root under ``root`` as ``fsstools coco-masks`` leaves it (val2014 only).
+
+    Returns:
+        ``root``.
+    """
+    lines = []
+    for j, stem in enumerate(COCO_VAL):
+        write_image(root / "val2014" / f"{stem}.jpg", *PASCAL_HW, seed=j)
+        write_mask(root / "masks" / "val2014" / f"{stem}.png", coco_mask(j))
+        lines.append(f"val2014/{stem}.jpg masks/val2014/{stem}.png\n")
+    (root / "lists").mkdir(parents=True, exist_ok=True)
+    (root / "lists" / "val2014.txt").write_text("".join(lines))
+    return root

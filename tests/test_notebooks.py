@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import ast
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -23,7 +24,12 @@ from fsstools.data import splits
 from fsstools.data.sbd import prepare_pascal
 from fsstools.errors import ConfigError, MissingError
 from fsstools.studies import meta_learning, parameters, profiles, recipes
-from tests.fixtures import make_voc_folder, write_authors_archive, write_pascal_sources
+from tests.fixtures import (
+    make_voc_folder,
+    write_authors_archive,
+    write_base_checkpoint,
+    write_pascal_sources,
+)
 
 REPO = Path(__file__).resolve().parent.parent
 NOTEBOOKS = sorted((REPO / "notebooks").glob("[0-9][0-9]_*.ipynb"))
@@ -611,39 +617,142 @@ model:
 """
 
 
+@pytest.fixture(scope="module")
+def authors_world(tmp_path_factory) -> Path:
+    """A PASCAL root made by prepare-pascal (the test's lists installed as the paper's), the
+    authors' archive with their PASCAL models of every fold and their COCO model of fold 1,
+    a training config naming their trunk, and a random tiny base model of the embedded
+    benchmark's fold 0 (``synth0.pt``, for 04's synthetic part). Nothing here is trained."""
+    tmp = tmp_path_factory.mktemp("authors")
+    voc, sbd, lists = write_pascal_sources(tmp / "sources")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(paths, "lists_dir", lambda: lists)
+        prepare_pascal(voc, sbd, tmp / "pascal", progress=False)
+    write_authors_archive(tmp / "repri")
+    write_authors_archive(tmp / "repri", "coco", folds=range(1, 2))
+    (tmp / "authors.yaml").write_text(AUTHORS_PASCAL_CONFIG)
+    write_base_checkpoint(tmp / "synth0.pt", 0)
+    return tmp
+
+
+def _on_the_authors_models(name: str, world: str) -> dict:
+    """The real-data parameters of ``name``: the prepared PASCAL root and the authors' archive
+    (04: their COCO models, tested on PASCAL; the synthetic part on a given model)."""
+    if name == "04_domain_shift":
+        return {"checkpoints": f"{world}/synth{{fold}}.pt", "pascal_root": f"{world}/pascal",
+                "coco_checkpoint": f"{world}/repri"}
+    return {"dataset": "pascal", "data_root": f"{world}/pascal",
+            "train_config": f"{world}/authors.yaml", "checkpoints": f"{world}/repri"}
+
+
+AUTHORS_RUNS = {
+    "00_walkthrough": {"fold": 1, "shots": [1], "n_episodes": 2, "show_iterations": [0, 50]},
+    "01_base_training": {"folds": [0, 1], "n_pca_images": 2},
+    "02_loss_ablations": {"shots": [1], "methods": ["inductive", "repri"], "n_episodes": 3,
+                          "n_boot": 20},
+    "03_shot_scaling": {"folds": [0, 2], "base_seeds": [0, 1], "shots": [1],
+                        "methods": ["repri", "oracle_repri"], "n_episodes": 3, "n_boot": 20},
+    "04_domain_shift": {"shots": [1], "methods": ["inductive", "repri"], "n_episodes": 3,
+                        "n_boot": 20, "coco_folds": [1], "coco_n_episodes": 3,
+                        "coco_size": 48},
+    "05_proportion_prior": {"shots": [1], "deltas": [0.0, 0.3], "t_pi_values": [[], [10]],
+                            "n_episodes": 3, "n_boot": 20},
+}
+"""Tiny runs of the studies on the authors' models: few folds, tasks and resamples."""
+
+
 @pytest.mark.notebooks
 @pytest.mark.slow
-def test_papermill_shot_scaling_on_the_authors_checkpoints_trains_nothing(tmp_path, outputs,
-                                                                          monkeypatch):
-    """03 on a PASCAL root made by prepare-pascal, with the authors' archive as
-    ``checkpoints``: every fold scored with its own file, two base seeds collapsed to that one
-    model, and no base model trained."""
-    voc, sbd, lists = write_pascal_sources(tmp_path / "sources")
-    monkeypatch.setattr(paths, "lists_dir", lambda: lists)
-    prepare_pascal(voc, sbd, tmp_path / "pascal", progress=False)
-    write_authors_archive(tmp_path / "repri")
-    (tmp_path / "authors.yaml").write_text(AUTHORS_PASCAL_CONFIG)
-    methods, folds, n = ["repri", "oracle_repri"], [0, 2], 4
-    nb = _execute("03_shot_scaling", tmp_path, output_dir="results", dataset="pascal",
-                  data_root="pascal", train_config="authors.yaml", checkpoints="repri",
-                  folds=folds, base_seeds=[0, 1], shots=[1], methods=methods, n_episodes=n,
-                  n_boot=20)
+@pytest.mark.parametrize("name", sorted(AUTHORS_RUNS))
+def test_papermill_on_the_authors_checkpoints_trains_nothing(name, authors_world, tmp_path,
+                                                             outputs, monkeypatch):
+    """Every study on a PASCAL root made by prepare-pascal with the authors' archive as
+    ``checkpoints`` (04: COCO -> PASCAL with their COCO models as ``coco_checkpoint``, the
+    synthetic part on a given tiny model), the paths given relative to the folder papermill
+    runs in: each fold scored with its own file, results written, no base model trained."""
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")  # the kernel's torch: tiny tensors, one thread
+    world = os.path.relpath(authors_world, tmp_path)
+    params = {**AUTHORS_RUNS[name], **_on_the_authors_models(name, world)}
+    nb = _execute(name, tmp_path, output_dir="results", **params)
     assert _stray_values(nb) == []
     printed = "".join(o.get("text", "") for c in nb.cells if c.cell_type == "code"
                       for o in c.get("outputs", []))
-    assert "base models given for fold(s) 0, 2 (nothing is trained); base seeds [0, 1] " \
-           "collapse to one model per fold" in printed
+    assert "(nothing is trained)" in printed
     out = tmp_path / "results"
+    recorded = json.loads((out / parameters.RECORD_NAME).read_text())["parameters"]
+    resolved = _on_the_authors_models(name, str(authors_world))  # where papermill ran
+    assert {k: recorded[k] for k in resolved} == resolved
+    assert (out / "summary.md").stat().st_size > 0
+    assert not (outputs / "runs").exists()  # nothing was trained
+    AUTHORS_CHECKS[name](out, params, printed)
+
+
+def _check_walkthrough(out: Path, params: dict, printed: str) -> None:
+    walk = pd.read_csv(out / "walkthrough.csv")
+    class_id = int(walk["class"].item().split()[0])
+    assert class_id in splits.test_classes("pascal", params["fold"])
+    gap = pd.read_csv(out / "checks.csv")["loop_vs_library_max_abs_diff"].item()
+    assert gap < 1e-4  # the hand-written loop matches the library on the authors' features
+
+
+def _check_base_models(out: Path, params: dict, printed: str) -> None:
+    models = pd.read_csv(out / "base_models.csv")
+    assert list(models["fold"]) == params["folds"]
+    assert (models["selected_epoch"] == 99).all()  # what the authors' files record
+    assert models["val_miou_base_classes"].between(0, 1).all()
+    assert models["epochs"].isna().all()  # no training run behind them
+    assert pd.read_csv(out / "training_history.csv").empty
+    assert "no training curves: the base models are given checkpoints" in printed
+    scores = pd.read_csv(out / "base_class_iou.csv")
+    for fold in params["folds"]:
+        classes = scores[scores["fold"] == fold]["class_id"]
+        assert list(classes) == [0, *splits.base_classes("pascal", fold)]  # background first
+
+
+def _check_scored(out: Path, params: dict, printed: str) -> None:
+    folds = params.get("folds", [0])
     episodes = pd.read_csv(out / "episodes.csv")
-    assert len(episodes) == len(methods) * len(folds) * n  # one base seed, not two
+    assert len(episodes) == len(params["methods"]) * len(folds) * params["n_episodes"]
     assert set(episodes["base_seed"]) == {0}
     for fold in folds:
         tested = set(episodes[episodes["fold"] == fold]["class_id"])
         assert tested <= set(splits.test_classes("pascal", fold))
-    _check_summary(pd.read_csv(out / "summary.csv"), methods, [1])
-    recorded = json.loads((out / parameters.RECORD_NAME).read_text())["parameters"]
-    assert recorded["checkpoints"] == str(tmp_path / "repri")
-    assert not (outputs / "runs").exists()  # nothing was trained
+    _check_summary(pd.read_csv(out / "summary.csv"), params["methods"], params["shots"])
+
+
+def _check_shot_scaling(out: Path, params: dict, printed: str) -> None:
+    _check_scored(out, params, printed)  # one base seed, not two
+    assert "base models given for fold(s) 0, 2 (nothing is trained); base seeds [0, 1] " \
+           "collapse to one model per fold" in printed
+
+
+def _check_domain_shift(out: Path, params: dict, printed: str) -> None:
+    c2p = pd.read_csv(out / "coco_to_pascal_episodes.csv")
+    assert len(c2p) == len(params["methods"]) * params["coco_n_episodes"]
+    assert set(c2p["class_id"]) <= set(splits.coco_to_pascal_classes(1))
+    _check_summary(pd.read_csv(out / "coco_to_pascal_summary.csv"), params["methods"],
+                   params["shots"])
+    assert "COCO-20i -> PASCAL" in (out / "summary.md").read_text()
+    assert "COCO base models given for fold(s) 1 (nothing is trained)" in printed
+
+
+def _check_prior(out: Path, params: dict, printed: str) -> None:
+    errors = pd.read_csv(out / "prior_errors.csv")
+    per_stage = errors.groupby("stage").size()  # RePRI's initial and final prior, per task
+    assert len(per_stage) == 2 and (per_stage == params["n_episodes"]).all()
+    assert set(pd.read_csv(out / "t_pi_ablation.csv")["t_pi"].astype(str)) == {"none", "10"}
+    deltas = pd.read_csv(out / "delta_sensitivity.csv")
+    assert set(deltas["prior_delta"]) == set(params["deltas"])
+
+
+AUTHORS_CHECKS = {
+    "00_walkthrough": _check_walkthrough,
+    "01_base_training": _check_base_models,
+    "02_loss_ablations": _check_scored,
+    "03_shot_scaling": _check_shot_scaling,
+    "04_domain_shift": _check_domain_shift,
+    "05_proportion_prior": _check_prior,
+}
 
 
 # ----------------------------------------------------------------------------- reproduce

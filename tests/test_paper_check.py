@@ -2,8 +2,9 @@
 unpacked SBD archive made into a data root by ``prepare-pascal`` (the paper's lists are the
 test's own, installed as the shipped ones), the authors' archive with one tiny ResNet-50 per
 fold under their key names, then the four folds scored and set beside the paper's numbers.
-Also the published numbers as data, the table layer on the other benchmarks, and the
-refusals."""
+The same with the authors' COCO models: COCO-20i on a COCO root as coco-masks leaves it, and
+COCO -> PASCAL on the prepared PASCAL root. Also the published numbers as data, the table
+layer on its own, and the refusals."""
 
 from __future__ import annotations
 
@@ -26,6 +27,7 @@ from tests.fixtures import (
     PASCAL_HW,
     PASCAL_VAL,
     write_authors_archive,
+    write_coco_root,
     write_pascal_sources,
 )
 
@@ -53,8 +55,9 @@ def data_root(sources, monkeypatch, tmp_path) -> Path:
     return prepare_pascal(voc, sbd, tmp_path / "pascal", progress=False).root
 
 
-def paper_check(data_root: Path, archive: Path, out: Path, *extra: str) -> list[str]:
-    return ["paper-check", "--dataset", "pascal", "--data-root", str(data_root),
+def paper_check(data_root: Path, archive: Path, out: Path, *extra: str,
+                dataset: str = "pascal") -> list[str]:
+    return ["paper-check", "--dataset", dataset, "--data-root", str(data_root),
             "--checkpoints", str(archive), "--size", str(SIZE), "--n-episodes", "3",
             "--out", str(out), "--set", "n_boot=100", "--no-progress", *extra]
 
@@ -192,3 +195,39 @@ def test_the_comparison_on_the_other_benchmarks(benchmark):
     assert f"| {label('ce')} | - | 1 | mean | 37.5 [37.5, 37.5] | - | - | - |" in md
     assert re.search(r"\| 1 \| mean \| 37\.5 \[[\d.]+, [\d.]+\] \| [\d.]+ \| [+-][\d.]+ \| "
                      r"(yes|no) \|", md)
+
+
+# ----------------------------------------------------------------------------- the COCO models
+
+
+@pytest.fixture(scope="module")
+def coco_world(tmp_path_factory) -> tuple[Path, Path]:
+    """A COCO-20i root as coco-masks leaves it, and the authors' archive of COCO models."""
+    tmp = tmp_path_factory.mktemp("coco")
+    return write_coco_root(tmp / "coco"), write_authors_archive(tmp / "repri", "coco")
+
+
+@pytest.mark.parametrize("benchmark", ["coco", "coco_to_pascal"])
+def test_paper_check_on_the_authors_coco_models(benchmark, coco_world, outputs, tmp_path,
+                                                 capsys, request):
+    """COCO-20i on a COCO root, and COCO -> PASCAL on the prepared PASCAL root: each fold's
+    COCO model tested on its own classes, the paper's numbers of that benchmark beside."""
+    coco_root, archive = coco_world
+    root = coco_root if benchmark == "coco" else request.getfixturevalue("data_root")
+    out = tmp_path / "check"
+    assert cli.main(paper_check(root, archive, out, dataset=benchmark)) == 0
+    printed = capsys.readouterr().out
+    table = pd.read_csv(out / "paper_check.csv", dtype={"fold": str})
+    paper = paper_table.paper_numbers(benchmark)
+    assert list(table["paper"]) == list(paper["miou"])  # same rows, same order
+    assert (table["n_episodes"] == 3).all() and (table["n_runs"] == 2).all()
+    title = {"coco": "# COCO-20i:", "coco_to_pascal": "# COCO-20i -> PASCAL:"}[benchmark]
+    assert (out / "paper_check.md").read_text().startswith(title) and title in printed
+    settings = yaml.safe_load((out / "paper_check.yaml").read_text())
+    for fold in range(splits.N_FOLDS):
+        rows = pd.read_csv(out / f"fold{fold}" / "episodes.csv")
+        tested = (splits.test_classes("coco", fold) if benchmark == "coco"
+                  else splits.coco_to_pascal_classes(fold))
+        assert set(rows["class_id"]) <= set(tested)
+        assert f"model_ckpt/coco/split={fold}/" in settings["checkpoints"][fold]
+    assert not (outputs / "runs").exists()  # nothing trained

@@ -94,12 +94,17 @@ def attach(prof: Any, spec: str, train: Any, folds: Sequence[int],
         MissingError, ConfigError, DataError: see :func:`resolve`.
     """
     found = resolve(spec, prof.train_dataset, train.model.arch, folds)
-    line = f"base models given for fold(s) {', '.join(map(str, found))} (nothing is trained)"
+    line = given_line(found)
     if len(base_seeds) > 1:
         line += (f"; base seeds {list(base_seeds)} collapse to one model per fold, scored as "
                  f"base seed {base_seeds[0]}")
     print(line)
     return dataclasses.replace(prof, checkpoints=found)
+
+
+def given_line(folds: Sequence[int], what: str = "base models") -> str:
+    """The line that says which folds' models are given, so that none is trained."""
+    return f"{what} given for fold(s) {', '.join(map(str, folds))} (nothing is trained)"
 
 
 def checkpoint_epoch(path: Path) -> float:

@@ -179,6 +179,7 @@ def coco_to_pascal(
     if coco_checkpoint:
         arch = config_lib.load(TrainConfig, coco_train_config.format(fold=folds[0])).model.arch
         given = given_models.resolve(coco_checkpoint, "coco", arch, folds, "coco_checkpoint")
+        print(given_models.given_line(given, "COCO base models"))
     frames = []
     for fold in folds:
         cfg = EvalConfig(
