@@ -151,6 +151,8 @@ def test_class_index_cached_outside_the_data_and_invalidated(tmp_path, monkeypat
     capsys.readouterr()
     assert voc.class_index(root, pairs, 20, MIN_FG_TEST) == first
     assert "reusing class index of 4 masks" in capsys.readouterr().out
+    assert voc.class_index(root, pairs, 20, MIN_FG_TEST) == first
+    assert "reusing" not in capsys.readouterr().out  # said once per process
 
     monkeypatch.setattr(voc, "_compute_index", real)
     mask = np.zeros((24, 32), np.uint8)

@@ -170,6 +170,10 @@ def _compute_index(
     return index
 
 
+_ANNOUNCED: set[Path] = set()
+"""Class indexes whose reuse this process has announced."""
+
+
 def class_index(
     root: str | Path,
     pairs: Sequence[Pair],
@@ -192,7 +196,9 @@ def class_index(
         try:
             stored = json.loads(path.read_text())
             index = {int(c): images for c, images in stored["index"].items()}
-            cache.announce_reuse(f"class index of {len(pairs)} masks", path)
+            if path not in _ANNOUNCED:  # once per process: a study reads it per episode list
+                cache.announce_reuse(f"class index of {len(pairs)} masks", path)
+                _ANNOUNCED.add(path)
             return index
         except (json.JSONDecodeError, KeyError, ValueError):
             pass  # an unreadable cache entry is rebuilt below
