@@ -18,7 +18,7 @@ $(STAMP): requirements.txt pyproject.toml
 	$(BIN)/python -m ipykernel install --prefix $(VENV) --name python3 --display-name "fsstools (.venv)"
 	touch $(STAMP)
 
-# RePRI against two baselines on the quick profile, in minutes (fsstools demo --help)
+# RePRI against three baselines on the quick profile, in minutes (fsstools demo --help)
 demo: install
 	$(BIN)/fsstools demo $(ARGS)
 

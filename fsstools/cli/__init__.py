@@ -49,7 +49,7 @@ class Command:
 
 
 COMMANDS: dict[str, Command] = {
-    "demo": Command("RePRI against two baselines on the embedded benchmark, in minutes",
+    "demo": Command("RePRI against three baselines on the embedded benchmark, in minutes",
                     jobs.demo_parser, jobs.run_demo),
     "synth": Command("generate the embedded synthetic benchmark",
                      data.synth_parser, data.run_synth),

@@ -1,5 +1,6 @@
 """The first run of a new user (``fsstools demo``, ``make demo``): RePRI against two
-inductive and transductive baselines on one fold of the embedded benchmark, in minutes.
+inductive baselines and its own support-only start on one fold of the embedded benchmark, in
+minutes.
 
 It calls the notebooks' recipes: the profile's data and one base model (generated and
 trained on first use, reused after), episodes of the fold's novel classes, the methods
@@ -25,13 +26,13 @@ from fsstools import plots
 from fsstools.evaluation import pipeline as evaluate
 from fsstools.evaluation import stats
 from fsstools.studies import report
-from fsstools.studies.profiles import Profile, ensure_base_model
+from fsstools.studies.profiles import Profile, ensure_base_model, ensure_data
 from fsstools.studies.recipes import fold_study, study_episode
 from fsstools.studies.your_images import demo_task
 
-METHODS = ("panet", "ce", "repri")
-"""PANet's two-prototype rule (inductive), CE from the query-mean bias (RePRI without its
-query terms) and RePRI."""
+METHODS = ("panet", "inductive", "ce", "repri")
+"""The two inductive baselines (PANet's two-prototype rule, one prototype with a bias fitted
+on the support), CE from the query-mean bias (RePRI without its query terms) and RePRI."""
 SHOTS = (1, 5)
 N_EPISODES = 100
 EXAMPLES = "your_images"
@@ -64,6 +65,7 @@ def run_demo(prof: Profile, out: Path, fold: int = 0, shots: Sequence[int] = SHO
         example folder (``a.jpg``, ``a.png``, ``q.jpg``, ``photos/``, ``best.pt``).
     """
     out.mkdir(parents=True, exist_ok=True)
+    ensure_data(prof)  # with its progress bar: the first run generates the set here
     checkpoint = ensure_base_model(prof, fold)
     study = fold_study(prof, fold, shots, n_episodes, device=device)
     rows = evaluate.score(study, list(methods)).rows
@@ -72,8 +74,10 @@ def run_demo(prof: Profile, out: Path, fold: int = 0, shots: Sequence[int] = SHO
     files = {
         "scores": report.save_table(rows, out, "scores"),
         "figure": report.save_figure(
-            plots.bar_ci(summary, title=f"{prof.name} profile, fold {fold}, "
-                         f"{n_episodes} tasks per shot count"), out, "scores"),
+            plots.bar_ci(summary.assign(setting=summary["shots"].map("{}-shot".format)),
+                         x="setting", hue="method",
+                         title=f"{prof.name} profile, fold {fold}, {n_episodes} tasks each"),
+            out, "scores"),
         "episode": report.save_figure(
             plots.episode_panel(study_episode(study, min(shots), 0)), out, "episode"),
         "examples": write_examples(prof, out / EXAMPLES, checkpoint, fold),
