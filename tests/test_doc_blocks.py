@@ -119,7 +119,7 @@ def shims(tmp_path_factory) -> Path:
 def environment(shims: Path, **extra: str) -> dict[str, str]:
     env = {**os.environ, **extra}
     env["PATH"] = f"{shims}{os.pathsep}{env['PATH']}"
-    env["PYTHONPATH"] = os.pathsep.join([str(shims), str(REPO), env.get("PYTHONPATH", "")])
+    env["PYTHONPATH"] = os.pathsep.join(p for p in [str(REPO), env.get("PYTHONPATH")] if p)
     return env
 
 

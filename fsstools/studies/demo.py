@@ -71,13 +71,13 @@ def run_demo(prof: Profile, out: Path, fold: int = 0, shots: Sequence[int] = SHO
     rows = evaluate.score(study, list(methods)).rows
     summary = stats.fold_mean(rows)
     gaps = stats.differences(rows, reference="repri")
+    figure = plots.bar_ci(summary.assign(setting=summary["shots"].map("{}-shot".format)),
+                          x="setting", hue="method",
+                          title=f"{prof.name} profile, fold {fold}, {n_episodes} tasks each")
+    figure.axes[0].legend(loc="upper center", bbox_to_anchor=(0.5, -0.1), ncol=2, fontsize=8)
     files = {
         "scores": report.save_table(rows, out, "scores"),
-        "figure": report.save_figure(
-            plots.bar_ci(summary.assign(setting=summary["shots"].map("{}-shot".format)),
-                         x="setting", hue="method",
-                         title=f"{prof.name} profile, fold {fold}, {n_episodes} tasks each"),
-            out, "scores"),
+        "figure": report.save_figure(figure, out, "scores"),
         "episode": report.save_figure(
             plots.episode_panel(study_episode(study, min(shots), 0)), out, "episode"),
         "examples": write_examples(prof, out / EXAMPLES, checkpoint, fold),
