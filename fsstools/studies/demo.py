@@ -1,5 +1,5 @@
-"""The first run of a new user (``fsstools demo``, ``make demo``): RePRI against two
-inductive baselines and its own support-only start on one fold of the embedded benchmark, in
+"""The first run of a new user (``fsstools demo``, ``make demo``): RePRI against the two
+inductive baselines and plain CE from the same start on one fold of the embedded benchmark, in
 minutes.
 
 It calls the notebooks' recipes: the profile's data and one base model (generated and
