@@ -83,7 +83,7 @@ def run_report(args: argparse.Namespace) -> int:
 def demo_parser() -> argparse.ArgumentParser:
     p = new_parser("demo", "RePRI against three baselines on one fold of the embedded benchmark, "
                    "in minutes: generates the data and trains one small base model on first "
-                   "use, prints mIoU with 95%% intervals, writes a figure, one task as a "
+                   "use, prints mIoU with 95% intervals, writes a figure, one task as a "
                    "picture and the files of the README's own-images example.")
     p.add_argument("--profile", default="quick", choices=("quick", "tiny", "full"),
                    help="size of the benchmark and the base training (tiny: seconds, numbers "
