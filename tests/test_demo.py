@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 from PIL import Image
 
@@ -25,7 +26,7 @@ def test_the_gaps_are_repri_minus_each_baseline(tmp_path):
             assert _point(cell) == pytest.approx(expected, abs=0.11), (method, shots)
     examples = result.files["examples"]
     assert Image.open(examples / "a.jpg").size == Image.open(examples / "a.png").size
-    assert set(Image.open(examples / "a.png").getdata()) <= {0, 255}
+    assert set(np.unique(np.asarray(Image.open(examples / "a.png")))) <= {0, 255}
     assert len(list((examples / "photos").glob("*.jpg"))) == 3
     assert (examples / "best.pt").is_file() and not (examples / "demo_images").exists()
 
