@@ -7,6 +7,7 @@ import pytest
 from PIL import Image
 
 from fsstools.cli import main
+from fsstools.plots.style import label
 from fsstools.studies.demo import run_demo
 from fsstools.studies.profiles import get_profile
 
@@ -19,7 +20,7 @@ def _point(cell: str) -> float:
 
 def test_the_gaps_are_repri_minus_each_baseline(tmp_path):
     result = run_demo(get_profile("tiny"), tmp_path, n_episodes=20)
-    repri = result.table.loc["RePRI (paper text)"]
+    repri = result.table.loc[label("repri")]
     for method, gaps in result.gaps.iterrows():
         for shots, cell in gaps.items():
             expected = _point(repri[shots]) - _point(result.table.loc[method, shots])
@@ -34,7 +35,7 @@ def test_the_gaps_are_repri_minus_each_baseline(tmp_path):
 def test_the_command_prints_the_table_and_every_path(tmp_path, capsys):
     assert main(["demo", "--profile", "tiny", "--n-episodes", "20", "--out", str(tmp_path)]) == 0
     printed = capsys.readouterr().out
-    assert "RePRI (paper text)" in printed and "shots=5" in printed
+    assert label("repri") in printed and "shots=5" in printed
     for name in ("scores.csv", "scores.png", "episode.png", "your_images"):
         assert str(tmp_path / name) in printed and (tmp_path / name).exists()
 
