@@ -1,10 +1,12 @@
-# The entry points of the README: `make reproduce` (main job), `make test` (CI), `make lab`.
+# The entry points of the README: `make demo` (first run), `make test` (CI), `make reproduce`
+# (main job), `make lab`; `make install` alone makes .venv/. ARGS passes options to the
+# fsstools command of demo and reproduce: make reproduce ARGS="--only 02 03".
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install reproduce test lab lint clean
+.PHONY: install demo reproduce test lab lint clean
 
 install: $(STAMP)
 
@@ -16,8 +18,12 @@ $(STAMP): requirements.txt pyproject.toml
 	$(BIN)/python -m ipykernel install --prefix $(VENV) --name python3 --display-name "fsstools (.venv)"
 	touch $(STAMP)
 
+# RePRI against three baselines on the quick profile, in minutes (fsstools demo --help)
+demo: install
+	$(BIN)/fsstools demo $(ARGS)
+
 reproduce: install
-	$(BIN)/fsstools reproduce
+	$(BIN)/fsstools reproduce $(ARGS)
 
 # unit tests, papermill tests, nbval over every notebook, then the browser test of the
 # explorer (marked `browser`: skipped without Chromium; .ci/run installs it)

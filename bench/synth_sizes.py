@@ -30,6 +30,7 @@ from fsstools.cache import atomic_write
 from fsstools.constants import min_fg_pixels
 from fsstools.data.splits import PASCAL_CLASSES
 from fsstools.data.synth.benchmark import ensure_synth
+from fsstools.data.synth.classes import N_CLASSES, class_names
 from fsstools.data.synth.generate import SPLITS, SynthConfig
 from fsstools.data.synth.pascal import (
     PASCAL_CLASS_STATS,
@@ -37,7 +38,6 @@ from fsstools.data.synth.pascal import (
     PASCAL_SUMMARY,
     class_stats,
 )
-from fsstools.data.synth.render import N_CLASSES, class_names
 from fsstools.data.synth.stats import measure, read_counts
 
 PASCAL_SPLIT = "trainval"

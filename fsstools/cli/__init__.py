@@ -49,6 +49,8 @@ class Command:
 
 
 COMMANDS: dict[str, Command] = {
+    "demo": Command("RePRI against three baselines on the embedded benchmark, in minutes",
+                    jobs.demo_parser, jobs.run_demo),
     "synth": Command("generate the embedded synthetic benchmark",
                      data.synth_parser, data.run_synth),
     "coco-masks": Command("write per-image class-id masks for COCO 2014",
