@@ -43,6 +43,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from timing import cpu_name, load  # noqa: E402
 
+from fsstools.studies.parameters import notebook_declarations  # noqa: E402
+
 REPO = Path(__file__).resolve().parents[1]
 PHASES = ("start-up", "data loading", "benchmark generation", "training step",
           "feature extraction", "inference", "statistics", "plotting", "cache I/O",
@@ -111,8 +113,11 @@ def profile_notebook(stem: str, args: argparse.Namespace, out: Path) -> dict:
     raw_path = out / f"{stem}.raw.txt"
     fsstools = Path(sys.executable).parent / "fsstools"
     job = [str(fsstools), "reproduce", "--only", stem[:2], "--out", str(out / "job")]
-    if args.set:
-        job += ["--set", *args.set]
+    # each notebook gets the overrides it declares (reproduce refuses the others)
+    declared = notebook_declarations(REPO / "notebooks" / f"{stem}.ipynb")
+    overrides = [s for s in args.set if s.partition("=")[0] in declared]
+    if overrides:
+        job += ["--set", *overrides]
     cmd = [args.py_spy, "record", "--idle", "--threads", "--subprocesses", "--full-filenames",
            "--nonblocking", "-r", str(args.rate), "-f", "raw", "-o", str(raw_path), "--", *job]
     print(f"[{stem}] {' '.join(job)}", flush=True)

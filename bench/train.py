@@ -10,7 +10,8 @@ Step throughput is forward + backward + optimiser step of the config's model on 
 tensors of the training batch shape, timed for each variant in turn (fp32 contiguous, the
 config's choice, and the other two combinations of bf16 autocast and channels_last),
 several rounds interleaved so that a load change hits all variants alike; medians are
-quoted. Data throughput is the training DataLoader's images/s with images decoded from disk
+quoted. ``--compile`` adds the config's variant with the model under ``torch.compile`` (its
+warm-up, printed beside each variant, holds the compilation). Data throughput is the training DataLoader's images/s with images decoded from disk
 and decoded once into memory (``run.preload``). The last line is ``speedup=<x>``: the
 config's steps over fp32 contiguous steps. ``--device cuda`` times the steps on the GPU
 (cuDNN autotuning on, as training does); ``--no-loader`` leaves out the data loading, which
@@ -47,13 +48,15 @@ WARMUP_STEPS = 3
 
 
 def make_step(cfg: TrainConfig, amp: str, channels_last: bool, device: torch.device,
-              n_classes: int = 16):
+              compiled: bool = False, n_classes: int = 16):
     """A closure running one training step of ``cfg``'s model on ``device`` with the given
-    precision and memory layout."""
+    precision and memory layout (``compiled``: the model under ``torch.compile``)."""
     torch.manual_seed(0)
     fmt = torch.channels_last if channels_last else torch.contiguous_format
     model = build_model(cfg.model, n_classes).to(device, memory_format=fmt).train()
     opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    if compiled:
+        model = torch.compile(model)
     batch, size = cfg.optim.batch_size, cfg.data.crop_size
     x = torch.randn(batch, 3, size, size).to(device).contiguous(memory_format=fmt)
     y = torch.randint(0, n_classes, (batch, size, size)).to(device)
@@ -70,13 +73,18 @@ def make_step(cfg: TrainConfig, amp: str, channels_last: bool, device: torch.dev
     return step
 
 
-def step_rates(cfg: TrainConfig, variants: dict[str, tuple[str, bool]], steps: int,
-               rounds: int, device: torch.device) -> dict[str, float]:
+def step_rates(cfg: TrainConfig, variants: dict[str, tuple[str, bool, bool]], steps: int,
+               rounds: int, device: torch.device) -> tuple[dict[str, float], dict[str, float]]:
     """Images/s of each variant over the median of ``rounds`` interleaved rounds of
-    ``steps`` steps, after :data:`WARMUP_STEPS` untimed ones."""
-    fns = {name: make_step(cfg, *v, device) for name, v in variants.items()}
-    for fn in fns.values():
+    ``steps`` steps, after :data:`WARMUP_STEPS` untimed ones, and each variant's warm-up
+    seconds (a compiled model's compilation among them)."""
+    fns = {name: make_step(cfg, amp, layout, device, compiled)
+           for name, (amp, layout, compiled) in variants.items()}
+    warm: dict[str, float] = {}
+    for name, fn in fns.items():
+        tic = time.perf_counter()
         warm_up(fn, WARMUP_STEPS, device)
+        warm[name] = time.perf_counter() - tic
 
     def round_of(fn):
         return lambda: [fn() for _ in range(steps)]
@@ -85,7 +93,7 @@ def step_rates(cfg: TrainConfig, variants: dict[str, tuple[str, bool]], steps: i
     for _ in range(rounds):
         for name, fn in fns.items():
             seconds[name] += timed(round_of(fn), 1, device, warmup=0)[0]
-    return {name: rate(cfg.optim.batch_size * steps, s) for name, s in seconds.items()}
+    return {name: rate(cfg.optim.batch_size * steps, s) for name, s in seconds.items()}, warm
 
 
 def loader_rate(cfg: TrainConfig, preload: bool, batches: int) -> float:
@@ -104,24 +112,28 @@ def loader_rate(cfg: TrainConfig, preload: bool, batches: int) -> float:
 
 
 def run(cfg: TrainConfig, config: str, device: torch.device, train: bool, loader: bool,
-        steps: int, rounds: int) -> dict:
+        steps: int, rounds: int, compiled: bool = False) -> dict:
     cfg = resolve_precision(cfg, device)[0]  # run.amp "auto" as training reads it
     if cfg.run.threads is not None and device.type == "cpu":
         torch.set_num_threads(cfg.run.threads)
     torch.backends.cudnn.benchmark = device.type == "cuda"  # fixed shapes, as training does
     chosen = f"{cfg.run.amp}{'+channels_last' if cfg.run.channels_last else ''}"
-    variants = {"fp32": ("fp32", False), "fp32+channels_last": ("fp32", True),
-                "bf16": ("bf16", False), "bf16+channels_last": ("bf16", True)}
+    variants = {"fp32": ("fp32", False, False), "fp32+channels_last": ("fp32", True, False),
+                "bf16": ("bf16", False, False), "bf16+channels_last": ("bf16", True, False)}
+    if compiled:
+        variants[f"{chosen}+compile"] = (cfg.run.amp, cfg.run.channels_last, True)
     results: dict = {"config": config, "device": str(device), "threads": torch.get_num_threads(),
                      "chosen": chosen, "load_before": load()}
-    rates = step_rates(cfg, variants, steps, rounds, device)
+    rates, warm = step_rates(cfg, variants, steps, rounds, device)
     results["step_images_per_s"] = rates
+    results["warm_up_s"] = warm
     print(f"steps of {cfg.model.arch} at {cfg.data.crop_size}px, batch {cfg.optim.batch_size}, "
           f"on {device}, {torch.get_num_threads()} threads (median of {rounds} rounds of "
           f"{steps} steps):")
     for name, r in rates.items():
         mark = "  <- config" if name == chosen else ""
-        print(f"  {name:<20} {r:7.1f} images/s  {r / rates['fp32']:.2f}x{mark}")
+        print(f"  {name:<28} {r:7.1f} images/s  {r / rates['fp32']:.2f}x  "
+              f"(warm-up {warm[name]:.1f} s){mark}")
     for preload in (False, True) if loader else ():
         r = loader_rate(cfg, preload, batches=30)
         results[f"loader_images_per_s_preload_{preload}"] = r
@@ -157,13 +169,15 @@ def cli(argv: list[str] | None = None) -> int:
                         help="leave out the data loading (it reads the config's images)")
     parser.add_argument("--steps", type=int, default=5, help="timed steps per round")
     parser.add_argument("--rounds", type=int, default=5, help="interleaved rounds per variant")
+    parser.add_argument("--compile", action="store_true",
+                        help="also the config's variant with the model under torch.compile")
     parser.add_argument("--json", type=Path, help="also write the results here")
     args = parser.parse_args(argv)
     try:
         cfg = config_lib.load(TrainConfig, args.config, args.set)
         device = open_device(args.device, parser.prog)
         results = run(cfg, args.config, device, args.train, not args.no_loader, args.steps,
-                      args.rounds)
+                      args.rounds, args.compile)
     except UserError as err:  # a wrong path or key, missing data or weights
         print(f"{parser.prog}: error: {err}", file=sys.stderr)
         return 2
