@@ -325,6 +325,29 @@ def test_evaluate_takes_the_generalized_protocol(synth, tmp_path, capsys):
     assert "n_episodes" in capsys.readouterr().err  # a binary key: not this protocol's
 
 
+def test_a_sweep_takes_the_generalized_protocol(synth, tmp_path, monkeypatch, capsys):
+    root, checkpoint, _ = synth
+    monkeypatch.setenv("FSSTOOLS_OUTPUTS", str(tmp_path / "outputs"))
+    config = tmp_path / "gfss.yaml"
+    config.write_text(f"protocol: generalized\nroot: {root}\nsize: 32\nn_runs: 2\n"
+                      f"n_queries: 20\nmethods: [gfss_prototypes]\ncheckpoint: {checkpoint}\n"
+                      f"n_boot: 20\n")
+    # a value the generalized protocol refuses stops the sweep before any job, naming the point
+    bad = ["sweep", "--eval", str(config), "--grid", "n_queries=[20, -1]", "--name", "bad"]
+    assert cli.main(bad) == 2
+    assert "point n_queries=-1: n_queries" in capsys.readouterr().err
+    argv = ["sweep", "--eval", str(config), "--grid", "shots=[[1], [2]]", "--name", "g"]
+    assert cli.main(argv) == 0
+    folder = tmp_path / "outputs" / "sweeps" / "g"
+    table = pd.read_csv(folder / "table.csv")
+    assert set(table["state"]) == {"done"} and sorted(set(table["shots"])) == [1, 2]
+    assert {"base", "novel", "mean", "hmean"} <= set(table.columns)
+    assert set(table["method"]) == {"base_model", "gfss_prototypes"}
+    for name in ("shots-1", "shots-2"):
+        saved = yaml.safe_load((folder / name / "config.yaml").read_text())
+        assert saved["protocol"] == "generalized" and saved["out_dir"] == str(folder / name)
+
+
 def test_the_reading_quotes_the_contrasts_and_calls_a_zero_gap_level():
     from fsstools.studies import generalized
 

@@ -115,6 +115,19 @@ def _choice(key: str, value: Any, valid: Sequence[Any]) -> None:
         )
 
 
+def check_size_and_device(size: int, device: str) -> None:
+    """Raise :class:`ConfigError` naming the key on a test size below the feature stride or
+    a device torch does not know."""
+    if size < FEATURE_STRIDE:
+        raise ConfigError(f"size={size}: the test size must be at least {FEATURE_STRIDE} "
+                          "pixels", key="size")
+    try:
+        torch.device(device)
+    except (RuntimeError, TypeError):
+        raise ConfigError(f"device {device!r} is not a torch device; use cpu, cuda, "
+                          "cuda:1, mps ...", key="device") from None
+
+
 def check_config(cfg: EvalConfig) -> None:
     """Raise :class:`ConfigError` (with the key at fault) on names and values ``cfg`` cannot
     run with; cheap, so it runs whenever a config is built."""
@@ -138,14 +151,7 @@ def check_config(cfg: EvalConfig) -> None:
     if not cfg.seeds:
         raise ConfigError("seeds is empty: give at least one sampling seed, e.g. seeds=[0]",
                           key="seeds")
-    if cfg.size < FEATURE_STRIDE:
-        raise ConfigError(f"size={cfg.size}: the test size must be at least {FEATURE_STRIDE} "
-                          "pixels", key="size")
-    try:
-        torch.device(cfg.device)
-    except (RuntimeError, TypeError):
-        raise ConfigError(f"device {cfg.device!r} is not a torch device; use cpu, cuda, "
-                          "cuda:1, mps ...", key="device") from None
+    check_size_and_device(cfg.size, cfg.device)
     if not cfg.methods:
         raise ConfigError("methods is empty: list at least one method", key="methods")
     try:

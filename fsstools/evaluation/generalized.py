@@ -47,7 +47,7 @@ from fsstools.data.generalized import SupportDraw, SupportSettings, draw_support
 from fsstools.errors import ConfigError, ConflictError
 from fsstools.evaluation import generalized_stats as gstats
 from fsstools.evaluation import guard
-from fsstools.evaluation.config import CONFIG_NAME, EvalConfig
+from fsstools.evaluation.config import CONFIG_NAME
 from fsstools.evaluation.generalized_config import GFSSEvalConfig, results_dir
 from fsstools.evaluation.generalized_scoring import (
     BASE_MODEL as BASE_MODEL,
@@ -335,11 +335,7 @@ def run_generalized(cfg: GFSSEvalConfig, progress: bool = True, force: bool = Fa
             raise ConflictError(f"out_dir {out} holds the results of another configuration (it "
                                 f"differs in {', '.join(differ)}); choose another out_dir, or "
                                 "leave it unset to get a folder per configuration")
-    checkpoint = resolve_checkpoint(EvalConfig(
-        dataset=cfg.dataset, root=cfg.root, list_file=cfg.list_file, fold=cfg.fold,
-        scheme=cfg.scheme, size=cfg.size, checkpoint=cfg.checkpoint,
-        train_config=cfg.train_config, train_overrides=cfg.train_overrides, device=cfg.device),
-        force)
+    checkpoint = resolve_checkpoint(cfg.base_model_config(), force)
     study = prepare(checkpoint, cfg.root, cfg.list_file, cfg.dataset, cfg.fold, cfg.shots,
                     cfg.size, cfg.n_runs, cfg.seed, cfg.scheme, max_queries=cfg.n_queries or None,
                     device=cfg.device, feature_dtype=cfg.feature_dtype,

@@ -20,15 +20,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-import torch
-
 from fsstools import config as config_lib
 from fsstools import paths
 from fsstools.constants import FEATURE_DTYPES, FeatureDtype
 from fsstools.data import splits
 from fsstools.data.splits import Dataset, Scheme
-from fsstools.data.transforms import FEATURE_STRIDE
 from fsstools.errors import ConfigError
+from fsstools.evaluation.config import EvalConfig, check_size_and_device
 from fsstools.evaluation.generalized_scoring import BASE_MODEL
 from fsstools.evaluation.generalized_stream import FEATURE_CACHE_GB
 from fsstools.inference.generalized import (
@@ -126,6 +124,15 @@ class GFSSEvalConfig:
         """Label -> method of :func:`method_configs`."""
         return method_configs(self.methods, self.pi_strategies)
 
+    def base_model_config(self) -> EvalConfig:
+        """The binary protocol's config of the same base model and test data: what
+        resolves (or trains) the checkpoint and guards the fold."""
+        return EvalConfig(
+            dataset=self.dataset, root=self.root, list_file=self.list_file, fold=self.fold,
+            scheme=self.scheme, size=self.size, checkpoint=self.checkpoint,
+            train_config=self.train_config, train_overrides=self.train_overrides,
+            device=self.device)
+
 
 def check(cfg: GFSSEvalConfig) -> None:
     """Raise :class:`ConfigError` naming the key on values ``cfg`` cannot run with."""
@@ -146,14 +153,7 @@ def check(cfg: GFSSEvalConfig) -> None:
     if not cfg.feature_cache_gb >= 0:
         raise ConfigError(f"feature_cache_gb must be >= 0 (GB), got {cfg.feature_cache_gb}; "
                           "0 streams the queries' features always", key="feature_cache_gb")
-    if cfg.size < FEATURE_STRIDE:
-        raise ConfigError(f"size={cfg.size}: the test size must be at least {FEATURE_STRIDE} "
-                          "pixels", key="size")
-    try:
-        torch.device(cfg.device)
-    except (RuntimeError, TypeError):
-        raise ConfigError(f"device {cfg.device!r} is not a torch device; use cpu, cuda, "
-                          "cuda:1, mps ...", key="device") from None
+    check_size_and_device(cfg.size, cfg.device)
     for key, args in (("methods", (cfg.methods, ())), ("pi_strategies", ((), cfg.pi_strategies))):
         try:
             method_configs(*args)

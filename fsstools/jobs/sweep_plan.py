@@ -217,20 +217,32 @@ def _check_declared(stem: str, declared: dict[str, Declared], flag: str, key: st
                               f"({d.help}){hint}", key=key)
 
 
+def _items(values: dict) -> list[str]:
+    return [f"{k}={json.dumps(v)}" for k, v in values.items()]
+
+
+def is_generalized(target: Target) -> bool:
+    """Whether an evaluation target runs the generalized protocol (``protocol:
+    generalized`` in its file or its fixed values)."""
+    from fsstools.evaluation.generalized_config import is_generalized as selects
+
+    return target.kind == "eval" and selects(target.path, _items(target.fixed))
+
+
 def point_eval_config(target: Target, point: Point | None = None) -> Any:
-    """The EvalConfig of ``point`` (checked): the config file, the fixed values, the
-    point's values and its folder as ``out_dir``; without a point, the first two."""
+    """The evaluation config of ``point`` (checked; an EvalConfig, or a GFSSEvalConfig
+    under the generalized protocol): the config file, the fixed values, the point's values
+    and its folder as ``out_dir``; without a point, the first two."""
+    from fsstools.evaluation.generalized_config import GFSSEvalConfig
     from fsstools.evaluation.pipeline import EvalConfig
 
-    def items(values: dict) -> list[str]:
-        return [f"{k}={json.dumps(v)}" for k, v in values.items()]
-
+    schema = GFSSEvalConfig if is_generalized(target) else EvalConfig
     if point is None:
-        return config_lib.load(EvalConfig, target.path, items(target.fixed), SET_FLAG)
+        return config_lib.load(schema, target.path, _items(target.fixed), SET_FLAG)
     place = {OUT_KEYS["eval"]: str(point.folder)}
-    overrides = items({**point.parameters(target), **place})
+    overrides = _items({**point.parameters(target), **place})
     try:
-        return config_lib.load(EvalConfig, target.path, overrides, GRID_FLAG)
+        return config_lib.load(schema, target.path, overrides, GRID_FLAG)
     except ConfigError as err:
         raise ConfigError(f"point {point.label}: {err}", key=err.key) from None
 
@@ -241,7 +253,8 @@ def _check_eval(target: Target, points: list[Point]) -> None:
     point_eval_config(target)
     for point in points:
         try:
-            checked_train_config(point_eval_config(target, point))
+            cfg = point_eval_config(target, point)
+            checked_train_config(cfg.base_model_config() if is_generalized(target) else cfg)
         except ConfigError as err:
             hint = ""
             if err.key == "train_config":
@@ -319,9 +332,11 @@ def _run(target: Target, point: Point) -> str | None:
     """Run ``point``; returns None, or what failed in one line."""
     params = point.parameters(target)
     if target.kind == "eval":
+        from fsstools.evaluation.generalized import run_generalized
         from fsstools.evaluation.pipeline import run_evaluation
 
-        run_evaluation(point_eval_config(target, point))
+        run = run_generalized if is_generalized(target) else run_evaluation
+        run(point_eval_config(target, point))
         return None
     from fsstools.jobs.reproduce import execute
 
