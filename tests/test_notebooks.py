@@ -37,6 +37,7 @@ ALLOWED_IMPORTS = {"fsstools", "pandas", "matplotlib", "IPython"}
 NOTEBOOK_LAYER = {"fsstools.studies.recipes", "fsstools.studies.meta_learning",
                   "fsstools.studies.generalized",
                   "fsstools.studies.report", "fsstools.studies.readings",
+                  "fsstools.studies.fold_readings",
                   "fsstools.studies.widgets", "fsstools.evaluation.stats", "fsstools.plots"}
 """What notebooks import from fsstools: the recipes, statistics, reporting and readings,
 plots, widgets."""
