@@ -124,3 +124,14 @@ def test_gpu_check_says_there_is_no_cuda_and_exits_2():
     assert proc.returncode == 2
     assert proc.stdout == ("bench/gpu_check: torch finds no CUDA device here; nothing checked "
                            "(run it on a GPU)\n")
+
+
+def test_features_times_bench_compares_both_forms(capsys):
+    from bench import features_times
+
+    assert features_times.main(["--rounds", "1", "--calls", "1"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    shapes = [line for line in out if line.startswith("B=")]
+    assert len(shapes) == len(features_times.SHAPES)
+    assert all("row True" in line for line in shapes)  # the loops' form: same bits batched
+    assert out[-1].startswith("speedup=") and float(out[-1].partition("=")[2]) > 0

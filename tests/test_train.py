@@ -330,3 +330,54 @@ def test_precision_on_cpu_follows_run_amp():
     with Precision.choose("bf16", cpu).autocast(cpu):
         out = model(torch.randn(1, 3, 24, 24))
     assert out.dtype == torch.bfloat16
+
+
+class _Draws(torch.utils.data.Dataset):
+    """Items made of one draw from each random stream a transform may read."""
+
+    def __len__(self):
+        return 12
+
+    def __getitem__(self, i):
+        import random
+        return torch.tensor([float(i), torch.rand(()).item(), random.random(), np.random.rand()])
+
+
+def test_in_process_loading_draws_what_one_worker_draws_and_leaves_the_process_streams():
+    from fsstools.training.runtime import InProcessLoader, seed_worker
+
+    def batches(workers):
+        g = torch.Generator().manual_seed(3)
+        plain = torch.utils.data.DataLoader(
+            _Draws(), batch_size=4, sampler=torch.utils.data.RandomSampler(_Draws(), generator=g),
+            num_workers=workers, worker_init_fn=seed_worker, generator=g)
+        loader = plain if workers else InProcessLoader(plain)
+        return [b for _ in range(2) for b in loader]  # two epochs
+
+    torch.manual_seed(0)
+    expected_next = torch.rand(3)
+    torch.manual_seed(0)
+    in_process = batches(0)
+    assert torch.equal(torch.rand(3), expected_next)  # the training process's stream untouched
+    one_worker = batches(1)
+    assert len(in_process) == 6
+    for a, b in zip(in_process, one_worker, strict=True):
+        assert torch.equal(a, b)
+    assert not torch.equal(in_process[0], in_process[3])  # each epoch draws anew
+
+
+def test_workers_0_and_1_train_the_same_weights(tmp_path, voc_root):
+    common = [*disk_overrides(voc_root, tmp_path), "run.epochs=1"]
+    a = main(load_config(None, [*common, "run.workers=0", f"run.out_dir={tmp_path / 'a'}"]))
+    b = main(load_config(None, [*common, "run.workers=1", f"run.out_dir={tmp_path / 'b'}"]))
+    assert_same_weights(weights(a / "last.pt"), weights(b / "last.pt"))
+
+
+def test_loader_bench_checks_the_batches_and_prints_its_speedup(tmp_path, voc_root, capsys):
+    from bench import loader as loader_bench
+
+    overrides = [o for o in disk_overrides(voc_root, tmp_path) if not o.startswith("run.out")]
+    assert loader_bench.main(["--steps", "1", "--rounds", "1", "--set", *overrides]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert "same batches from both variants (first 5): True" in out
+    assert out[-1].startswith("speedup=") and float(out[-1].partition("=")[2]) > 0

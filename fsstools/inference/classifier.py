@@ -65,9 +65,11 @@ def features_times(
     """``sum_x g_x f_x/|f_x|`` per task: (B, C, N) features, (B, N) g -> (B, C)."""
     if inv_norms is not None:
         g = g * inv_norms
-    # g as a transposed row, (B, N, 1) with strides (N, 1, N): for B > 1 the CPU bmm with a
-    # contiguous column g.unsqueeze(2) takes another BLAS path, ~10x slower
-    return torch.bmm(feats, g.unsqueeze(1).transpose(1, 2)).squeeze(2)  # (B, C)
+    # as a row times the transposed features, (B, 1, N) @ (B, N, C): on CPU this BLAS path
+    # is ~2x faster than (B, C, N) @ (B, N, 1) for B > 1 (both read every feature once) and
+    # gives each task the same bits whatever the batch; the column form with a contiguous
+    # g.unsqueeze(2) is ~10x slower still
+    return torch.bmm(g.unsqueeze(1), feats.transpose(1, 2)).squeeze(1)  # (B, C)
 
 
 def score_scale(w: torch.Tensor, tau: float) -> torch.Tensor:

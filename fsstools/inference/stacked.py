@@ -64,7 +64,9 @@ def fit_one_block(cfg: MethodConfig, p: Problem, trace: bool) -> Fitted:
     dots, z = (torch.empty(B, 1, N, dtype=x.dtype, device=x.device) for _ in range(2))
     # views of the buffers, made once
     logits, logits_q, dots2 = z.view(B, N), z[:, 0, :nq], dots.view(B, N)
-    g_col = kernel.g.unsqueeze(1).transpose(1, 2)  # (B, N, 1): see classifier.features_times
+    g_row, x_t = kernel.g.unsqueeze(1), x.transpose(1, 2)  # see classifier.features_times
+    h_row = torch.empty(B, 1, C, dtype=x.dtype, device=x.device)
+    h = h_row.view(B, C)
     neg_b = -b.unsqueeze(1)  # (B, 1): the logits are scale * dots + neg_b
     prior = losses.prior_slope(pi, kl_w)
     for t in range(1, cfg.steps + 2):  # the last pass only scores the final classifier
@@ -87,7 +89,7 @@ def fit_one_block(cfg: MethodConfig, p: Problem, trace: bool) -> Fitted:
         if not step:
             break
         g = kernel.grad(shares, prior, ent_w, kl_w)  # (B, N)
-        h = torch.bmm(x, g_col).view(B, C)  # (B, C)
+        torch.bmm(g_row, x_t, out=h_row)  # h: (B, C)
         w = clf.cosine_step(w, h, scale, norm, cfg.lr)
         neg_b = torch.add(neg_b, g.sum(dim=1, keepdim=True), alpha=-cfg.lr)  # d loss / d b
     return Fitted(logits_q, pi, w, -neg_b.squeeze(1),

@@ -71,6 +71,13 @@ class RunConfig:
     "auto" run on another kind of machine is another run (set the precision to continue it
     there)."""
     workers: int = 4
+    """DataLoader worker processes; 0 loads in the training process (see
+    ``worker_streams``). 2 or more give each worker its own random stream, so other
+    augmentations than 0 or 1."""
+    worker_streams: bool = True
+    """With ``workers: 0``, draw the training data's randomness from the streams a single
+    worker would (:class:`~fsstools.training.runtime.InProcessLoader`), so 0 and 1 workers
+    train on the same batches; false: from the training process's own stream."""
     threads: int | None = None
     """torch.set_num_threads for this process; None leaves torch's default."""
     channels_last: bool = False

@@ -53,6 +53,7 @@ from fsstools.training.epoch import (
 )
 from fsstools.training.runtime import (
     DistContext,
+    InProcessLoader,
     all_reduce_sum,
     barrier,
     epoch_seed,
@@ -160,7 +161,7 @@ def run_directory(cfg: TrainConfig, recipe: Recipe, data_key: str | None = None)
 
 
 def _loaders(data: TrainData, cfg: TrainConfig, ctx: DistContext
-             ) -> tuple[DataLoader, DataLoader, torch.Generator]:
+             ) -> tuple[DataLoader | InProcessLoader, DataLoader, torch.Generator]:
     batch = cfg.optim.batch_size
     if batch % ctx.world_size:
         raise config_lib.ConfigError(
@@ -178,6 +179,8 @@ def _loaders(data: TrainData, cfg: TrainConfig, ctx: DistContext
                        drop_last=True, num_workers=cfg.run.workers, pin_memory=pin,
                        worker_init_fn=seed_worker, generator=generator,
                        persistent_workers=False)
+    if not cfg.run.workers and cfg.run.worker_streams:
+        train = InProcessLoader(train)  # the batches one worker process would give
     # Each process scores a disjoint slice; confusion matrices are summed, so no duplicates.
     val_part = Subset(data.val, range(ctx.rank, len(data.val), ctx.world_size))
     val = DataLoader(val_part, batch_size=cfg.run.val_batch_size, shuffle=False,
