@@ -168,7 +168,8 @@ def draw_figure(root: Path, compare: Path | None, out: Path, style: str = "A") -
     if compare is not None:
         handles.append(plt.Line2D([], [], color="0.55", marker="|", ls="", ms=12, mew=2,
                                   label="uniform-size variant median"))
-    ax.set_title("Foreground share per class: the embedded benchmark beside PASCAL VOC 2012")
+    ax.set_title("Foreground share per class: the embedded benchmark beside PASCAL VOC 2012",
+                 fontsize=10)
     fig.legend(handles=handles, loc="lower center", ncol=2, fontsize=8, frameon=False)
     fig.tight_layout(rect=(0.0, 0.07, 1.0, 1.0))
     out.parent.mkdir(parents=True, exist_ok=True)
