@@ -174,6 +174,105 @@ def test_run_record_names_commit_and_machine(tmp_path):
     assert record["cpu_training_precision"].split()[0] in ("bf16", "fp32")
 
 
+class FakeClock:
+    """``time.perf_counter`` under the test's control."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_the_run_clock_adds_an_interrupted_invocation_to_the_next(tmp_path, monkeypatch):
+    import time
+
+    fake = FakeClock()
+    monkeypatch.setattr(time, "perf_counter", fake)
+    first = publish.RunClock(tmp_path, heartbeat_s=None)
+    first.start("00_walkthrough")
+    fake.now += 40
+    first.stop()
+    first.start("01_base_training")
+    fake.now += 100
+    first.save()  # the heartbeat's last write before the process is killed
+    fake.now += 7  # lost with the kill
+    second = publish.RunClock(tmp_path, heartbeat_s=None)
+    assert second.state["invocations"] == 2
+    assert second.state["seconds"] == {"00_walkthrough": 40.0, "01_base_training": 100.0}
+    for name, spent in [("00_walkthrough", 1), ("01_base_training", 20), ("02_loss_ablations", 30)]:
+        second.start(name)
+        fake.now += spent
+        second.stop()
+    timed = second.finish()
+    assert timed["seconds"] == {"00_walkthrough": 41.0, "01_base_training": 120.0,
+                                "02_loss_ablations": 30.0}
+    assert timed["invocations"] == 2 and timed["untimed_earlier"] is False
+    assert not (tmp_path / publish.LEDGER).exists()
+    record = json.loads(publish.write_run_record(tmp_path, timed["seconds"], timed["started"],
+                                                 timed["invocations"]).read_text())
+    note = publish.footnote(record)
+    assert "3 minutes in all over 2 invocations" in note and "01 2.0" in note
+
+
+def test_the_run_clock_says_when_earlier_results_were_not_timed(tmp_path):
+    (tmp_path / "02_loss_ablations").mkdir()
+    (tmp_path / "02_loss_ablations" / "summary.md").write_text("# 02\n")
+    assert publish.RunClock(tmp_path, heartbeat_s=None).finish()["untimed_earlier"] is True
+    (tmp_path / publish.LEDGER).write_text("{not json")
+    clock = publish.RunClock(tmp_path, heartbeat_s=None)
+    assert clock.state["invocations"] == 1 and clock.state["untimed_earlier"] is True
+    record = json.loads(publish.write_run_record(tmp_path, {"00_walkthrough": 60}, 0.0,
+                                                 untimed_earlier=True).read_text())
+    assert "reused results of an earlier run" in publish.footnote(record)
+    fresh = tmp_path / "fresh"
+    assert publish.RunClock(fresh, heartbeat_s=None).finish()["untimed_earlier"] is False
+
+
+def test_the_run_clock_beats_while_a_notebook_runs(tmp_path):
+    import time
+
+    clock = publish.RunClock(tmp_path, heartbeat_s=0.02)
+    clock.start("06_meta_learning")
+    deadline = time.monotonic() + 10
+    seconds = {}
+    while time.monotonic() < deadline and not seconds.get("06_meta_learning"):
+        time.sleep(0.05)
+        seconds = json.loads((tmp_path / publish.LEDGER).read_text())["seconds"]
+    clock.finish()
+    assert seconds.get("06_meta_learning", 0) > 0, "the ledger was not rewritten while running"
+
+
+def test_a_resumed_main_job_records_the_time_of_both_invocations(tmp_path, monkeypatch):
+    import time
+
+    from fsstools.jobs import reproduce
+
+    fake = FakeClock()
+    monkeypatch.setattr(time, "perf_counter", fake)
+    books = [Path(f"{n}.ipynb") for n in ("00_a", "01_b")]
+    monkeypatch.setattr(reproduce, "list_notebooks", lambda only=None: books)
+    interrupt = {"01_b"}
+
+    def run_notebook(nb, out, overrides):
+        fake.now += 60
+        if nb.stem in interrupt:
+            interrupt.clear()
+            raise KeyboardInterrupt
+        (out / nb.stem).mkdir(parents=True, exist_ok=True)
+        (out / nb.stem / "summary.md").write_text(f"## {nb.stem}\n")
+        return reproduce.NotebookRun(nb.stem, 60.0, out / nb.stem)
+
+    monkeypatch.setattr(reproduce, "run_notebook", run_notebook)
+    with pytest.raises(KeyboardInterrupt):
+        reproduce.reproduce(out=tmp_path)
+    assert not (tmp_path / publish.RUN_RECORD).exists()
+    reproduce.reproduce(out=tmp_path)
+    record = publish.read_run_record(tmp_path)
+    assert record["notebook_seconds"] == {"00_a": 120, "01_b": 60}
+    assert record["invocations"] == 2 and record["untimed_earlier"] is False
+
+
 def test_the_methods_page_lists_every_method_with_its_label():
     from fsstools.inference import METHODS
     from fsstools.studies import report

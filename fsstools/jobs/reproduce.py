@@ -241,17 +241,29 @@ def reproduce(
     out = paths.resolve(out or paths.outputs_dir())
     books = list_notebooks(only)
     runs = []
-    total, started = time.perf_counter(), time.time()
+    total = time.perf_counter()
+    whole = only is None  # the whole main job: its time and machine go into run.json
+    if whole:
+        from fsstools.jobs import publish
+
+        clock = publish.RunClock(out)
+        if clock.state["invocations"] > 1:
+            print(f"resuming the main job in {out} (invocation {clock.state['invocations']}; "
+                  f"time so far kept in {clock.path.name})", flush=True)
     for i, nb in enumerate(books, 1):
         print(f"[{i}/{len(books)}] {nb.name} ...", flush=True)
+        if whole:
+            clock.start(nb.stem)
         run = run_notebook(nb, out, overrides or {})
+        if whole:
+            clock.stop()
         state = "ok" if run.error is None else f"FAILED in {nb.name}, {run.error}"
         print(f"[{i}/{len(books)}] {nb.name} {state} ({run.seconds:.0f} s)", flush=True)
         runs.append(run)
     path = write_summary(runs, out)
-    if only is None:  # the whole main job: record what its numbers were made on
-        from fsstools.jobs.publish import write_run_record
-
-        write_run_record(out, {r.notebook: r.seconds for r in runs}, started)
+    if whole:
+        timed = clock.finish()
+        publish.write_run_record(out, timed["seconds"], timed["started"],
+                                 timed["invocations"], timed["untimed_earlier"])
     print(f"summary: {path} (total {time.perf_counter() - total:.0f} s)")
     return runs
