@@ -135,3 +135,26 @@ def test_features_times_bench_compares_both_forms(capsys):
     assert len(shapes) == len(features_times.SHAPES)
     assert all("row True" in line for line in shapes)  # the loops' form: same bits batched
     assert out[-1].startswith("speedup=") and float(out[-1].partition("=")[2]) > 0
+
+
+@pytest.mark.parametrize("method", ["repri", "oracle_repri"])
+def test_loops_bench_finds_both_loops_give_the_same_bits(capsys, method):
+    from bench import loops
+
+    args = ["--channels", "16", "--grid", "8", "--tasks", "6", "--shots", "2", "--repeats",
+            "1", "--method", method]
+    assert loops.main(args) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert "max |logit difference| 0.00e+00" in out[-2]  # the same arithmetic in both loops
+    assert "agree on 100.0000%" in out[-2]
+    assert out[-1].startswith("general_over_one_block=")
+    assert float(out[-1].partition("=")[2]) > 0
+
+
+def test_loops_bench_refuses_a_peer_method(capsys):
+    from bench import loops
+
+    with pytest.raises(SystemExit) as exit_info:
+        loops.main(["--method", "panet", "--tasks", "1"])
+    assert exit_info.value.code == 2
+    assert "not fitted by these loops" in capsys.readouterr().err

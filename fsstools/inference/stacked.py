@@ -11,24 +11,19 @@ gradient (:class:`~fsstools.inference.losses.LogitGrad`) and the same traces
 too (~30 calls per iteration whatever the chunk's size). The tests hold both loops equal to
 the autograd reference (``tests/reference_repri.py``).
 
-Why two loops: tasks/s of the general loop on the one-block layout and of this one, side by
-side in one process on the same tensors (idle AMD EPYC, 2 cores, 50 iterations, float32,
-medians of 7; ``bench/inference.py``'s episodes), measured when the general loop still
-allocated its gradient's every term each iteration:
+Why two loops: ``bench/loops.py`` runs both on the same chunks and worker threads,
+alternating call by call (2-core Intel Xeon, idle, float32, medians of 7). Their outputs are
+bit for bit the same; tasks/s:
 
-| features, shots | general loop | this loop | general / this |
+| features, shots, method | general loop | this loop | general / this |
 |---|---|---|---|
-| C=512 53x53, 1 | 24.9 | 23.6 | 1.06 |
-| C=512 53x53, 5 | 6.49 | 6.77 | 0.96 |
-| C=128 16x16, 1 | 806 | 1151 | 0.70 |
-| C=128 16x16, 5 | 274 | 425 | 0.64 |
+| C=128 16x16, 1, RePRI (50 steps) | 551 | 606 | 0.91 |
+| C=128 16x16, 5, RePRI | 194 | 205 | 0.94 |
+| C=128 16x16, 1, Oracle-RePRI (300 steps) | 102 | 108 | 0.94 |
+| C=512 53x53, 1, RePRI | 19.2 | 20.0 | 0.96 |
+| C=512 53x53, 5, RePRI | 8.4 | 8.6 | 0.98 |
 
-Since both loops share :class:`~fsstools.inference.losses.LogitGrad` (made once per block),
-the gap has narrowed: single-threaded, tasks per second of thread CPU time, the fastest of
-30 interleaved calls on one chunk (a shared Intel Xeon under load ~9 on 2 cores), general /
-this loop is 0.99 and 0.98 on C=128 16x16 (1 and 5 shots), 0.97 and 0.90 on C=512 53x53
-(before the sharing, same machine and method: 0.92, 0.90, 0.91, 1.00). Wall time on an idle
-machine will say whether this loop still earns its lines.
+The first three rows are the embedded benchmark's features, which the notebooks score.
 """
 
 from __future__ import annotations
