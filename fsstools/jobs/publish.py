@@ -27,6 +27,7 @@ import platform
 import re
 import shutil
 import subprocess
+import threading
 import time
 from pathlib import Path
 
@@ -131,8 +132,6 @@ class RunClock:
     """
 
     def __init__(self, out: Path, heartbeat_s: float | None = LEDGER_HEARTBEAT_S) -> None:
-        import threading
-
         self.path = Path(out) / LEDGER
         state = None
         if self.path.is_file():
