@@ -158,3 +158,44 @@ def test_loops_bench_refuses_a_peer_method(capsys):
         loops.main(["--method", "panet", "--tasks", "1"])
     assert exit_info.value.code == 2
     assert "not fitted by these loops" in capsys.readouterr().err
+
+
+def test_chunks_bench_finds_every_budget_gives_the_same_bits(capsys):
+    from bench import chunks
+
+    # 0.25 MiB a task: 24 tasks to a 6 MiB chunk, all 40 in one under the larger budgets
+    args = ["--method", "repri", "--channels", "128", "--grid", "16", "--tasks", "40",
+            "--rounds", "1"]
+    assert chunks.main(args) == 0
+    out = capsys.readouterr().out.splitlines()
+    rows = [line for line in out if "tasks/s" in line]
+    assert len(rows) == 4 and rows[0].lstrip().startswith("6 MiB: chunks of <=  24 tasks")
+    assert "chunks of <=  40 tasks" in rows[1]  # 16 MiB
+    assert all(line.endswith("same bits as the first: True") for line in rows)
+    assert out[-1].startswith("speedup=") and float(out[-1].partition("=")[2]) > 0
+
+
+def test_chunks_bench_refuses_tasks_that_are_streamed(capsys):
+    from bench import chunks
+
+    with pytest.raises(SystemExit) as exit_info:
+        chunks.main(["--channels", "512", "--grid", "53", "--tasks", "1", "--rounds", "1"])
+    assert exit_info.value.code == 2
+    assert "runs alone, streamed" in capsys.readouterr().err
+
+
+def test_bandwidth_bench_times_both_products_and_bf16(capsys, monkeypatch):
+    from bench import bandwidth
+    from fsstools.inference import layout
+
+    monkeypatch.setattr(layout, "chunk_bytes", lambda: 2 * layout.CACHE_BYTES)
+    args = ["--channels", "16", "--grid", "8", "--rounds", "1", "--calls", "2"]
+    assert bandwidth.main(args) == 0
+    out = capsys.readouterr().out.splitlines()
+    rows = [line for line in out if "iteration" in line]
+    # 1 and 5 shots, each under this CPU's budget and under the fixed one (twice the tasks)
+    tasks = [int(line.split()[0]) for line in rows]
+    assert len(rows) == 4 and tasks[0] == 2 * tasks[1] and tasks[2] == 2 * tasks[3]
+    errors = [float(line.rpartition("up to ")[2].split()[0]) for line in rows]
+    assert all(0 < e < 1 for e in errors)  # bfloat16 rounds the scores, a little
+    assert out[-1].startswith("bf16_over_fp32=") and float(out[-1].partition("=")[2]) > 0

@@ -392,7 +392,8 @@ def test_default_chunk_on_cpu_fills_the_cache():
     assert default_chunk(large, cpu, None) == 1 and layout.streams(large, 1)
     small = torch.empty(1000, 1, 128, 16, 16, device="meta")  # 256 KB per task
     chunk = default_chunk(small, cpu, None)
-    assert 1 < chunk and chunk * layout.task_bytes(small) <= layout.CACHE_BYTES
+    assert 1 < chunk and chunk * layout.task_bytes(small) <= layout.chunk_bytes()
+    assert (chunk + 1) * layout.task_bytes(small) > layout.chunk_bytes()
     assert not layout.streams(small, chunk) and not layout.streams(small, 1)
     double = torch.empty(1000, 1, 128, 16, 16, device="meta", dtype=torch.float64)
     assert default_chunk(double, cpu, None) < chunk
@@ -407,3 +408,68 @@ def test_cuda_matches_cpu():
     assert torch.allclose(cpu.logits, gpu.logits, atol=1e-3)
     on_gpu = run_method(METHODS["repri"], **{k: v.cuda() for k, v in ep.items()})
     assert torch.allclose(on_gpu.logits.cpu(), cpu.logits, atol=1e-3)
+
+
+def fake_caches(root, *caches):
+    """A folder laid out as Linux's /sys/devices/system/cpu/cpu0/cache: (level, type, size,
+    shared_cpu_list or None)."""
+    for i, (level, kind, size, shared) in enumerate(caches):
+        index = root / f"index{i}"
+        index.mkdir(parents=True)
+        (index / "level").write_text(f"{level}\n")
+        (index / "type").write_text(f"{kind}\n")
+        (index / "size").write_text(f"{size}\n")
+        if shared is not None:
+            (index / "shared_cpu_list").write_text(f"{shared}\n")
+    return root
+
+
+def test_last_level_cache_reads_the_highest_data_cache(tmp_path, monkeypatch):
+    intel = fake_caches(tmp_path / "intel", (1, "Data", "48K", "0"),
+                        (1, "Instruction", "64K", "0"), (2, "Unified", "2048K", "0"),
+                        (3, "Unified", "491520K", "0-1"))
+    assert layout.last_level_cache(intel) == (480 * 1024**2, 2)
+    server = fake_caches(tmp_path / "server", (2, "Unified", "1M", "0"),
+                         (3, "Unified", "32M", "0-7,64-71"))
+    assert layout.last_level_cache(server) == (32 * 1024**2, 16)
+    monkeypatch.setattr(layout.os, "cpu_count", lambda: 4)
+    broken = fake_caches(tmp_path / "broken", (2, "Unified", "1024K", "0"),
+                         (3, "Unified", "lots", "0-3"))
+    assert layout.last_level_cache(broken) == (1024**2, 1)  # the unreadable L3 is skipped
+    unshared = fake_caches(tmp_path / "unshared", (3, "Unified", "8M", None))
+    assert layout.last_level_cache(unshared) == (8 * 1024**2, 4)  # every CPU shares it
+    assert layout.last_level_cache(tmp_path / "absent") is None
+
+
+@pytest.mark.parametrize("cache, budget_mib", [
+    ((32, 2), 8),     # the 2-core AMD EPYC: half of each core's 16 MiB share
+    ((480, 2), 32),   # the 2-core Intel Xeon: capped
+    ((32, 16), 6),    # a small share: never below the fixed budget
+    (None, 6),        # no cache described
+])
+def test_chunk_bytes_follows_each_cores_share_of_the_cache(monkeypatch, cache, budget_mib):
+    described = None if cache is None else (cache[0] * 1024**2, cache[1])
+    monkeypatch.setattr(layout, "last_level_cache", lambda: described)
+    layout.chunk_bytes.cache_clear()
+    try:
+        assert layout.chunk_bytes() == budget_mib * 1024**2
+    finally:
+        layout.chunk_bytes.cache_clear()
+
+
+@pytest.mark.parametrize("name", ["repri", "oracle_repri"])
+def test_float32_logits_are_the_same_bits_in_any_chunk_of_three_tasks_or_more(name):
+    """The chunk budget follows the CPU's cache; on the benchmark's features every budget makes
+    chunks of many tasks, which must give a task the same bits whatever their size. A chunk
+    of one or two tasks takes another BLAS path: the same to rounding."""
+    ep = episodes(tasks=9, shots=2, seed=5, dtype=torch.float32)
+    cfg = METHODS[name]
+    whole = run_method(cfg, **ep, chunk_size=9, workers=1, trace=True)
+    for chunk, workers in [(3, 1), (3, 2), (4, 2), (5, 1), (8, 2)]:
+        out = run_method(cfg, **ep, chunk_size=chunk, workers=workers, trace=True)
+        assert torch.equal(out.logits, whole.logits), (chunk, workers)
+        assert torch.equal(out.pi, whole.pi) and torch.equal(out.prototype, whole.prototype)
+        assert torch.equal(out.traces["loss"], whole.traces["loss"]), (chunk, workers)
+    for chunk in (1, 2):
+        out = run_method(cfg, **ep, chunk_size=chunk, workers=2)
+        assert torch.allclose(out.logits, whole.logits, rtol=0, atol=1e-4), chunk
