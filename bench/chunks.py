@@ -23,7 +23,6 @@ from collections.abc import Iterator
 
 import torch
 
-from fsstools import hardware
 from fsstools.inference import METHODS, layout, resolve_method, run_method
 
 try:
@@ -69,7 +68,7 @@ def main(argv: list[str] | None = None) -> int:
     here = layout.chunk_bytes()
     print(f"{args.tasks} tasks, {args.shots}-shot, C={args.channels}, {args.grid}x{args.grid}, "
           f"{cfg.name}, {per_task / MIB:.2f} MiB a task, batches of {BATCH}; last-level cache "
-          f"{(hardware.last_level_cache() or (0, 0))[0] / MIB:.0f} MiB, this CPU's budget "
+          f"{(layout.last_level_cache() or (0, 0))[0] / MIB:.0f} MiB, this CPU's budget "
           f"{here / MIB:.0f} MiB; {torch.get_num_threads()} workers")
     if per_task > layout.CACHE_BYTES:
         parser.error(f"a task of {per_task / MIB:.1f} MiB runs alone, streamed: no chunks")

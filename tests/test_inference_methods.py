@@ -7,7 +7,6 @@ import dataclasses
 import pytest
 import torch
 
-from fsstools import hardware
 from fsstools.config import from_dict
 from fsstools.inference import (
     METHODS,
@@ -429,17 +428,17 @@ def test_last_level_cache_reads_the_highest_data_cache(tmp_path, monkeypatch):
     intel = fake_caches(tmp_path / "intel", (1, "Data", "48K", "0"),
                         (1, "Instruction", "64K", "0"), (2, "Unified", "2048K", "0"),
                         (3, "Unified", "491520K", "0-1"))
-    assert hardware.last_level_cache(intel) == (480 * 1024**2, 2)
+    assert layout.last_level_cache(intel) == (480 * 1024**2, 2)
     server = fake_caches(tmp_path / "server", (2, "Unified", "1M", "0"),
                          (3, "Unified", "32M", "0-7,64-71"))
-    assert hardware.last_level_cache(server) == (32 * 1024**2, 16)
-    monkeypatch.setattr(hardware.os, "cpu_count", lambda: 4)
+    assert layout.last_level_cache(server) == (32 * 1024**2, 16)
+    monkeypatch.setattr(layout.os, "cpu_count", lambda: 4)
     broken = fake_caches(tmp_path / "broken", (2, "Unified", "1024K", "0"),
                          (3, "Unified", "lots", "0-3"))
-    assert hardware.last_level_cache(broken) == (1024**2, 1)  # the unreadable L3 is skipped
+    assert layout.last_level_cache(broken) == (1024**2, 1)  # the unreadable L3 is skipped
     unshared = fake_caches(tmp_path / "unshared", (3, "Unified", "8M", None))
-    assert hardware.last_level_cache(unshared) == (8 * 1024**2, 4)  # every CPU shares it
-    assert hardware.last_level_cache(tmp_path / "absent") is None
+    assert layout.last_level_cache(unshared) == (8 * 1024**2, 4)  # every CPU shares it
+    assert layout.last_level_cache(tmp_path / "absent") is None
 
 
 @pytest.mark.parametrize("cache, budget_mib", [
@@ -450,7 +449,7 @@ def test_last_level_cache_reads_the_highest_data_cache(tmp_path, monkeypatch):
 ])
 def test_chunk_bytes_follows_each_cores_share_of_the_cache(monkeypatch, cache, budget_mib):
     described = None if cache is None else (cache[0] * 1024**2, cache[1])
-    monkeypatch.setattr(hardware, "last_level_cache", lambda: described)
+    monkeypatch.setattr(layout, "last_level_cache", lambda: described)
     layout.chunk_bytes.cache_clear()
     try:
         assert layout.chunk_bytes() == budget_mib * 1024**2

@@ -7,15 +7,16 @@ for the query, streamed from where the features lie (a large task alone).
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import lru_cache
+from pathlib import Path
 from typing import TypeVar
 
 import torch
 
-from fsstools import hardware
 from fsstools.constants import IGNORE_INDEX
 from fsstools.inference import classifier as clf
 from fsstools.inference import losses
@@ -39,6 +40,9 @@ on 16x16): 4-8 MiB best, 2 MiB 1.3-1.6x and 16 MiB 1.4-2x slower."""
 MAX_CHUNK_BYTES = 32 * 1024**2
 """The most bytes of features per chunk on CPU, however large the cache (see
 :func:`chunk_bytes`)."""
+
+CPU_CACHES = Path("/sys/devices/system/cpu/cpu0/cache")
+"""Where Linux describes the first CPU's caches (one ``index*`` folder per cache)."""
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -149,18 +153,52 @@ def chunk_bytes() -> int:
     """Bytes of features per chunk of small tasks on this CPU.
 
     Each core's chunk takes at most half of that core's share of the last-level cache (its
-    size over the CPUs sharing it, :func:`fsstools.hardware.last_level_cache`), so the
-    chunks that run side by side stay in it between their two reads per iteration, within
-    [:data:`CACHE_BYTES`, :data:`MAX_CHUNK_BYTES`]: 8 MiB on the 2-core AMD EPYC (32 MiB
-    L3), 32 MiB on the 2-core Intel Xeon (480 MiB L3), where Oracle-RePRI runs on the
+    size over the CPUs sharing it, :func:`last_level_cache`), so the chunks that run side by
+    side stay in it between their two reads per iteration,
+    within [:data:`CACHE_BYTES`, :data:`MAX_CHUNK_BYTES`]: 8 MiB on the 2-core AMD EPYC
+    (32 MiB L3), 32 MiB on the 2-core Intel Xeon (480 MiB L3), where Oracle-RePRI runs on the
     embedded benchmark's features 1.61x (1 shot) and 1.62x (5 shots) as fast as in 6 MiB
     chunks (``bench/chunks.py``). :data:`CACHE_BYTES` where the cache is not described.
     """
-    cache = hardware.last_level_cache()
+    cache = last_level_cache()
     if cache is None:
         return CACHE_BYTES
     size, sharers = cache
     return min(MAX_CHUNK_BYTES, max(CACHE_BYTES, size // sharers // 2))
+
+
+def last_level_cache(caches: Path = CPU_CACHES) -> tuple[int, int] | None:
+    """Bytes of the highest-level data cache of the first CPU and how many CPUs share it,
+    from ``caches`` (Linux's ``/sys/devices/system/cpu/cpu0/cache``; all of this machine's
+    CPUs where the sharing is not described); None where the cache is not described."""
+    best: tuple[int, int, int] | None = None
+    for index in sorted(caches.glob("index*")) if caches.is_dir() else []:
+        try:
+            level = int((index / "level").read_text())
+            kind = (index / "type").read_text().strip()
+            size = _bytes((index / "size").read_text().strip())
+        except (OSError, ValueError):
+            continue
+        if kind != "Instruction" and (best is None or level > best[0]):
+            best = (level, size, _cpus(index / "shared_cpu_list"))
+    return None if best is None else best[1:]
+
+
+def _cpus(path: Path) -> int:
+    """CPUs in a list such as ``"0-7,64-71"``; all of this machine's where unreadable."""
+    try:
+        ranges = [r.split("-") for r in path.read_text().strip().split(",")]
+        return max(1, sum(int(r[-1]) - int(r[0]) + 1 for r in ranges))
+    except (OSError, ValueError):
+        return max(1, os.cpu_count() or 1)
+
+
+def _bytes(text: str) -> int:
+    """``"491520K"``, ``"32M"`` or ``"1024"`` as bytes."""
+    units = {"K": 1024, "M": 1024**2, "G": 1024**3}
+    if text and text[-1].upper() in units:
+        return int(text[:-1]) * units[text[-1].upper()]
+    return int(text)
 
 
 def spans(tasks: int, chunk: int) -> list[tuple[int, int]]:
